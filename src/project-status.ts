@@ -1,0 +1,85 @@
+import { SUPPORTED_EVENT_TYPES, type JobEvent, type JobState, type JobStatus, type Outcome } from './types.js'
+
+const RANK: Record<JobStatus, number> = { New: 0, Assigned: 1, InProgress: 2, Completed: 3, Canceled: 3 }
+const TERMINAL: ReadonlySet<JobStatus> = new Set(['Completed', 'Canceled'])
+const SHOWS_PHONE: ReadonlySet<JobStatus> = new Set(['Assigned', 'InProgress'])
+const SUPPORTED: ReadonlySet<string> = new Set(SUPPORTED_EVENT_TYPES)
+
+/** An event as the projection sees it: the payload plus when it was received. */
+export interface ProjectedEvent extends JobEvent {
+  receivedAt: number
+}
+
+/**
+ * What one event does to a job. `state` is the job afterwards: unchanged for `unsupported`,
+ * only its delivery count and nothing else changed for `duplicate` and `stale`.
+ */
+export type Decision =
+  | { outcome: Exclude<Outcome, 'unsupported'>; state: JobState }
+  | { outcome: 'unsupported'; state: JobState | undefined }
+
+type Move = 'apply' | 'update' | 'stale'
+
+function move (current: JobStatus, next: JobStatus): Move {
+  if (current === next) return 'update'
+  if (TERMINAL.has(current)) return 'stale'
+  if (RANK[next] > RANK[current]) return 'apply'
+  if (current === 'Assigned' && next === 'New') return 'apply'
+  return 'stale'
+}
+
+function phoneAfter (current: JobState | undefined, event: JobEvent): string | null {
+  if (!SHOWS_PHONE.has(event.jobStatus)) return null
+  if (event.guardianPhone !== undefined) return event.guardianPhone
+  // The guardian who was assigned is the one who starts, so a start without a phone keeps theirs.
+  const samePhase = current !== undefined && (current.status === event.jobStatus ||
+    (current.status === 'Assigned' && event.jobStatus === 'InProgress'))
+  return samePhase ? current.guardianPhone : null
+}
+
+/**
+ * The projection rules of DESIGN.md as one pure function. Live appends and replays both call it,
+ * so a rebuild from the log always equals the live projection.
+ */
+export function projectEvent (current: JobState | undefined, event: ProjectedEvent): Decision {
+  if (!SUPPORTED.has(event.eventType)) return { outcome: 'unsupported', state: current }
+
+  if (current === undefined) {
+    return {
+      outcome: 'applied',
+      state: {
+        jobId: event.jobId,
+        jobName: event.jobName,
+        status: event.jobStatus,
+        guardianPhone: phoneAfter(undefined, event),
+        lastEventType: event.eventType,
+        version: 1,
+        eventCount: 1,
+        createdAt: event.receivedAt,
+        updatedAt: event.receivedAt
+      }
+    }
+  }
+
+  const kind = move(current.status, event.jobStatus)
+  const counted = { ...current, eventCount: current.eventCount + 1 }
+  if (kind === 'stale') return { outcome: 'stale', state: counted }
+
+  const jobName = event.jobName
+  const guardianPhone = phoneAfter(current, event)
+  if (kind === 'update' && jobName === current.jobName && guardianPhone === current.guardianPhone) {
+    return { outcome: 'duplicate', state: counted }
+  }
+  return {
+    outcome: 'applied',
+    state: {
+      ...counted,
+      jobName,
+      status: event.jobStatus,
+      guardianPhone,
+      lastEventType: event.eventType,
+      version: current.version + 1,
+      updatedAt: event.receivedAt
+    }
+  }
+}

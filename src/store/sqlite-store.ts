@@ -1,0 +1,307 @@
+import Database from 'better-sqlite3'
+import { createHash } from 'node:crypto'
+import { join } from 'node:path'
+import { projectEvent } from '../project-status.js'
+import type {
+  AppendResult, G2SentryStore, IncomingEvent, JobState, JobStatus, ListJobsQuery, LogRow, Outcome,
+  QuarantineInput, QuarantineRow, ReadLogQuery, RebuildReport
+} from '../types.js'
+import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from './migrations.js'
+
+export interface SqliteStoreOptions {
+  /** Path of the database file, or `:memory:`. */
+  filename: string
+  /** `FULL` (default) flushes the WAL to disk on every commit, so an acknowledged event survives a power cut. */
+  synchronous?: 'FULL' | 'NORMAL'
+  /** How long a writer waits for another process's lock before the append fails (ms, default 5000). */
+  busyTimeout?: number
+  /** The most appends that share one transaction (default 256). */
+  maxBatch?: number
+}
+
+interface JobRow {
+  job_id: number
+  job_name: string
+  status: JobStatus
+  guardian_phone: string | null
+  last_event_type: string
+  version: number
+  event_count: number
+  created_at: number
+  updated_at: number
+}
+
+interface EventRow {
+  seq: number
+  job_id: number
+  event_type: string
+  job_status: JobStatus
+  job_name: string
+  guardian_phone: string | null
+  raw_body: Buffer
+  signature: string
+  content_hash: string
+  received_at: number
+  outcome: Outcome
+  same_as: number | null
+}
+
+interface QuarantineDbRow {
+  id: number
+  reason: QuarantineRow['reason']
+  detail: string
+  raw_body: Buffer
+  signature: string
+  content_type: string | null
+  received_at: number
+}
+
+const toJob = (row: JobRow): JobState => ({
+  jobId: row.job_id,
+  jobName: row.job_name,
+  status: row.status,
+  guardianPhone: row.guardian_phone,
+  lastEventType: row.last_event_type,
+  version: row.version,
+  eventCount: row.event_count,
+  createdAt: row.created_at,
+  updatedAt: row.updated_at
+})
+
+const jobParams = (job: JobState) => [
+  job.jobId, job.jobName, job.status, job.guardianPhone, job.lastEventType,
+  job.version, job.eventCount, job.createdAt, job.updatedAt
+]
+
+const toLogRow = (row: EventRow): LogRow => ({
+  seq: row.seq,
+  jobId: row.job_id,
+  eventType: row.event_type,
+  jobStatus: row.job_status,
+  jobName: row.job_name,
+  guardianPhone: row.guardian_phone,
+  rawBody: row.raw_body,
+  signature: row.signature,
+  contentHash: row.content_hash,
+  receivedAt: row.received_at,
+  outcome: row.outcome,
+  sameAs: row.same_as
+})
+
+const UPSERT_JOB = `INSERT INTO jobs (job_id, job_name, status, guardian_phone, last_event_type, version, event_count, created_at, updated_at)
+  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+  ON CONFLICT (job_id) DO UPDATE SET job_name = excluded.job_name, status = excluded.status,
+    guardian_phone = excluded.guardian_phone, last_event_type = excluded.last_event_type,
+    version = excluded.version, event_count = excluded.event_count, updated_at = excluded.updated_at`
+
+const REPLAY_PAGE = 5000
+const REPLAY_CACHE = 50_000
+
+type Pending = { event: IncomingEvent; resolve: (result: AppendResult) => void; reject: (error: unknown) => void }
+
+/** Opens (and migrates) a SQLite event store. */
+export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { readonly db: Database.Database } {
+  const db = new Database(options.filename)
+  db.pragma(`busy_timeout = ${options.busyTimeout ?? 5000}`)
+  db.pragma('journal_mode = WAL')
+  db.pragma(`synchronous = ${options.synchronous ?? 'FULL'}`)
+  try {
+    migrate(db)
+  } catch (error) {
+    db.close()
+    throw error
+  }
+  const maxBatch = options.maxBatch ?? 256
+
+  const selectJob = db.prepare<[number], JobRow>('SELECT * FROM jobs WHERE job_id = ?')
+  const upsertJob = db.prepare(UPSERT_JOB)
+  const insertEvent = db.prepare(`INSERT INTO events
+    (job_id, event_type, job_status, job_name, guardian_phone, raw_body, signature, content_hash, received_at, outcome, same_as)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+  const firstSameContent = db.prepare<[number, string], { seq: number }>(
+    'SELECT seq FROM events WHERE job_id = ? AND content_hash = ? ORDER BY seq LIMIT 1')
+
+  const appendOne = db.transaction((event: IncomingEvent): AppendResult => {
+    const current = selectJob.get(event.jobId)
+    const decision = projectEvent(current && toJob(current), event)
+    const contentHash = createHash('sha256').update(event.rawBody).digest('hex')
+    const sameAs = decision.outcome === 'duplicate' ? firstSameContent.get(event.jobId, contentHash)?.seq ?? null : null
+    const { lastInsertRowid } = insertEvent.run(
+      event.jobId, event.eventType, event.jobStatus, event.jobName, event.guardianPhone ?? null,
+      event.rawBody, event.signature, contentHash, event.receivedAt, decision.outcome, sameAs)
+    if (decision.outcome !== 'unsupported') upsertJob.run(jobParams(decision.state))
+    return { outcome: decision.outcome, seq: Number(lastInsertRowid), jobId: event.jobId, status: decision.state?.status ?? null }
+  })
+
+  // One transaction and one disk flush for every append that arrives in the same turn of the
+  // event loop; each event runs in its own savepoint, so one failure fails only its caller.
+  const appendBatch = db.transaction((batch: Pending[]) => batch.map((item) => {
+    try {
+      return { ok: true as const, result: appendOne(item.event) }
+    } catch (error) {
+      return { ok: false as const, error }
+    }
+  }))
+
+  let pending: Pending[] = []
+  let scheduled = false
+  let closed = false
+
+  function flush (): void {
+    scheduled = false
+    const batch = pending.length <= maxBatch ? pending : pending.slice(0, maxBatch)
+    pending = pending.length <= maxBatch ? [] : pending.slice(maxBatch)
+    if (pending.length > 0) schedule()
+    let outcomes
+    try {
+      outcomes = appendBatch.immediate(batch)
+    } catch (error) {
+      for (const item of batch) item.reject(error)
+      return
+    }
+    outcomes.forEach((outcome, i) => {
+      const item = batch[i] as Pending
+      if (outcome.ok) item.resolve(outcome.result)
+      else item.reject(outcome.error)
+    })
+  }
+
+  function schedule (): void {
+    if (scheduled) return
+    scheduled = true
+    setImmediate(flush)
+  }
+
+  const insertQuarantine = db.prepare(`INSERT INTO quarantine (reason, detail, raw_body, signature, content_type, received_at)
+    VALUES (?, ?, ?, ?, ?, ?)`)
+  const selectJobsAfter = db.prepare<[number, number], JobRow>('SELECT * FROM jobs WHERE job_id > ? ORDER BY job_id LIMIT ?')
+  const selectJobsByStatus = db.prepare<[string, number, number], JobRow>(
+    'SELECT * FROM jobs WHERE status = ? AND job_id > ? ORDER BY job_id LIMIT ?')
+  const selectLog = db.prepare<[number, number], EventRow>('SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?')
+  const selectJobLog = db.prepare<[number, number, number], EventRow>(
+    'SELECT * FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?')
+  const selectQuarantine = db.prepare<[number, number], QuarantineDbRow>('SELECT * FROM quarantine WHERE id > ? ORDER BY id LIMIT ?')
+
+  const rebuild = (dryRun: boolean): RebuildReport => {
+    db.exec('DROP TABLE IF EXISTS temp.rebuilt_jobs; CREATE TEMP TABLE rebuilt_jobs AS SELECT * FROM main.jobs WHERE 0')
+    const readRebuilt = db.prepare<[number], JobRow>('SELECT * FROM temp.rebuilt_jobs WHERE job_id = ?')
+    const writeRebuilt = db.prepare(UPSERT_JOB.replace('INSERT INTO jobs', 'INSERT INTO temp.rebuilt_jobs'))
+    const replayPage = db.prepare<[number, number], Pick<EventRow, 'seq' | 'job_id' | 'event_type' | 'job_status' | 'job_name' | 'guardian_phone' | 'received_at' | 'outcome'>>(
+      'SELECT seq, job_id, event_type, job_status, job_name, guardian_phone, received_at, outcome FROM main.events WHERE seq > ? ORDER BY seq LIMIT ?')
+    // Job states stay in memory up to a bound, then go to the temporary table, so memory
+    // stays flat however long the log is.
+    const cache = new Map<number, JobState>()
+    const spill = () => {
+      for (const job of cache.values()) writeRebuilt.run(jobParams(job))
+      cache.clear()
+    }
+    const report: RebuildReport = { events: 0, jobs: 0, outcomeMismatches: [], differingJobs: [] }
+    let after = 0
+    for (;;) {
+      const page = replayPage.all(after, REPLAY_PAGE)
+      if (page.length === 0) break
+      for (const row of page) {
+        let current = cache.get(row.job_id)
+        if (current === undefined) {
+          const stored = readRebuilt.get(row.job_id)
+          if (stored !== undefined) current = toJob(stored)
+        }
+        const decision = projectEvent(current, {
+          jobId: row.job_id,
+          eventType: row.event_type,
+          jobStatus: row.job_status,
+          jobName: row.job_name,
+          guardianPhone: row.guardian_phone ?? undefined,
+          receivedAt: row.received_at
+        })
+        if (decision.outcome !== row.outcome) {
+          report.outcomeMismatches.push({ seq: row.seq, stored: row.outcome, replayed: decision.outcome })
+        }
+        if (decision.state !== undefined) {
+          if (cache.size >= REPLAY_CACHE && !cache.has(row.job_id)) spill()
+          cache.set(row.job_id, decision.state)
+        }
+      }
+      report.events += page.length
+      after = (page[page.length - 1] as { seq: number }).seq
+    }
+    spill()
+    report.jobs = (db.prepare('SELECT count(*) AS n FROM temp.rebuilt_jobs').get() as { n: number }).n
+    report.differingJobs = db.prepare<[], { job_id: number }>(`SELECT job_id FROM (
+        SELECT * FROM main.jobs EXCEPT SELECT * FROM temp.rebuilt_jobs
+        UNION ALL
+        SELECT * FROM temp.rebuilt_jobs EXCEPT SELECT * FROM main.jobs)
+      GROUP BY job_id ORDER BY job_id`).all().map((row) => row.job_id)
+    if (!dryRun) db.exec('DELETE FROM main.jobs; INSERT INTO main.jobs SELECT * FROM temp.rebuilt_jobs')
+    db.exec('DROP TABLE temp.rebuilt_jobs')
+    return report
+  }
+  const rebuildTx = db.transaction(rebuild)
+
+  return {
+    db,
+    append (event) {
+      if (closed) return Promise.reject(new Error('The store is closed'))
+      return new Promise<AppendResult>((resolve, reject) => {
+        pending.push({ event, resolve, reject })
+        schedule()
+      })
+    },
+    async quarantine (entry: QuarantineInput) {
+      const { lastInsertRowid } = insertQuarantine.run(entry.reason, entry.detail, entry.rawBody, entry.signature,
+        entry.contentType, entry.receivedAt)
+      return Number(lastInsertRowid)
+    },
+    async getJob (jobId) {
+      const row = selectJob.get(jobId)
+      return row && toJob(row)
+    },
+    async listJobs (query: ListJobsQuery) {
+      const rows = query.status === undefined
+        ? selectJobsAfter.all(query.after ?? 0, query.limit)
+        : selectJobsByStatus.all(query.status, query.after ?? 0, query.limit)
+      return rows.map(toJob)
+    },
+    async readLog (query: ReadLogQuery) {
+      const rows = query.jobId === undefined
+        ? selectLog.all(query.afterSeq ?? 0, query.limit)
+        : selectJobLog.all(query.jobId, query.afterSeq ?? 0, query.limit)
+      return rows.map(toLogRow)
+    },
+    async listQuarantine ({ afterId, limit }) {
+      return selectQuarantine.all(afterId ?? 0, limit).map((row) => ({
+        id: row.id,
+        reason: row.reason,
+        detail: row.detail,
+        rawBody: row.raw_body,
+        signature: row.signature,
+        contentType: row.content_type,
+        receivedAt: row.received_at
+      }))
+    },
+    async rebuild (options) {
+      const dryRun = options?.dryRun === true
+      // A rebuild takes the write lock so no append slips in between the replay and the swap.
+      return dryRun ? rebuildTx.deferred(true) : rebuildTx.immediate(false)
+    },
+    async close () {
+      closed = true
+      if (pending.length > 0) flush()
+      db.close()
+    }
+  }
+}
+
+function migrate (db: Database.Database): void {
+  const all = loadMigrations(join(MIGRATIONS_ROOT, 'sqlite'))
+  db.transaction(() => {
+    db.exec(`CREATE TABLE IF NOT EXISTS g2sentry_migrations (
+      version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at INTEGER NOT NULL)`)
+    const applied = db.prepare<[], AppliedMigration>('SELECT version, name, checksum FROM g2sentry_migrations ORDER BY version').all()
+    const record = db.prepare('INSERT INTO g2sentry_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)')
+    for (const migration of pendingMigrations(all, applied)) {
+      db.exec(migration.sql)
+      record.run(migration.version, migration.name, migration.checksum, Date.now())
+    }
+  }).immediate()
+}

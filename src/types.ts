@@ -1,0 +1,124 @@
+/** A job's status at G2 Sentry, as the callback's `jobStatus` reports it. */
+export const JOB_STATUSES = ['New', 'Assigned', 'InProgress', 'Completed', 'Canceled'] as const
+export type JobStatus = (typeof JOB_STATUSES)[number]
+
+/** The event types G2 Sentry pushes as callbacks today; any other is logged as `unsupported`. */
+export const SUPPORTED_EVENT_TYPES = ['JobAssigned', 'JobStarted', 'JobCompleted', 'JobWithdrawed'] as const
+export type SupportedEventType = (typeof SUPPORTED_EVENT_TYPES)[number]
+
+/** What the log records for one delivery. */
+export type Outcome = 'applied' | 'duplicate' | 'stale' | 'unsupported'
+
+/** The fields of a callback body that the projection reads. */
+export interface JobEvent {
+  jobId: number
+  eventType: string
+  jobName: string
+  jobStatus: JobStatus
+  guardianPhone?: string | undefined
+}
+
+/** The projected state of one job: the row behind `GET /jobs/:jobId`. */
+export interface JobState {
+  jobId: number
+  jobName: string
+  status: JobStatus
+  guardianPhone: string | null
+  lastEventType: string
+  /** Number of events that changed the projection. */
+  version: number
+  /** Number of deliveries logged for the job (applied, duplicate and stale). */
+  eventCount: number
+  /** Milliseconds since the epoch, from the log's received-at times. */
+  createdAt: number
+  updatedAt: number
+}
+
+/** A verified event as it enters the store. */
+export interface IncomingEvent extends JobEvent {
+  rawBody: Buffer
+  signature: string
+  receivedAt: number
+}
+
+/** One row of the event log. */
+export interface LogRow {
+  seq: number
+  jobId: number
+  eventType: string
+  jobStatus: JobStatus
+  jobName: string
+  guardianPhone: string | null
+  rawBody: Buffer
+  signature: string
+  contentHash: string
+  receivedAt: number
+  outcome: Outcome
+  /** For a duplicate: the first earlier row of the same job with the same body. */
+  sameAs: number | null
+}
+
+/** What an append reports to the caller, after it committed. */
+export interface AppendResult {
+  outcome: Outcome
+  seq: number
+  jobId: number
+  /** The job's status after the event; null when the job has no projection (an unsupported first event). */
+  status: JobStatus | null
+}
+
+export type QuarantineReason = 'invalid_json' | 'invalid_payload'
+
+export interface QuarantineInput {
+  reason: QuarantineReason
+  detail: string
+  rawBody: Buffer
+  signature: string
+  contentType: string | null
+  receivedAt: number
+}
+
+export interface QuarantineRow extends QuarantineInput {
+  id: number
+}
+
+export interface ListJobsQuery {
+  status?: JobStatus | undefined
+  limit: number
+  /** Return jobs with a jobId greater than this one. */
+  after?: number | undefined
+}
+
+export interface ReadLogQuery {
+  jobId?: number | undefined
+  /** Return rows with a seq greater than this one. */
+  afterSeq?: number | undefined
+  limit: number
+}
+
+/** What a rebuild or a verification found. */
+export interface RebuildReport {
+  events: number
+  jobs: number
+  /** Log rows whose recomputed outcome differs from the one given live. */
+  outcomeMismatches: Array<{ seq: number; stored: Outcome; replayed: Outcome }>
+  /** Jobs whose stored projection differs from the rebuilt one. */
+  differingJobs: number[]
+}
+
+/**
+ * The storage contract. Every method is asynchronous so that a networked backend can implement
+ * it; every backend must pass test/store-contract.ts.
+ */
+export interface G2SentryStore {
+  /** Appends one event and updates the projection in one committed transaction. */
+  append(event: IncomingEvent): Promise<AppendResult>
+  quarantine(entry: QuarantineInput): Promise<number>
+  getJob(jobId: number): Promise<JobState | undefined>
+  listJobs(query: ListJobsQuery): Promise<JobState[]>
+  readLog(query: ReadLogQuery): Promise<LogRow[]>
+  listQuarantine(query: { afterId?: number | undefined; limit: number }): Promise<QuarantineRow[]>
+  /** Recomputes the projection from the log; with `dryRun` only compares it with the stored one. */
+  rebuild(options?: { dryRun?: boolean }): Promise<RebuildReport>
+  close(): Promise<void>
+}
