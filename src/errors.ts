@@ -10,6 +10,7 @@ export const errors = {
   BODY_TOO_LARGE: createError('FST_G2SENTRY_BODY_TOO_LARGE', 'The body is larger than %d bytes', 413),
   UNSUPPORTED_MEDIA_TYPE: createError('FST_G2SENTRY_UNSUPPORTED_MEDIA_TYPE', 'Callbacks must be sent as application/json', 415),
   STORAGE_UNAVAILABLE: createError('FST_G2SENTRY_STORAGE_UNAVAILABLE', 'The event could not be stored; retry later', 503),
+  INVALID_REQUEST: createError('FST_G2SENTRY_INVALID_REQUEST', '%s', 400),
   JOB_NOT_FOUND: createError('FST_G2SENTRY_JOB_NOT_FOUND', 'Job %d has no events', 404),
   MIGRATION_REFUSED: createError('FST_G2SENTRY_MIGRATION_REFUSED', '%s', 500)
 } as const

@@ -183,7 +183,10 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
   const selectQuarantine = db.prepare<[number, number], QuarantineDbRow>('SELECT * FROM quarantine WHERE id > ? ORDER BY id LIMIT ?')
 
   const rebuild = (dryRun: boolean): RebuildReport => {
-    db.exec('DROP TABLE IF EXISTS temp.rebuilt_jobs; CREATE TEMP TABLE rebuilt_jobs AS SELECT * FROM main.jobs WHERE 0')
+    // The same definition as the projection table, so rows compare column for column.
+    const { sql } = db.prepare<[], { sql: string }>("SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = 'jobs'").get() as { sql: string }
+    db.exec('DROP TABLE IF EXISTS temp.rebuilt_jobs')
+    db.exec(sql.replace(/^CREATE TABLE jobs/, 'CREATE TEMP TABLE rebuilt_jobs'))
     const readRebuilt = db.prepare<[number], JobRow>('SELECT * FROM temp.rebuilt_jobs WHERE job_id = ?')
     const writeRebuilt = db.prepare(UPSERT_JOB.replace('INSERT INTO jobs', 'INSERT INTO temp.rebuilt_jobs'))
     const replayPage = db.prepare<[number, number], Pick<EventRow, 'seq' | 'job_id' | 'event_type' | 'job_status' | 'job_name' | 'guardian_phone' | 'received_at' | 'outcome'>>(

@@ -1,0 +1,81 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { decodeCallback } from './decode-callback.js'
+import { errors } from './errors.js'
+import type { ResolvedOptions } from './options.js'
+import { CallbackResponse, ErrorView } from './schemas.js'
+import type { G2SentryStore } from './types.js'
+import { verifySignature } from './verify-signature.js'
+
+const EMPTY = Buffer.alloc(0)
+
+/**
+ * The callback route, in its own encapsulated scope: its JSON parser keeps the exact bytes
+ * (read once, never parsed before the signature is checked) without touching the user's app.
+ */
+export async function callbackRoute (app: FastifyInstance, opts: { options: ResolvedOptions; store: G2SentryStore }): Promise<void> {
+  const { options: { secrets, callbackPath, bodyLimit, onEvent }, store } = opts
+
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('application/json', { parseAs: 'buffer', bodyLimit }, (_request, body, done) => done(null, body))
+
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    const known = translate(error, bodyLimit)
+    if (known.statusCode === undefined || (known.statusCode >= 500 && known.code !== 'FST_G2SENTRY_STORAGE_UNAVAILABLE')) request.log.error({ err: error }, 'g2sentry: callback failed')
+    reply.code(known.statusCode ?? 500).send(known)
+  })
+
+  app.post(callbackPath, {
+    bodyLimit,
+    schema: { response: { 200: CallbackResponse, '4xx': ErrorView, '5xx': ErrorView } }
+  }, async (request: FastifyRequest, reply: FastifyReply) => {
+    const rawBody = Buffer.isBuffer(request.body) ? request.body : EMPTY
+    const header = request.headers['x-signature']
+    const check = verifySignature(rawBody, header, secrets)
+    if (!check.valid) {
+      request.log.warn({ reason: check.reason }, 'g2sentry: callback refused, bad signature')
+      throw check.reason === 'missing' ? new errors.MISSING_SIGNATURE() : new errors.BAD_SIGNATURE()
+    }
+    const signature = header as string
+    const receivedAt = Date.now()
+
+    const decoded = decodeCallback(rawBody)
+    if (!decoded.ok) {
+      await store.quarantine({
+        reason: decoded.reason,
+        detail: decoded.detail,
+        rawBody,
+        signature,
+        contentType: request.headers['content-type'] ?? null,
+        receivedAt
+      }).catch(storageFailed(request))
+      throw decoded.reason === 'invalid_json' ? new errors.INVALID_JSON(decoded.detail) : new errors.INVALID_PAYLOAD(decoded.detail)
+    }
+
+    const result = await store.append({ ...decoded.event, rawBody, signature, receivedAt }).catch(storageFailed(request))
+    request.log.info({ jobId: result.jobId, seq: result.seq, outcome: result.outcome, secretIndex: check.secretIndex }, 'g2sentry: callback stored')
+    if (onEvent !== undefined) {
+      try {
+        await onEvent({ ...result, event: decoded.event }, request)
+      } catch (err) {
+        request.log.error({ err, seq: result.seq }, 'g2sentry: onEvent failed; the event stays committed')
+      }
+    }
+    return result
+  })
+}
+
+function storageFailed (request: FastifyRequest) {
+  return (err: unknown): never => {
+    request.log.error({ err }, 'g2sentry: storage failed, answering 503 so the sender retries')
+    throw new errors.STORAGE_UNAVAILABLE()
+  }
+}
+
+/** Fastify's own body errors, answered with this plugin's codes. */
+function translate (error: FastifyError, bodyLimit: number): FastifyError {
+  switch (error.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE': return new errors.BODY_TOO_LARGE(bodyLimit)
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE': return new errors.UNSUPPORTED_MEDIA_TYPE()
+    default: return error
+  }
+}

@@ -1,0 +1,57 @@
+import fp from 'fastify-plugin'
+import type { FastifyInstance } from 'fastify'
+import { callbackRoute } from './callback-route.js'
+import { jobRoutes } from './job-routes.js'
+import { resolveOptions, type G2SentryOptions } from './options.js'
+import { readLogStream, type ReadLogOptions } from './replay.js'
+import { sqliteStore } from './store/sqlite-store.js'
+import type { G2SentryStore, LogRow, RebuildReport } from './types.js'
+
+/** What the plugin adds to the Fastify instance as `fastify.g2sentry`. */
+export interface G2SentryDecorator {
+  store: G2SentryStore
+  /** The event log in seq order, streamed a page at a time. */
+  readLog: (options?: ReadLogOptions) => AsyncGenerator<LogRow>
+  /** Recomputes the projection from the log and replaces the stored one. */
+  rebuild: () => Promise<RebuildReport>
+  /** Recomputes the projection from the log and reports where the stored one differs, changing nothing. */
+  verify: () => Promise<RebuildReport>
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    g2sentry: G2SentryDecorator
+  }
+}
+
+async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promise<void> {
+  const resolved = resolveOptions(options)
+  const store = resolved.store ?? sqliteStore({ filename: resolved.database })
+  if (resolved.store === undefined) app.addHook('onClose', () => store.close())
+
+  app.decorate('g2sentry', {
+    store,
+    readLog: (readOptions?: ReadLogOptions) => readLogStream(store, readOptions),
+    rebuild: () => store.rebuild(),
+    verify: () => store.rebuild({ dryRun: true })
+  })
+
+  await app.register(callbackRoute, { prefix: resolved.prefix, options: resolved, store })
+  if (resolved.jobRoutes !== false) {
+    const { prefix, ...routeOptions } = resolved.jobRoutes
+    await app.register(jobRoutes, { prefix: resolved.prefix + prefix, store, routeOptions })
+  }
+}
+
+/** Receives signed G2 Sentry callbacks, keeps them in an event log and serves each job's projected status. */
+const plugin = fp(g2sentry, { fastify: '5.x', name: 'fastify-g2sentry' })
+export default plugin
+export { plugin as g2sentry }
+
+export { errors } from './errors.js'
+export { projectEvent, type Decision, type ProjectedEvent } from './project-status.js'
+export { signBody, verifySignature, type SignatureCheck } from './verify-signature.js'
+export { sqliteStore, type SqliteStoreOptions } from './store/sqlite-store.js'
+export { readLogStream, type ReadLogOptions } from './replay.js'
+export type { G2SentryOptions, CommittedEvent, JobRouteOptions } from './options.js'
+export * from './types.js'

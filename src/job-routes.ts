@@ -1,0 +1,66 @@
+import type { FastifyError, FastifyInstance } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { errors } from './errors.js'
+import type { JobRouteOptions } from './options.js'
+import { ErrorView, JobEventsView, JobIdParams, JobListView, JobView, ListJobsQuerystring } from './schemas.js'
+import { readLogStream } from './replay.js'
+import type { G2SentryStore, JobState, LogRow } from './types.js'
+
+const iso = (ms: number) => new Date(ms).toISOString()
+
+const jobView = (job: JobState) => ({ ...job, createdAt: iso(job.createdAt), updatedAt: iso(job.updatedAt) })
+
+const eventView = (row: LogRow) => ({
+  seq: row.seq,
+  eventType: row.eventType,
+  jobStatus: row.jobStatus,
+  jobName: row.jobName,
+  guardianPhone: row.guardianPhone,
+  outcome: row.outcome,
+  receivedAt: iso(row.receivedAt)
+})
+
+/** `GET /jobs`, `GET /jobs/:jobId` and `GET /jobs/:jobId/events`, read from the projection and the log. */
+export async function jobRoutes (instance: FastifyInstance, opts: { store: G2SentryStore; routeOptions: JobRouteOptions }): Promise<void> {
+  const app = instance.withTypeProvider<TypeBoxTypeProvider>()
+  const { store, routeOptions } = opts
+
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    if (error.validation !== undefined) {
+      reply.code(400).send(new errors.INVALID_REQUEST(error.message))
+      return
+    }
+    if (error.statusCode === undefined || error.statusCode >= 500) request.log.error({ err: error }, 'g2sentry: job route failed')
+    reply.send(error)
+  })
+
+  app.get('/', {
+    ...routeOptions,
+    schema: { querystring: ListJobsQuerystring, response: { 200: JobListView, '4xx': ErrorView } }
+  }, async (request) => {
+    const { status, limit, after } = request.query
+    const jobs = await store.listJobs({ status, limit, after })
+    const last = jobs[jobs.length - 1]
+    return { jobs: jobs.map(jobView), next: jobs.length === limit && last !== undefined ? last.jobId : null }
+  })
+
+  app.get('/:jobId', {
+    ...routeOptions,
+    schema: { params: JobIdParams, response: { 200: JobView, '4xx': ErrorView } }
+  }, async (request) => {
+    const job = await store.getJob(request.params.jobId)
+    if (job === undefined) throw new errors.JOB_NOT_FOUND(request.params.jobId)
+    return jobView(job)
+  })
+
+  app.get('/:jobId/events', {
+    ...routeOptions,
+    schema: { params: JobIdParams, response: { 200: JobEventsView, '4xx': ErrorView } }
+  }, async (request) => {
+    const { jobId } = request.params
+    const events = []
+    for await (const row of readLogStream(store, { jobId })) events.push(eventView(row))
+    if (events.length === 0) throw new errors.JOB_NOT_FOUND(jobId)
+    return { jobId, events }
+  })
+}

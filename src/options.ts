@@ -1,0 +1,89 @@
+import type { FastifyRequest, RouteShorthandOptions } from 'fastify'
+import { errors } from './errors.js'
+import type { AppendResult, G2SentryStore, JobEvent } from './types.js'
+
+/** Route options a user may put on the job routes, e.g. an `onRequest` hook for authentication. */
+export type JobRouteOptions = Pick<RouteShorthandOptions,
+  'onRequest' | 'preParsing' | 'preValidation' | 'preHandler' | 'preSerialization' | 'onSend' | 'onResponse' |
+  'onError' | 'onTimeout' | 'config' | 'logLevel' | 'constraints'>
+
+/** What `onEvent` receives once an event is committed. */
+export interface CommittedEvent extends AppendResult {
+  event: JobEvent
+}
+
+export interface G2SentryOptions {
+  /** The callback secret, or several during a rotation; a body signed with any of them is accepted. */
+  secret: string | string[]
+  /** SQLite file for the event log (default `./g2sentry.db`; `:memory:` allowed). Ignored when `store` is given. */
+  database?: string
+  /** A store implementing the store contract; the plugin does not close a store it did not open. */
+  store?: G2SentryStore
+  /** Path of the callback route (default `/callbacks/g2sentry`). */
+  callbackPath?: string
+  /** Largest callback body in bytes (default 64 KiB). */
+  bodyLimit?: number
+  /** The job routes: `false` to leave them out, or their prefix and route options (default `{ prefix: '/jobs' }`). */
+  jobRoutes?: boolean | ({ prefix?: string } & JobRouteOptions)
+  /** Called after each event is committed; an error in it is logged, never turned into a failed delivery. */
+  onEvent?: (event: CommittedEvent, request: FastifyRequest) => void | Promise<void>
+  /** Passed by Fastify when the plugin is registered with a prefix. */
+  prefix?: string
+}
+
+export interface ResolvedOptions {
+  secrets: string[]
+  database: string
+  store: G2SentryStore | undefined
+  callbackPath: string
+  bodyLimit: number
+  jobRoutes: false | ({ prefix: string } & JobRouteOptions)
+  onEvent: G2SentryOptions['onEvent']
+  prefix: string
+}
+
+const STORE_METHODS = ['append', 'quarantine', 'getJob', 'listJobs', 'readLog', 'listQuarantine', 'rebuild', 'close'] as const
+
+function fail (message: string): never {
+  throw new errors.INVALID_OPTION(message)
+}
+
+function path (name: string, value: unknown, fallback: string): string {
+  if (value === undefined) return fallback
+  if (typeof value !== 'string' || !value.startsWith('/')) fail(`${name} must be a path starting with "/"`)
+  return value
+}
+
+/** Checks the options once, at registration, and fills in the defaults. */
+export function resolveOptions (options: G2SentryOptions): ResolvedOptions {
+  const { secret, database, store, bodyLimit, jobRoutes, onEvent } = options
+  const secrets = typeof secret === 'string' ? [secret] : secret
+  if (!Array.isArray(secrets) || secrets.length === 0) fail('secret is required: a string, or an array of strings during a rotation')
+  if (!secrets.every((s) => typeof s === 'string' && s.length > 0)) fail('every secret must be a non-empty string')
+
+  if (database !== undefined && (typeof database !== 'string' || database === '')) fail('database must be a file path or ":memory:"')
+  if (store !== undefined) {
+    if (database !== undefined) fail('give either database or store, not both')
+    const missing = STORE_METHODS.filter((m) => typeof (store as unknown as Record<string, unknown>)?.[m] !== 'function')
+    if (missing.length > 0) fail(`store does not implement the store interface (missing ${missing.join(', ')})`)
+  }
+  if (bodyLimit !== undefined && !(Number.isSafeInteger(bodyLimit) && bodyLimit > 0)) fail('bodyLimit must be a positive integer (bytes)')
+  if (onEvent !== undefined && typeof onEvent !== 'function') fail('onEvent must be a function')
+
+  let routes: ResolvedOptions['jobRoutes']
+  if (jobRoutes === false) routes = false
+  else if (jobRoutes === undefined || jobRoutes === true) routes = { prefix: '/jobs' }
+  else if (typeof jobRoutes === 'object' && jobRoutes !== null) routes = { ...jobRoutes, prefix: path('jobRoutes.prefix', jobRoutes.prefix, '/jobs') }
+  else fail('jobRoutes must be true, false or an object of route options')
+
+  return {
+    secrets: [...secrets],
+    database: database ?? './g2sentry.db',
+    store,
+    callbackPath: path('callbackPath', options.callbackPath, '/callbacks/g2sentry'),
+    bodyLimit: bodyLimit ?? 64 * 1024,
+    jobRoutes: routes,
+    onEvent,
+    prefix: options.prefix ?? ''
+  }
+}
