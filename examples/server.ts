@@ -1,0 +1,43 @@
+// A small real app: the receiver, its job routes, and a clean shutdown.
+// In your own app, import from 'fastify-g2sentry' instead of '../src/index.js'.
+import Fastify from 'fastify'
+import { mkdirSync } from 'node:fs'
+import { dirname } from 'node:path'
+import g2sentry from '../src/index.js'
+import { DEVELOPMENT_SECRET } from '../src/simulate.js'
+
+const port = Number(process.env.PORT ?? 3000)
+const host = process.env.HOST ?? '127.0.0.1'
+const database = process.env.G2SENTRY_DB ?? './data/g2sentry.db'
+const configured = process.env.G2SENTRY_CALLBACK_SECRET
+// During a rotation in G2 Sentry's portal, keep the old secret here until the last retry is over.
+const previous = process.env.G2SENTRY_CALLBACK_SECRET_PREVIOUS
+
+const app = Fastify({ logger: true })
+
+if (configured === undefined || configured === '') {
+  if (process.env.NODE_ENV === 'production') {
+    app.log.fatal('G2SENTRY_CALLBACK_SECRET is not set; refusing to start in production')
+    process.exit(1)
+  }
+  app.log.warn('*** G2SENTRY_CALLBACK_SECRET is not set: using the DEVELOPMENT secret. Anyone who reads this code can sign callbacks. Set the secret from G2 Sentry\'s partner portal before exposing this server. ***')
+}
+const secret = [configured || DEVELOPMENT_SECRET, ...(previous ? [previous] : [])]
+
+if (database !== ':memory:') mkdirSync(dirname(database), { recursive: true })
+await app.register(g2sentry, {
+  secret,
+  database,
+  onEvent: ({ jobId, outcome, status }, request) => {
+    if (outcome === 'applied') request.log.info({ jobId, status }, 'job status changed')
+  }
+})
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    app.log.info({ signal }, 'closing')
+    app.close().then(() => process.exit(0), () => process.exit(1))
+  })
+}
+
+await app.listen({ port, host })

@@ -1,0 +1,172 @@
+import { once } from 'node:events'
+import { existsSync } from 'node:fs'
+import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { readLogStream } from './replay.js'
+import { DEVELOPMENT_SECRET, simulate } from './simulate.js'
+import { sqliteStore } from './store/sqlite-store.js'
+import type { LogRow, RebuildReport } from './types.js'
+
+const HELP: Record<string, string> = {
+  main: `Usage: g2sentry <command> [options]
+
+Commands:
+  replay     print the event log, whole or for one job (NDJSON or a table)
+  rebuild    recompute the job projection from the log and store it
+  verify     recompute the projection and compare it with the stored one (exit 1 on any difference)
+  simulate   send signed example callbacks to a running server
+
+Run g2sentry <command> --help for its options.`,
+  replay: `Usage: g2sentry replay --db FILE [--job N] [--from SEQ] [--to SEQ] [--format ndjson|table]
+
+Prints the event log in seq order, one row per delivery, with its outcome, the raw body and its
+signature: what G2 Sentry told us, and when. The rows hold guardian phone numbers: personal data.`,
+  rebuild: `Usage: g2sentry rebuild --db FILE
+
+Replays the whole log through the projection and replaces the jobs table with the result.`,
+  verify: `Usage: g2sentry verify --db FILE
+
+Replays the whole log through the projection and compares it with the stored jobs table and with
+each row's recorded outcome, changing nothing. Exit code 0 when all agree, 1 otherwise.`,
+  simulate: `Usage: g2sentry simulate [--url URL] [--secret SECRET] [--first-job N]
+
+Signs and posts a few job lifecycles (with a redelivery, a reordering, a late event and a
+withdrawal) to a running receiver.
+  --url        callback URL (default http://127.0.0.1:3000/callbacks/g2sentry)
+  --secret     callback secret (default $G2SENTRY_CALLBACK_SECRET, else the development secret)
+  --first-job  first job id to use (default 101)`
+}
+
+const OPTIONS = {
+  help: { type: 'boolean', short: 'h' },
+  db: { type: 'string' },
+  job: { type: 'string' },
+  from: { type: 'string' },
+  to: { type: 'string' },
+  format: { type: 'string' },
+  url: { type: 'string' },
+  secret: { type: 'string' },
+  'first-job': { type: 'string' }
+} satisfies ParseArgsConfig['options']
+
+class UsageError extends Error {}
+
+function positiveInteger (name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined
+  const n = Number(value)
+  if (!Number.isSafeInteger(n) || n < 0) throw new UsageError(`--${name} must be a whole number, got "${value}"`)
+  return n
+}
+
+function openStore (db: string | undefined) {
+  if (db === undefined) throw new UsageError('--db FILE is required')
+  if (!existsSync(db)) throw new UsageError(`no database at ${db}`)
+  return sqliteStore({ filename: db })
+}
+
+const NDJSON_ROW = (row: LogRow) => JSON.stringify({
+  seq: row.seq,
+  receivedAt: new Date(row.receivedAt).toISOString(),
+  jobId: row.jobId,
+  eventType: row.eventType,
+  jobStatus: row.jobStatus,
+  jobName: row.jobName,
+  guardianPhone: row.guardianPhone,
+  outcome: row.outcome,
+  sameAs: row.sameAs,
+  signature: row.signature,
+  body: row.rawBody.toString('utf8')
+})
+
+const TABLE_COLUMNS = ['seq', 'receivedAt', 'jobId', 'eventType', 'jobStatus', 'outcome', 'jobName'] as const
+const TABLE_WIDTHS = [8, 24, 8, 15, 10, 11, 0]
+const tableLine = (cells: readonly string[]) => cells.map((cell, i) => (TABLE_WIDTHS[i] ?? 0) > 0 ? cell.padEnd(TABLE_WIDTHS[i] as number) : cell).join(' ').trimEnd()
+const TABLE_ROW = (row: LogRow) => tableLine([String(row.seq), new Date(row.receivedAt).toISOString(), String(row.jobId),
+  row.eventType, row.jobStatus, row.outcome, row.jobName])
+
+function describe (report: RebuildReport, verb: string): string[] {
+  const lines = [`${verb} ${report.events} events into ${report.jobs} jobs`]
+  if (report.differingJobs.length > 0) {
+    lines.push(`${report.differingJobs.length} jobs differ from the stored projection: ${report.differingJobs.slice(0, 20).join(', ')}${report.differingJobs.length > 20 ? ', …' : ''}`)
+  }
+  for (const m of report.outcomeMismatches.slice(0, 20)) lines.push(`seq ${m.seq}: logged as ${m.stored}, replays as ${m.replayed}`)
+  if (report.outcomeMismatches.length > 20) lines.push(`… ${report.outcomeMismatches.length - 20} more outcome differences`)
+  return lines
+}
+
+type Out = (line: string) => void | Promise<unknown>
+
+async function run (argv: string[], out: Out): Promise<number> {
+  const [command, ...rest] = argv
+  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+    out(HELP.main as string)
+    return command === undefined ? 2 : 0
+  }
+  if (HELP[command] === undefined || command === 'main') throw new UsageError(`unknown command "${command}"\n\n${HELP.main}`)
+  const { values } = parseArgs({ args: rest, options: OPTIONS, strict: true })
+  if (values.help === true) {
+    out(HELP[command] as string)
+    return 0
+  }
+
+  switch (command) {
+    case 'replay': {
+      const format = values.format ?? 'ndjson'
+      if (format !== 'ndjson' && format !== 'table') throw new UsageError('--format must be ndjson or table')
+      const store = openStore(values.db)
+      try {
+        if (format === 'table') out(tableLine(TABLE_COLUMNS))
+        const rows = readLogStream(store, {
+          jobId: positiveInteger('job', values.job),
+          afterSeq: (positiveInteger('from', values.from) ?? 1) - 1,
+          toSeq: positiveInteger('to', values.to)
+        })
+        for await (const row of rows) await out(format === 'table' ? TABLE_ROW(row) : NDJSON_ROW(row))
+      } finally {
+        await store.close()
+      }
+      return 0
+    }
+    case 'rebuild':
+    case 'verify': {
+      const store = openStore(values.db)
+      try {
+        const report = await store.rebuild({ dryRun: command === 'verify' })
+        const clean = report.differingJobs.length === 0 && report.outcomeMismatches.length === 0
+        describe(report, command === 'verify' ? 'replayed' : 'rebuilt').forEach((line) => out(line))
+        if (command === 'verify') out(clean ? 'ok: the stored projection equals a rebuild from the log' : 'FAILED: the stored projection does not match the log')
+        return command === 'verify' && !clean ? 1 : 0
+      } finally {
+        await store.close()
+      }
+    }
+    default: {
+      const secret = values.secret ?? process.env.G2SENTRY_CALLBACK_SECRET
+      if (secret === undefined) out('no --secret and no G2SENTRY_CALLBACK_SECRET: signing with the development secret')
+      const answers = await simulate({
+        url: values.url ?? 'http://127.0.0.1:3000/callbacks/g2sentry',
+        secret: secret ?? DEVELOPMENT_SECRET,
+        firstJobId: positiveInteger('first-job', values['first-job']),
+        print: out
+      })
+      return answers.every((a) => a.status === 200) ? 0 : 1
+    }
+  }
+}
+
+/** Runs the CLI with `argv` (without node and script) and returns the exit code. */
+// Waits for a full pipe to drain, so a replay of any length runs in constant memory.
+const stdout: Out = (line) => process.stdout.write(line + '\n') ? undefined : once(process.stdout, 'drain')
+
+export async function main (argv: string[], out: Out = stdout,
+  err = (line: string) => process.stderr.write(line + '\n')): Promise<number> {
+  try {
+    return await run(argv, out)
+  } catch (error) {
+    if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') === true) {
+      err(`g2sentry: ${(error as Error).message}`)
+      return 2
+    }
+    err(`g2sentry: ${(error as Error).message}`)
+    return 1
+  }
+}

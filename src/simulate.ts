@@ -1,0 +1,69 @@
+import { signBody } from './verify-signature.js'
+import type { JobStatus } from './types.js'
+
+/** The secret the example server and the simulator share when none is configured. Never use it in production. */
+export const DEVELOPMENT_SECRET = 'g2sentry-development-secret-not-for-production'
+
+export interface SimulatedDelivery {
+  /** What this delivery shows, for the printout. */
+  note: string
+  payload: { jobId: number; eventType: string; jobName: string; jobStatus: JobStatus; guardianPhone?: string }
+}
+
+const event = (jobId: number, jobName: string, eventType: string, jobStatus: JobStatus, guardianPhone?: string) =>
+  ({ jobId, eventType, jobName, jobStatus, ...(guardianPhone === undefined ? {} : { guardianPhone }) })
+
+/**
+ * A few job lifecycles in a delivery order G2 Sentry can produce: a redelivery, a start that
+ * overtakes its assignment, a late assignment after completion, a withdrawal and re-assignment,
+ * and an event type the projection does not know.
+ */
+export function simulatedDeliveries (firstJobId = 101): SimulatedDelivery[] {
+  const [a, b, c, d] = [firstJobId, firstJobId + 1, firstJobId + 2, firstJobId + 3]
+  const house = 'Open House at 123 Main St'
+  const gala = 'Charity Gala, Riverside Hall'
+  const site = 'Night watch, 9 Dock Rd'
+  return [
+    { note: 'assigned with a guardian phone', payload: event(a, house, 'JobAssigned', 'Assigned', '+12345678901') },
+    { note: 'started', payload: event(a, house, 'JobStarted', 'InProgress', '+12345678901') },
+    { note: 'the same start again (a redelivery)', payload: event(a, house, 'JobStarted', 'InProgress', '+12345678901') },
+    { note: 'completed', payload: event(a, house, 'JobCompleted', 'Completed') },
+    { note: 'the assignment redelivered after completion (late)', payload: event(a, house, 'JobAssigned', 'Assigned', '+12345678901') },
+    { note: 'started before its assignment arrived', payload: event(b, gala, 'JobStarted', 'InProgress', '+19876543210') },
+    { note: 'the assignment, overtaken', payload: event(b, gala, 'JobAssigned', 'Assigned', '+19876543210') },
+    { note: 'assigned', payload: event(c, site, 'JobAssigned', 'Assigned', '+15550001111') },
+    { note: 'withdrawn by the guardian: open again', payload: event(c, site, 'JobWithdrawed', 'New') },
+    { note: 're-assigned, no phone yet', payload: event(c, site, 'JobAssigned', 'Assigned') },
+    { note: 'an event type the projection does not know', payload: event(d, 'Front desk, Pier 4', 'JobGuardianRate', 'New') }
+  ]
+}
+
+export interface SimulateOptions {
+  /** The callback URL, e.g. http://127.0.0.1:3000/callbacks/g2sentry. */
+  url: string
+  secret: string
+  firstJobId?: number
+  print?: (line: string) => void
+}
+
+/** Signs and posts the simulated deliveries one after another; returns each answer. */
+export async function simulate (options: SimulateOptions): Promise<Array<{ delivery: SimulatedDelivery; status: number; body: unknown }>> {
+  const print = options.print ?? (() => {})
+  const answers = []
+  for (const delivery of simulatedDeliveries(options.firstJobId)) {
+    const body = JSON.stringify(delivery.payload)
+    const response = await fetch(options.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-signature': signBody(body, options.secret) },
+      body
+    })
+    const answer: unknown = await response.json().catch(() => null)
+    const { jobId, eventType } = delivery.payload
+    const summary = response.ok
+      ? `${(answer as { outcome: string }).outcome} (seq ${(answer as { seq: number }).seq}, status ${(answer as { status: string | null }).status})`
+      : `${(answer as { code?: string } | null)?.code ?? ''}`
+    print(`job ${jobId} ${eventType.padEnd(15)} ${delivery.note.padEnd(52)} → ${response.status} ${summary}`)
+    answers.push({ delivery, status: response.status, body: answer })
+  }
+  return answers
+}
