@@ -149,6 +149,7 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
 
   function flush (): void {
     scheduled = false
+    if (pending.length === 0) return
     const batch = pending.length <= maxBatch ? pending : pending.slice(0, maxBatch)
     pending = pending.length <= maxBatch ? [] : pending.slice(maxBatch)
     if (pending.length > 0) schedule()
@@ -230,11 +231,12 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
     }
     spill()
     report.jobs = (db.prepare('SELECT count(*) AS n FROM temp.rebuilt_jobs').get() as { n: number }).n
+    // Compound selects group left to right, so each difference needs its own subquery.
     report.differingJobs = db.prepare<[], { job_id: number }>(`SELECT job_id FROM (
-        SELECT * FROM main.jobs EXCEPT SELECT * FROM temp.rebuilt_jobs
-        UNION ALL
-        SELECT * FROM temp.rebuilt_jobs EXCEPT SELECT * FROM main.jobs)
-      GROUP BY job_id ORDER BY job_id`).all().map((row) => row.job_id)
+        SELECT job_id FROM (SELECT * FROM main.jobs EXCEPT SELECT * FROM temp.rebuilt_jobs)
+        UNION
+        SELECT job_id FROM (SELECT * FROM temp.rebuilt_jobs EXCEPT SELECT * FROM main.jobs))
+      ORDER BY job_id`).all().map((row) => row.job_id)
     if (!dryRun) db.exec('DELETE FROM main.jobs; INSERT INTO main.jobs SELECT * FROM temp.rebuilt_jobs')
     db.exec('DROP TABLE temp.rebuilt_jobs')
     return report
@@ -289,7 +291,8 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
     },
     async close () {
       closed = true
-      if (pending.length > 0) flush()
+      // Every append accepted before close is committed (or rejected) before the file closes.
+      while (pending.length > 0) flush()
       db.close()
     }
   }

@@ -1,0 +1,105 @@
+// HTTP load: each server in its own process, autocannon in this one, distinct signed bodies.
+import autocannon from 'autocannon'
+import Database from 'better-sqlite3'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { signBody } from '../src/verify-signature.js'
+
+const SECRET = 'bench-secret'
+const STEPS = [
+  { eventType: 'JobAssigned', jobStatus: 'Assigned', phone: true },
+  { eventType: 'JobStarted', jobStatus: 'InProgress', phone: true },
+  { eventType: 'JobCompleted', jobStatus: 'Completed', phone: false }
+] as const
+
+/** The n-th body of the load: every job's assignment, then every start, then every completion, then again with a new name. */
+export function nthBody (n: number, jobs: number): string {
+  const lap = Math.floor(n / (jobs * STEPS.length))
+  const step = STEPS[Math.floor(n / jobs) % STEPS.length] as (typeof STEPS)[number]
+  const jobId = (n % jobs) + 1
+  return JSON.stringify({
+    jobId,
+    eventType: step.eventType,
+    jobName: `Bench job ${jobId} lap ${lap}`,
+    jobStatus: step.jobStatus,
+    ...(step.phone ? { guardianPhone: `+1555${String(jobId).padStart(7, '0')}` } : {})
+  })
+}
+
+export interface Target { name: string; args: string[] }
+
+export interface RoundResult {
+  target: string
+  connections: number
+  rps: number
+  p50: number
+  p99: number
+  /** 2xx answers the server sent (some may still be in flight when the client stops). */
+  sent2xx: number
+  other: number
+  committed: number | null
+}
+
+async function startServer (args: string[]): Promise<{ child: ChildProcess; url: string; output: () => string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/server.ts', ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let output = ''
+  child.stdout!.on('data', (chunk) => { output += String(chunk) })
+  while (child.exitCode === null) {
+    const match = /listening (\S+)/.exec(output)
+    if (match) return { child, url: `${match[1]}/callbacks/g2sentry`, output: () => output }
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  throw new Error(`server ${args.join(' ')} exited before listening`)
+}
+
+async function fire (url: string, connections: number, duration: number, jobs: number, counter: { n: number }) {
+  return autocannon({
+    url,
+    connections,
+    duration,
+    requests: [{
+      method: 'POST',
+      setupRequest: (request) => {
+        const body = nthBody(counter.n++, jobs)
+        return { ...request, body, headers: { 'content-type': 'application/json', 'x-signature': signBody(body, SECRET) } }
+      }
+    }]
+  })
+}
+
+/** One round against one target: a fresh server (and database), a warm-up, then the measured run. */
+export async function round (target: Target, connections: number, duration: number, jobs: number): Promise<RoundResult> {
+  const dir = mkdtempSync(join(tmpdir(), 'g2sentry-bench-'))
+  const file = join(dir, 'bench.db')
+  const args = target.args.map((arg) => arg === '$DB' ? file : arg)
+  const { child, url, output } = await startServer(args)
+  try {
+    const counter = { n: 0 }
+    const warm = await fire(url, connections, 2, jobs, counter)
+    const result = await fire(url, connections, duration, jobs, counter)
+    child.kill('SIGTERM')
+    await once(child, 'exit')
+    let committed: number | null = null
+    if (args.includes(file)) {
+      const db = new Database(file, { readonly: true })
+      committed = (db.prepare('SELECT count(*) AS n FROM events').get() as { n: number }).n
+      db.close()
+    }
+    return {
+      target: target.name,
+      connections,
+      rps: result.requests.average,
+      p50: result.latency.p50,
+      p99: result.latency.p99,
+      sent2xx: Number(/sent2xx (\d+)/.exec(output())?.[1] ?? NaN),
+      other: warm.non2xx + warm.errors + warm.timeouts + result.non2xx + result.errors + result.timeouts,
+      committed
+    }
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL')
+    rmSync(dir, { recursive: true, force: true })
+  }
+}

@@ -1,0 +1,100 @@
+// npm run bench [-- --duration 10 --rounds 3 --connections 50,10 --jobs 20000 --events 1000000 --replay-jobs 100000 --skip-load --skip-replay]
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, rmSync, statSync } from 'node:fs'
+import { cpus, tmpdir, totalmem } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { round, type RoundResult, type Target } from './load.js'
+import { generateLog } from './generate-log.js'
+
+const { values } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '10' },
+    rounds: { type: 'string', default: '3' },
+    connections: { type: 'string', default: '50,10' },
+    jobs: { type: 'string', default: '20000' },
+    events: { type: 'string', default: '1000000' },
+    'replay-jobs': { type: 'string', default: '100000' },
+    'skip-load': { type: 'boolean', default: false },
+    'skip-replay': { type: 'boolean', default: false }
+  }
+})
+
+const TARGETS: Target[] = [
+  { name: 'bare route (HMAC, 204, no storage)', args: ['bare'] },
+  { name: 'fastify-g2sentry (group commit)', args: ['plugin', '$DB'] },
+  { name: 'fastify-g2sentry, one commit per event', args: ['plugin', '$DB', '1'] }
+]
+
+const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] as number }
+const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
+const row = (cells: string[], widths: number[]) => cells.map((c, i) => i === 0 ? c.padEnd(widths[i] as number) : c.padStart(widths[i] as number)).join('  ')
+
+console.log(`fastify-g2sentry benchmark — ${new Date().toISOString()}`)
+console.log(`machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${fmt(totalmem() / 2 ** 30)} GiB, Node ${process.version}, synchronous=FULL, WAL`)
+
+if (!values['skip-load']) {
+  const duration = Number(values.duration)
+  const rounds = Number(values.rounds)
+  const jobs = Number(values.jobs)
+  const connectionsList = values.connections.split(',').map(Number)
+  console.log(`\nHTTP load: autocannon, ${duration} s per run after a 2 s warm-up, ${rounds} rounds, targets alternating, ${fmt(jobs)} jobs, distinct signed bodies\n`)
+  const widths = [40, 5, 22, 7, 7, 9, 11, 11]
+  console.log(row(['target', 'conns', 'req/s median [range]', 'p50 ms', 'p99 ms', '× bare', '2xx sent', 'committed'], widths))
+  for (const connections of connectionsList) {
+    const results = new Map<string, RoundResult[]>()
+    for (let r = 0; r < rounds; r++) {
+      for (const target of TARGETS) {
+        const result = await round(target, connections, duration, jobs)
+        results.set(target.name, [...(results.get(target.name) ?? []), result])
+      }
+    }
+    const bare = median((results.get(TARGETS[0]!.name) ?? []).map((r) => r.rps))
+    for (const target of TARGETS) {
+      const rs = results.get(target.name) ?? []
+      const rps = rs.map((r) => r.rps)
+      const ok = rs.reduce((n, r) => n + r.sent2xx, 0)
+      const committed = rs.every((r) => r.committed === null) ? '-' : fmt(rs.reduce((n, r) => n + (r.committed ?? 0), 0))
+      const other = rs.reduce((n, r) => n + r.other, 0)
+      console.log(row([
+        target.name, String(connections),
+        `${fmt(median(rps))} [${fmt(Math.min(...rps))}–${fmt(Math.max(...rps))}]`,
+        fmt(median(rs.map((r) => r.p50)), 2), fmt(median(rs.map((r) => r.p99)), 2),
+        `${fmt(median(rps) / bare, 2)}×`, fmt(ok) + (other > 0 ? ` (+${other} other)` : ''), committed
+      ], widths))
+      if (committed !== '-') {
+        const lost = rs.filter((r) => (r.committed ?? 0) < r.sent2xx).length
+        const unanswered = rs.reduce((n, r) => n + (r.committed ?? 0) - r.sent2xx, 0)
+        console.log(`${''.padEnd(widths[0] as number)}  every 2xx committed: ${lost === 0 ? 'yes' : `NO, in ${lost} rounds`}` +
+          ` (${fmt(unanswered)} more committed than answered: clients gone when the run stopped)`)
+      }
+    }
+  }
+}
+
+if (!values['skip-replay']) {
+  const events = Number(values.events)
+  const jobs = Number(values['replay-jobs'])
+  const dir = mkdtempSync(join(tmpdir(), 'g2sentry-replay-'))
+  try {
+    const file = join(dir, 'replay.db')
+    const started = performance.now()
+    await generateLog(file, events, jobs)
+    console.log(`\nReplay: a log of ${fmt(events)} events over ${fmt(jobs)} jobs (generated in ${fmt((performance.now() - started) / 1000, 1)} s), each measurement in a fresh process\n`)
+    const bytes = statSync(file).size
+    const measure = (mode: string) => JSON.parse(execFileSync(process.execPath, ['--import', 'tsx', 'bench/replay-worker.ts', mode, file], { encoding: 'utf8' })) as
+      { mode: string; events: number; ms: number; maxRssMb: number }
+    const scan = measure('scan')
+    const widths = [44, 12, 10, 12, 14]
+    console.log(row(['measurement', 'events/s', 'seconds', '× raw scan', 'peak RSS MB'], widths))
+    for (const m of [scan, measure('rebuild'), measure('verify')]) {
+      const rate = m.events / (m.ms / 1000)
+      const name = m.mode === 'scan' ? 'raw SQLite scan of the columns replay reads' : m.mode === 'rebuild' ? 'rebuild (replace the projection)' : 'verify (compare, change nothing)'
+      console.log(row([name, fmt(rate), fmt(m.ms / 1000, 2), `${fmt(rate / (scan.events / (scan.ms / 1000)), 2)}×`, fmt(m.maxRssMb, 1)], widths))
+    }
+    console.log(`\nidle worker process (Node and the TypeScript loader, no work): peak RSS ${fmt(measure('idle').maxRssMb, 1)} MB`)
+    console.log(`database: ${fmt(bytes / 2 ** 20, 1)} MiB, ${fmt(bytes / events)} bytes per event (log, projection and indexes)`)
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}

@@ -1,0 +1,37 @@
+// One server under load, in its own process: `bare` (HMAC of the raw body, 204, nothing stored)
+// or `plugin` (the whole callback route, committed to SQLite before the answer).
+import Fastify from 'fastify'
+import g2sentry, { sqliteStore, verifySignature } from '../src/index.js'
+
+export const BENCH_SECRET = 'bench-secret'
+
+const [mode = 'plugin', file = ':memory:', maxBatch = '256'] = process.argv.slice(2)
+const app = Fastify({ logger: false })
+
+if (mode === 'bare') {
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_request, body, done) => done(null, body))
+  app.post('/callbacks/g2sentry', async (request, reply) => {
+    const check = verifySignature(request.body as Buffer, request.headers['x-signature'], [BENCH_SECRET])
+    reply.code(check.valid ? 204 : 401).send()
+  })
+} else {
+  await app.register(g2sentry, {
+    secret: BENCH_SECRET,
+    store: sqliteStore({ filename: file, maxBatch: Number(maxBatch) }),
+    jobRoutes: false
+  })
+  app.addHook('onClose', () => app.g2sentry.store.close())
+}
+
+
+// Counted where the answer is sent, so the runner can check every 2xx against the committed log.
+let sent2xx = 0
+app.addHook('onResponse', async (_request, reply) => { if (reply.statusCode < 300) sent2xx++ })
+process.once('SIGTERM', () => {
+  app.close().then(() => {
+    process.stdout.write(`sent2xx ${sent2xx}\n`)
+    process.exit(0)
+  }, () => process.exit(1))
+})
+const address = await app.listen({ port: 0, host: '127.0.0.1' })
+process.stdout.write(`listening ${address}\n`)

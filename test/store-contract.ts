@@ -1,0 +1,402 @@
+/**
+ * The behaviour every G2SentryStore backend must show. A backend's test file calls
+ * `storeContract(t, 'sqlite', async (t) => openAFreshStore(t))`; every subtest opens its own
+ * empty store through the factory, and the contract closes it when the subtest ends.
+ *
+ * Rebuild after tampering with the stored projection is backend-specific (it needs the backend's
+ * own SQL) and lives in the backend's test file.
+ */
+import { createHash } from 'node:crypto'
+import type { Test } from 'tap'
+import { signBody } from '../src/verify-signature.js'
+import type { G2SentryStore, IncomingEvent, JobEvent, JobState, JobStatus, LogRow } from '../src/types.js'
+
+/** Opens a new, empty store for one subtest. */
+export type OpenStore = (t: Test) => Promise<G2SentryStore>
+
+export const SECRET = 'secret'
+
+/** A fixed epoch so that received-at times are predictable. */
+export const T0 = 1_700_000_000_000
+
+/** A verified event as the route hands it to the store: the real bytes, their signature, a time. */
+export function incoming (payload: JobEvent, receivedAt: number = T0): IncomingEvent {
+  const rawBody = Buffer.from(JSON.stringify(payload))
+  return { ...payload, rawBody, signature: signBody(rawBody, SECRET), receivedAt }
+}
+
+export const assigned = (jobId: number, guardianPhone?: string, jobName = `Job ${jobId}`): JobEvent =>
+  guardianPhone === undefined
+    ? { jobId, eventType: 'JobAssigned', jobName, jobStatus: 'Assigned' }
+    : { jobId, eventType: 'JobAssigned', jobName, jobStatus: 'Assigned', guardianPhone }
+export const started = (jobId: number, jobName = `Job ${jobId}`): JobEvent =>
+  ({ jobId, eventType: 'JobStarted', jobName, jobStatus: 'InProgress' })
+export const completed = (jobId: number, jobName = `Job ${jobId}`): JobEvent =>
+  ({ jobId, eventType: 'JobCompleted', jobName, jobStatus: 'Completed' })
+export const withdrawn = (jobId: number, jobName = `Job ${jobId}`): JobEvent =>
+  ({ jobId, eventType: 'JobWithdrawed', jobName, jobStatus: 'New' })
+
+export const sha256 = (body: Buffer): string => createHash('sha256').update(body).digest('hex')
+
+/** A small seeded PRNG (mulberry32) so that a failing schedule can be replayed. */
+export function prng (seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let x = a
+    x = Math.imul(x ^ (x >>> 15), x | 1)
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+export function shuffle<T> (items: T[], random: () => number): T[] {
+  const out = items.slice()
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1))
+    const tmp = out[i] as T
+    out[i] = out[j] as T
+    out[j] = tmp
+  }
+  return out
+}
+
+/** Every row of the log, read through the store's own paging. */
+export async function readWholeLog (store: G2SentryStore, jobId?: number, pageSize = 100): Promise<LogRow[]> {
+  const rows: LogRow[] = []
+  let afterSeq = 0
+  for (;;) {
+    const page = await store.readLog({ jobId, afterSeq, limit: pageSize })
+    rows.push(...page)
+    if (page.length < pageSize) return rows
+    afterSeq = (page[page.length - 1] as LogRow).seq
+  }
+}
+
+export function storeContract (t: Test, name: string, open: OpenStore): void {
+  t.test(`${name}: G2SentryStore contract`, async (t) => {
+    /** A fresh store for one subtest, closed when it ends. */
+    const fresh = async (t: Test): Promise<G2SentryStore> => {
+      const store = await open(t)
+      t.teardown(() => store.close())
+      return store
+    }
+
+    t.test('the first event of a job is applied and creates its projection', async (t) => {
+      const store = await fresh(t)
+      const event = incoming(assigned(7, '+44 7700 900001'), T0 + 5)
+      const result = await store.append(event)
+      t.same(result, { outcome: 'applied', seq: result.seq, jobId: 7, status: 'Assigned' })
+      t.ok(Number.isInteger(result.seq) && result.seq > 0, 'seq is a positive integer')
+
+      t.same(await store.getJob(7), {
+        jobId: 7,
+        jobName: 'Job 7',
+        status: 'Assigned',
+        guardianPhone: '+44 7700 900001',
+        lastEventType: 'JobAssigned',
+        version: 1,
+        eventCount: 1,
+        createdAt: T0 + 5,
+        updatedAt: T0 + 5
+      } satisfies JobState)
+      t.equal(await store.getJob(8), undefined, 'an unknown job has no projection')
+
+      const log = await store.readLog({ limit: 10 })
+      t.equal(log.length, 1)
+      const row = log[0] as LogRow
+      t.equal(row.seq, result.seq)
+      t.equal(row.jobId, 7)
+      t.equal(row.eventType, 'JobAssigned')
+      t.equal(row.jobStatus, 'Assigned')
+      t.equal(row.jobName, 'Job 7')
+      t.equal(row.guardianPhone, '+44 7700 900001')
+      t.ok(Buffer.isBuffer(row.rawBody), 'the raw body comes back as a Buffer')
+      t.ok(row.rawBody.equals(event.rawBody), 'the raw body is kept byte for byte')
+      t.equal(row.signature, event.signature)
+      t.equal(row.contentHash, sha256(event.rawBody))
+      t.equal(row.receivedAt, T0 + 5)
+      t.equal(row.outcome, 'applied')
+      t.equal(row.sameAs, null)
+    })
+
+    t.test('a redelivery is a duplicate: version unchanged, delivery counted, sameAs the first row', async (t) => {
+      const store = await fresh(t)
+      const event = incoming(assigned(1, '+44 7700 900002'), T0)
+      const first = await store.append(event)
+      const before = await store.getJob(1)
+
+      const again = await store.append({ ...event, receivedAt: T0 + 1000 })
+      t.equal(again.outcome, 'duplicate')
+      t.equal(again.status, 'Assigned')
+      t.equal(again.jobId, 1)
+      t.ok(again.seq > first.seq, 'the redelivery gets its own, later seq')
+
+      const third = await store.append({ ...event, receivedAt: T0 + 6000 })
+      t.equal(third.outcome, 'duplicate')
+
+      const after = await store.getJob(1)
+      t.same(after, { ...before, eventCount: 3 }, 'only the delivery count moved')
+
+      const log = await store.readLog({ jobId: 1, limit: 10 })
+      t.same(log.map((r) => [r.seq, r.outcome, r.sameAs]), [
+        [first.seq, 'applied', null],
+        [again.seq, 'duplicate', first.seq],
+        [third.seq, 'duplicate', first.seq]
+      ])
+      t.same(log.map((r) => r.receivedAt), [T0, T0 + 1000, T0 + 6000], 'each delivery keeps its own received-at')
+    })
+
+    t.test('sameAs names the first earlier row with the same body, even across a re-assignment', async (t) => {
+      const store = await fresh(t)
+      const assign = incoming(assigned(3, '+44 7700 900003'), T0)
+      const a = await store.append(assign)
+      const w = await store.append(incoming(withdrawn(3), T0 + 1))
+      const reassign = await store.append({ ...assign, receivedAt: T0 + 2 })
+      t.equal(w.outcome, 'applied', 'the withdrawal is applied')
+      t.equal(reassign.outcome, 'applied', 'an identical re-assignment after a withdrawal is a new occurrence')
+      const redelivery = await store.append({ ...assign, receivedAt: T0 + 3 })
+      t.equal(redelivery.outcome, 'duplicate')
+      const rows = await store.readLog({ jobId: 3, limit: 10 })
+      t.same(rows.map((r) => r.sameAs), [null, null, null, a.seq])
+      const job = await store.getJob(3)
+      t.equal(job?.version, 3)
+      t.equal(job?.eventCount, 4)
+      t.equal(job?.guardianPhone, '+44 7700 900003')
+    })
+
+    t.test('a stale event is logged as stale and leaves the projection unchanged', async (t) => {
+      const store = await fresh(t)
+      await store.append(incoming(assigned(2, '+44 7700 900004'), T0))
+      await store.append(incoming(completed(2), T0 + 10))
+      const before = await store.getJob(2)
+      t.equal(before?.status, 'Completed')
+      t.equal(before?.guardianPhone, null, 'completion clears the phone')
+
+      const late = await store.append(incoming(started(2), T0 + 20))
+      t.same(late, { outcome: 'stale', seq: late.seq, jobId: 2, status: 'Completed' })
+      const lateAssign = await store.append(incoming(assigned(2, '+44 7700 900999'), T0 + 30))
+      t.equal(lateAssign.outcome, 'stale')
+
+      const after = await store.getJob(2)
+      t.same(after, { ...before, eventCount: 4 }, 'status, fields, version and updatedAt unchanged; deliveries counted')
+      const log = await store.readLog({ jobId: 2, limit: 10 })
+      t.same(log.map((r) => r.outcome), ['applied', 'applied', 'stale', 'stale'])
+      t.same(log.map((r) => r.sameAs), [null, null, null, null])
+    })
+
+    t.test('an unsupported event type is logged and creates no projection', async (t) => {
+      const store = await fresh(t)
+      const rate = incoming({ jobId: 4, eventType: 'JobGuardianRate', jobName: 'Job 4', jobStatus: 'Completed' }, T0)
+      const result = await store.append(rate)
+      t.same(result, { outcome: 'unsupported', seq: result.seq, jobId: 4, status: null })
+      t.equal(await store.getJob(4), undefined, 'no projection is created')
+      t.same(await store.listJobs({ limit: 10 }), [])
+      const log = await store.readLog({ limit: 10 })
+      t.equal(log.length, 1)
+      t.equal(log[0]?.outcome, 'unsupported')
+      t.equal(log[0]?.eventType, 'JobGuardianRate')
+      t.ok(log[0]?.rawBody.equals(rate.rawBody), 'the body is kept for a future projection')
+
+      // On a job that exists, an unsupported event reports the job's status and changes nothing.
+      await store.append(incoming(assigned(5), T0 + 1))
+      const before = await store.getJob(5)
+      const other = await store.append(incoming({ jobId: 5, eventType: 'JobClientRate', jobName: 'Renamed', jobStatus: 'Completed' }, T0 + 2))
+      t.same(other, { outcome: 'unsupported', seq: other.seq, jobId: 5, status: 'Assigned' })
+      t.same(await store.getJob(5), before, 'the projection is untouched')
+    })
+
+    t.test('seq strictly increases across jobs, and the log reads back in seq order', async (t) => {
+      const store = await fresh(t)
+      const events = [
+        incoming(assigned(10), T0), incoming(assigned(20), T0 + 1), incoming(started(10), T0 + 2),
+        incoming(assigned(30), T0 + 3), incoming(started(10), T0 + 4), incoming(completed(20), T0 + 5),
+        incoming({ jobId: 40, eventType: 'Unknown', jobName: 'x', jobStatus: 'New' }, T0 + 6)
+      ]
+      const seqs: number[] = []
+      for (const event of events) seqs.push((await store.append(event)).seq)
+      for (let i = 1; i < seqs.length; i++) {
+        t.ok((seqs[i] as number) > (seqs[i - 1] as number), `seq ${seqs[i]} > ${seqs[i - 1]}`)
+      }
+      const log = await store.readLog({ limit: 100 })
+      t.same(log.map((r) => r.seq), seqs)
+      t.same(log.map((r) => r.jobId), [10, 20, 10, 30, 10, 20, 40])
+    })
+
+    t.test('readLog pages with afterSeq and limit, and filters by jobId', async (t) => {
+      const store = await fresh(t)
+      const seqs: number[] = []
+      const byJob = new Map<number, number[]>()
+      for (let i = 0; i < 11; i++) {
+        const jobId = i % 3 === 0 ? 100 : 200
+        const event = i % 2 === 0 ? assigned(jobId, `+44 7700 9${String(i).padStart(5, '0')}`) : started(jobId)
+        const { seq } = await store.append(incoming(event, T0 + i))
+        seqs.push(seq)
+        byJob.set(jobId, [...(byJob.get(jobId) ?? []), seq])
+      }
+
+      const page1 = await store.readLog({ limit: 4 })
+      t.same(page1.map((r) => r.seq), seqs.slice(0, 4))
+      const page2 = await store.readLog({ afterSeq: page1[3]?.seq, limit: 4 })
+      t.same(page2.map((r) => r.seq), seqs.slice(4, 8))
+      const page3 = await store.readLog({ afterSeq: page2[3]?.seq, limit: 4 })
+      t.same(page3.map((r) => r.seq), seqs.slice(8))
+      t.same(await store.readLog({ afterSeq: seqs[10], limit: 4 }), [], 'nothing after the last seq')
+      t.same(await store.readLog({ afterSeq: 0, limit: 2 }).then((rows) => rows.map((r) => r.seq)), seqs.slice(0, 2))
+      t.same((await store.readLog({ afterSeq: seqs[5], limit: 100 })).map((r) => r.seq), seqs.slice(6),
+        'afterSeq is exclusive')
+
+      t.same((await readWholeLog(store, undefined, 3)).map((r) => r.seq), seqs)
+      for (const [jobId, expected] of byJob) {
+        const rows = await readWholeLog(store, jobId, 2)
+        t.same(rows.map((r) => r.seq), expected, `job ${jobId} paged in seq order`)
+        t.ok(rows.every((r) => r.jobId === jobId), `only job ${jobId}`)
+      }
+      const job200 = byJob.get(200) as number[]
+      t.same((await store.readLog({ jobId: 200, afterSeq: job200[2], limit: 2 })).map((r) => r.seq), job200.slice(3, 5))
+      t.same(await store.readLog({ jobId: 999, limit: 10 }), [], 'an unknown job has an empty log')
+    })
+
+    t.test('listJobs filters by status, pages by jobId with limit and after', async (t) => {
+      const store = await fresh(t)
+      const statuses: Array<[number, JobStatus]> = [
+        [50, 'Assigned'], [10, 'InProgress'], [30, 'Assigned'], [20, 'Completed'], [40, 'Assigned'], [60, 'New']
+      ]
+      for (const [jobId, status] of statuses) {
+        const event = status === 'Assigned' ? assigned(jobId)
+          : status === 'InProgress' ? started(jobId)
+            : status === 'Completed' ? completed(jobId)
+              : withdrawn(jobId)
+        await store.append(incoming(event, T0 + jobId))
+      }
+      // An unsupported event never shows up as a job.
+      await store.append(incoming({ jobId: 5, eventType: 'NewJob', jobName: 'x', jobStatus: 'New' }, T0))
+
+      const all = await store.listJobs({ limit: 100 })
+      t.same(all.map((j) => j.jobId), [10, 20, 30, 40, 50, 60], 'ordered by jobId')
+      t.same(all.map((j) => j.status), ['InProgress', 'Completed', 'Assigned', 'Assigned', 'Assigned', 'New'])
+      t.same(all[0], await store.getJob(10), 'the same rows as getJob')
+
+      t.same((await store.listJobs({ limit: 2 })).map((j) => j.jobId), [10, 20])
+      t.same((await store.listJobs({ limit: 2, after: 20 })).map((j) => j.jobId), [30, 40])
+      t.same((await store.listJobs({ limit: 2, after: 25 })).map((j) => j.jobId), [30, 40], 'after need not be an existing id')
+      t.same(await store.listJobs({ limit: 10, after: 60 }), [])
+
+      t.same((await store.listJobs({ status: 'Assigned', limit: 10 })).map((j) => j.jobId), [30, 40, 50])
+      t.same((await store.listJobs({ status: 'Assigned', limit: 2 })).map((j) => j.jobId), [30, 40])
+      t.same((await store.listJobs({ status: 'Assigned', limit: 2, after: 40 })).map((j) => j.jobId), [50])
+      t.same((await store.listJobs({ status: 'Assigned', limit: 10, after: 10 })).map((j) => j.jobId), [30, 40, 50])
+      t.same((await store.listJobs({ status: 'New', limit: 10 })).map((j) => j.jobId), [60])
+      t.same(await store.listJobs({ status: 'Canceled', limit: 10 }), [])
+    })
+
+    t.test('quarantine keeps unreadable bodies, listed in id order with paging', async (t) => {
+      const store = await fresh(t)
+      const bodies = [Buffer.from('{not json'), Buffer.from('{"jobId":"x"}'), Buffer.from([0xff, 0x00, 0xfe])]
+      const ids: number[] = []
+      for (const [i, rawBody] of bodies.entries()) {
+        ids.push(await store.quarantine({
+          reason: i === 0 ? 'invalid_json' : 'invalid_payload',
+          detail: `detail ${i}`,
+          rawBody,
+          signature: signBody(rawBody, SECRET),
+          contentType: i === 2 ? null : 'application/json',
+          receivedAt: T0 + i
+        }))
+      }
+      t.ok(ids.every(Number.isInteger), 'ids are integers')
+      t.ok((ids[0] as number) < (ids[1] as number) && (ids[1] as number) < (ids[2] as number), 'ids increase')
+
+      const rows = await store.listQuarantine({ limit: 10 })
+      t.same(rows.map((r) => r.id), ids)
+      t.same(rows.map(({ rawBody, ...rest }) => rest), bodies.map((rawBody, i) => ({
+        id: ids[i],
+        reason: i === 0 ? 'invalid_json' : 'invalid_payload',
+        detail: `detail ${i}`,
+        signature: signBody(rawBody, SECRET),
+        contentType: i === 2 ? null : 'application/json',
+        receivedAt: T0 + i
+      })))
+      rows.forEach((row, i) => t.ok(Buffer.isBuffer(row.rawBody) && row.rawBody.equals(bodies[i] as Buffer), `body ${i} byte for byte`))
+
+      t.same((await store.listQuarantine({ afterId: ids[0], limit: 1 })).map((r) => r.id), [ids[1]])
+      t.same(await store.listQuarantine({ afterId: ids[2], limit: 10 }), [])
+      t.same(await store.readLog({ limit: 10 }), [], 'quarantine does not touch the event log')
+      t.same(await store.listJobs({ limit: 10 }), [], 'nor the projection')
+    })
+
+    t.test('500 concurrent appends over 50 jobs, with redeliveries, all commit consistently', async (t) => {
+      const store = await fresh(t)
+      const random = prng(0xc0ffee)
+      const jobIds = Array.from({ length: 50 }, (_, i) => 1000 + i)
+      const deliveries: IncomingEvent[] = []
+      for (const jobId of jobIds) {
+        const lifecycle = [incoming(assigned(jobId, `+44 7700 ${900000 + jobId}`)), incoming(started(jobId)), incoming(completed(jobId))]
+        const mine = [...lifecycle]
+        for (let i = 0; i < 7; i++) mine.push(lifecycle[Math.floor(random() * lifecycle.length)] as IncomingEvent)
+        deliveries.push(...mine)
+      }
+      const schedule = shuffle(deliveries, random).map((event, i) => ({ ...event, receivedAt: T0 + i }))
+      t.equal(schedule.length, 500)
+
+      const results = await Promise.all(schedule.map((event) => store.append(event)))
+      t.equal(results.length, 500, 'every append resolved')
+      t.equal(new Set(results.map((r) => r.seq)).size, 500, 'every append got a distinct seq')
+      results.forEach((result, i) => {
+        if (result.jobId !== schedule[i]?.jobId) t.fail(`result ${i} is for job ${result.jobId}, not ${schedule[i]?.jobId}`)
+      })
+
+      const log = await readWholeLog(store, undefined, 128)
+      t.equal(log.length, 500, 'every delivery is in the log')
+      t.same(log.map((r) => r.seq), results.map((r) => r.seq).sort((a, b) => a - b), 'the log holds exactly the returned seqs')
+      const bySeq = new Map(log.map((row) => [row.seq, row]))
+      let mismatched = 0
+      results.forEach((result, i) => {
+        const row = bySeq.get(result.seq)
+        const event = schedule[i] as IncomingEvent
+        if (row === undefined || row.outcome !== result.outcome || !row.rawBody.equals(event.rawBody) ||
+            row.receivedAt !== event.receivedAt) mismatched++
+      })
+      t.equal(mismatched, 0, 'each result matches its log row (outcome, body, received-at)')
+
+      // Every duplicate here is a redelivery: its sameAs is the first row of the job with that body.
+      const firstByContent = new Map<string, number>()
+      let duplicates = 0
+      let badSameAs = 0
+      for (const row of log) {
+        const key = `${row.jobId}:${row.contentHash}`
+        if (row.outcome === 'duplicate') {
+          duplicates++
+          if (row.sameAs !== firstByContent.get(key)) badSameAs++
+        } else if (row.sameAs !== null) badSameAs++
+        if (!firstByContent.has(key)) firstByContent.set(key, row.seq)
+      }
+      t.ok(duplicates > 0, `the schedule produced duplicates (${duplicates})`)
+      t.equal(badSameAs, 0, 'every sameAs points at the first row with the same body')
+
+      const jobs = await store.listJobs({ limit: 100 })
+      t.same(jobs.map((j) => j.jobId), jobIds)
+      t.ok(jobs.every((j) => j.status === 'Completed'), 'every lifecycle converged to Completed')
+      t.ok(jobs.every((j) => j.eventCount === 10), 'every delivery is counted')
+      t.ok(jobs.every((j) => j.guardianPhone === null), 'no phone is shown after completion')
+      for (const job of jobs) {
+        const applied = log.filter((r) => r.jobId === job.jobId && r.outcome === 'applied').length
+        if (job.version !== applied) t.fail(`job ${job.jobId}: version ${job.version}, ${applied} applied rows`)
+      }
+
+      const report = await store.rebuild({ dryRun: true })
+      t.same(report, { events: 500, jobs: 50, outcomeMismatches: [], differingJobs: [] },
+        'a replay of the log agrees with every live outcome and every projection')
+      t.same(await store.listJobs({ limit: 100 }), jobs, 'a dry run changes nothing')
+    })
+
+    t.test('appends still queued when close is called settle, and after close append rejects', async (t) => {
+      const store = await open(t)
+      const queued = store.append(incoming(assigned(1), T0))
+      await store.close()
+      await t.resolves(queued, 'an append accepted before close is committed')
+      await t.rejects(store.append(incoming(assigned(2), T0)), 'append after close rejects')
+      await t.resolves(store.close(), 'close is idempotent')
+    })
+  })
+}
