@@ -97,9 +97,10 @@ type Out = (line: string) => void | Promise<unknown>
 
 async function run (argv: string[], out: Out): Promise<number> {
   const [command, ...rest] = argv
-  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+  if (command === undefined) throw new UsageError(`a command is required\n\n${HELP.main}`)
+  if (command === '--help' || command === '-h' || command === 'help') {
     out(HELP.main as string)
-    return command === undefined ? 2 : 0
+    return 0
   }
   if (HELP[command] === undefined || command === 'main') throw new UsageError(`unknown command "${command}"\n\n${HELP.main}`)
   const { values } = parseArgs({ args: rest, options: OPTIONS, strict: true })
@@ -133,8 +134,13 @@ async function run (argv: string[], out: Out): Promise<number> {
         const report = await store.rebuild({ dryRun: command === 'verify' })
         const clean = report.differingJobs.length === 0 && report.outcomeMismatches.length === 0
         describe(report, command === 'verify' ? 'replayed' : 'rebuilt').forEach((line) => out(line))
-        if (command === 'verify') out(clean ? 'ok: the stored projection equals a rebuild from the log' : 'FAILED: the stored projection does not match the log')
-        return command === 'verify' && !clean ? 1 : 0
+        if (command === 'verify') {
+          out(clean ? 'ok: the stored projection equals a rebuild from the log' : 'FAILED: the stored projection does not match the log')
+          return clean ? 0 : 1
+        }
+        // The log is never rewritten: rows whose recorded outcome does not replay are evidence to keep.
+        if (report.outcomeMismatches.length > 0) out('FAILED: the projection was rebuilt, but log rows do not replay to their recorded outcome')
+        return report.outcomeMismatches.length > 0 ? 1 : 0
       } finally {
         await store.close()
       }
@@ -154,6 +160,12 @@ async function run (argv: string[], out: Out): Promise<number> {
 }
 
 /** Runs the CLI with `argv` (without node and script) and returns the exit code. */
+// A reader that stops early (`| head`) is not an error.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(0)
+  throw error
+})
+
 // Waits for a full pipe to drain, so a replay of any length runs in constant memory.
 const stdout: Out = (line) => process.stdout.write(line + '\n') ? undefined : once(process.stdout, 'drain')
 
