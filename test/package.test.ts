@@ -11,7 +11,7 @@ const root = resolve(import.meta.dirname, '..')
 t.test('the packed package installs, registers and migrates by its own name', async (t) => {
   const dir = t.testdir({ 'package.json': JSON.stringify({ name: 'consumer', type: 'module' }) })
   const { stdout } = await run('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', dir], { cwd: root })
-  const [{ filename, files }] = JSON.parse(stdout) as Array<{ filename: string; files: Array<{ path: string }> }>
+  const [{ filename, files }] = JSON.parse(stdout) as [{ filename: string; files: Array<{ path: string }> }]
   const shipped = files.map((f) => f.path)
   t.ok(shipped.includes('migrations/sqlite/001_event_log.sql'), 'migrations ship')
   t.ok(shipped.includes('dist/index.js') && shipped.includes('dist/index.d.ts'), 'built code and types ship')

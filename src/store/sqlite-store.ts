@@ -2,11 +2,13 @@ import Database from 'better-sqlite3'
 import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import { projectEvent } from '../project-status.js'
-import type {
-  AppendResult, G2SentryStore, IncomingEvent, JobState, JobStatus, ListJobsQuery, LogRow, Outcome,
-  QuarantineInput, QuarantineRow, ReadLogQuery, RebuildReport
-} from '../types.js'
+import type { AppendResult, G2SentryStore, IncomingEvent, JobState, ListJobsQuery, QuarantineInput, ReadLogQuery, RebuildReport } from '../types.js'
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from './migrations.js'
+import { emptyReport, jobsToLoad, REPLAY_CACHE, REPLAY_PAGE, replayPage } from './replay-core.js'
+import {
+  EVENT_INSERT_COLUMNS, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, REPLAY_COLUMNS, toJob, toLogRow, toQuarantine,
+  type EventRow, type JobRow, type QuarantineDbRow, type ReplayRow
+} from './rows.js'
 
 export interface SqliteStoreOptions {
   /** Path of the database file, or `:memory:`. */
@@ -19,83 +21,11 @@ export interface SqliteStoreOptions {
   maxBatch?: number
 }
 
-interface JobRow {
-  job_id: number
-  job_name: string
-  status: JobStatus
-  guardian_phone: string | null
-  last_event_type: string
-  version: number
-  event_count: number
-  created_at: number
-  updated_at: number
-}
-
-interface EventRow {
-  seq: number
-  job_id: number
-  event_type: string
-  job_status: JobStatus
-  job_name: string
-  guardian_phone: string | null
-  raw_body: Buffer
-  signature: string
-  content_hash: string
-  received_at: number
-  outcome: Outcome
-  same_as: number | null
-}
-
-interface QuarantineDbRow {
-  id: number
-  reason: QuarantineRow['reason']
-  detail: string
-  raw_body: Buffer
-  signature: string
-  content_type: string | null
-  received_at: number
-}
-
-const toJob = (row: JobRow): JobState => ({
-  jobId: row.job_id,
-  jobName: row.job_name,
-  status: row.status,
-  guardianPhone: row.guardian_phone,
-  lastEventType: row.last_event_type,
-  version: row.version,
-  eventCount: row.event_count,
-  createdAt: row.created_at,
-  updatedAt: row.updated_at
-})
-
-const jobParams = (job: JobState) => [
-  job.jobId, job.jobName, job.status, job.guardianPhone, job.lastEventType,
-  job.version, job.eventCount, job.createdAt, job.updatedAt
-]
-
-const toLogRow = (row: EventRow): LogRow => ({
-  seq: row.seq,
-  jobId: row.job_id,
-  eventType: row.event_type,
-  jobStatus: row.job_status,
-  jobName: row.job_name,
-  guardianPhone: row.guardian_phone,
-  rawBody: row.raw_body,
-  signature: row.signature,
-  contentHash: row.content_hash,
-  receivedAt: row.received_at,
-  outcome: row.outcome,
-  sameAs: row.same_as
-})
-
-const UPSERT_JOB = `INSERT INTO jobs (job_id, job_name, status, guardian_phone, last_event_type, version, event_count, created_at, updated_at)
+const UPSERT_JOB = `INSERT INTO jobs (${JOB_COLUMNS})
   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
   ON CONFLICT (job_id) DO UPDATE SET job_name = excluded.job_name, status = excluded.status,
     guardian_phone = excluded.guardian_phone, last_event_type = excluded.last_event_type,
     version = excluded.version, event_count = excluded.event_count, updated_at = excluded.updated_at`
-
-const REPLAY_PAGE = 5000
-const REPLAY_CACHE = 50_000
 
 type Pending = { event: IncomingEvent; resolve: (result: AppendResult) => void; reject: (error: unknown) => void }
 
@@ -115,9 +45,7 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
 
   const selectJob = db.prepare<[number], JobRow>('SELECT * FROM jobs WHERE job_id = ?')
   const upsertJob = db.prepare(UPSERT_JOB)
-  const insertEvent = db.prepare(`INSERT INTO events
-    (job_id, event_type, job_status, job_name, guardian_phone, raw_body, signature, content_hash, received_at, outcome, same_as)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+  const insertEvent = db.prepare(`INSERT INTO events (${EVENT_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
   const firstSameContent = db.prepare<[number, string], { seq: number }>(
     'SELECT seq FROM events WHERE job_id = ? AND content_hash = ? ORDER BY seq LIMIT 1')
 
@@ -173,8 +101,7 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
     setImmediate(flush)
   }
 
-  const insertQuarantine = db.prepare(`INSERT INTO quarantine (reason, detail, raw_body, signature, content_type, received_at)
-    VALUES (?, ?, ?, ?, ?, ?)`)
+  const insertQuarantine = db.prepare(`INSERT INTO quarantine (${QUARANTINE_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)`)
   const selectJobsAfter = db.prepare<[number, number], JobRow>('SELECT * FROM jobs WHERE job_id > ? ORDER BY job_id LIMIT ?')
   const selectJobsByStatus = db.prepare<[string, number, number], JobRow>(
     'SELECT * FROM jobs WHERE status = ? AND job_id > ? ORDER BY job_id LIMIT ?')
@@ -190,44 +117,24 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
     db.exec(sql.replace(/^CREATE TABLE jobs/, 'CREATE TEMP TABLE rebuilt_jobs'))
     const readRebuilt = db.prepare<[number], JobRow>('SELECT * FROM temp.rebuilt_jobs WHERE job_id = ?')
     const writeRebuilt = db.prepare(UPSERT_JOB.replace('INSERT INTO jobs', 'INSERT INTO temp.rebuilt_jobs'))
-    const replayPage = db.prepare<[number, number], Pick<EventRow, 'seq' | 'job_id' | 'event_type' | 'job_status' | 'job_name' | 'guardian_phone' | 'received_at' | 'outcome'>>(
-      'SELECT seq, job_id, event_type, job_status, job_name, guardian_phone, received_at, outcome FROM main.events WHERE seq > ? ORDER BY seq LIMIT ?')
-    // Job states stay in memory up to a bound, then go to the temporary table, so memory
-    // stays flat however long the log is.
+    const readPage = db.prepare<[number, number], ReplayRow>(`SELECT ${REPLAY_COLUMNS} FROM main.events WHERE seq > ? ORDER BY seq LIMIT ?`)
     const cache = new Map<number, JobState>()
     const spill = () => {
       for (const job of cache.values()) writeRebuilt.run(jobParams(job))
       cache.clear()
     }
-    const report: RebuildReport = { events: 0, jobs: 0, outcomeMismatches: [], differingJobs: [] }
-    let after = 0
-    for (;;) {
-      const page = replayPage.all(after, REPLAY_PAGE)
+    const report = emptyReport()
+    for (let after = 0; ;) {
+      const page = readPage.all(after, REPLAY_PAGE)
       if (page.length === 0) break
-      for (const row of page) {
-        let current = cache.get(row.job_id)
-        if (current === undefined) {
-          const stored = readRebuilt.get(row.job_id)
-          if (stored !== undefined) current = toJob(stored)
-        }
-        const decision = projectEvent(current, {
-          jobId: row.job_id,
-          eventType: row.event_type,
-          jobStatus: row.job_status,
-          jobName: row.job_name,
-          guardianPhone: row.guardian_phone ?? undefined,
-          receivedAt: row.received_at
-        })
-        if (decision.outcome !== row.outcome) {
-          report.outcomeMismatches.push({ seq: row.seq, stored: row.outcome, replayed: decision.outcome })
-        }
-        if (decision.state !== undefined) {
-          if (cache.size >= REPLAY_CACHE && !cache.has(row.job_id)) spill()
-          cache.set(row.job_id, decision.state)
-        }
+      for (const jobId of jobsToLoad(page, cache)) {
+        const stored = readRebuilt.get(jobId)
+        if (stored !== undefined) cache.set(jobId, toJob(stored))
       }
-      report.events += page.length
-      after = (page[page.length - 1] as { seq: number }).seq
+      replayPage(page, cache, report)
+      // Job states stay in memory up to a bound, then go to the temporary table.
+      if (cache.size >= REPLAY_CACHE) spill()
+      after = (page[page.length - 1] as ReplayRow).seq
     }
     spill()
     report.jobs = (db.prepare('SELECT count(*) AS n FROM temp.rebuilt_jobs').get() as { n: number }).n
@@ -274,15 +181,7 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
       return rows.map(toLogRow)
     },
     async listQuarantine ({ afterId, limit }) {
-      return selectQuarantine.all(afterId ?? 0, limit).map((row) => ({
-        id: row.id,
-        reason: row.reason,
-        detail: row.detail,
-        rawBody: row.raw_body,
-        signature: row.signature,
-        contentType: row.content_type,
-        receivedAt: row.received_at
-      }))
+      return selectQuarantine.all(afterId ?? 0, limit).map(toQuarantine)
     },
     async rebuild (options) {
       const dryRun = options?.dryRun === true

@@ -1,0 +1,94 @@
+// Table and column names, and the mapping between rows and the store's types, shared by every
+// SQL backend: the SQLite and PostgreSQL schemas use the same names.
+import type { JobState, JobStatus, LogRow, Outcome, QuarantineRow } from '../types.js'
+
+export interface JobRow {
+  job_id: number
+  job_name: string
+  status: JobStatus
+  guardian_phone: string | null
+  last_event_type: string
+  version: number
+  event_count: number
+  created_at: number
+  updated_at: number
+}
+
+export interface EventRow {
+  seq: number
+  job_id: number
+  event_type: string
+  job_status: JobStatus
+  job_name: string
+  guardian_phone: string | null
+  raw_body: Buffer
+  signature: string
+  content_hash: string
+  received_at: number
+  outcome: Outcome
+  same_as: number | null
+}
+
+export interface QuarantineDbRow {
+  id: number
+  reason: QuarantineRow['reason']
+  detail: string
+  raw_body: Buffer
+  signature: string
+  content_type: string | null
+  received_at: number
+}
+
+/** The columns of `jobs`, in table order, matching `jobParams`. */
+export const JOB_COLUMNS = 'job_id, job_name, status, guardian_phone, last_event_type, version, event_count, created_at, updated_at'
+
+/** The columns of `events` an append writes, matching the values `eventParams` gives. */
+export const EVENT_INSERT_COLUMNS = 'job_id, event_type, job_status, job_name, guardian_phone, raw_body, signature, content_hash, received_at, outcome, same_as'
+
+/** The columns a replay reads. */
+export const REPLAY_COLUMNS = 'seq, job_id, event_type, job_status, job_name, guardian_phone, received_at, outcome'
+export type ReplayRow = Pick<EventRow, 'seq' | 'job_id' | 'event_type' | 'job_status' | 'job_name' | 'guardian_phone' | 'received_at' | 'outcome'>
+
+export const QUARANTINE_INSERT_COLUMNS = 'reason, detail, raw_body, signature, content_type, received_at'
+
+export const toJob = (row: JobRow): JobState => ({
+  jobId: row.job_id,
+  jobName: row.job_name,
+  status: row.status,
+  guardianPhone: row.guardian_phone,
+  lastEventType: row.last_event_type,
+  version: row.version,
+  eventCount: row.event_count,
+  createdAt: row.created_at,
+  updatedAt: row.updated_at
+})
+
+export const jobParams = (job: JobState) => [
+  job.jobId, job.jobName, job.status, job.guardianPhone, job.lastEventType,
+  job.version, job.eventCount, job.createdAt, job.updatedAt
+]
+
+export const toLogRow = (row: EventRow): LogRow => ({
+  seq: row.seq,
+  jobId: row.job_id,
+  eventType: row.event_type,
+  jobStatus: row.job_status,
+  jobName: row.job_name,
+  guardianPhone: row.guardian_phone,
+  rawBody: row.raw_body,
+  signature: row.signature,
+  contentHash: row.content_hash,
+  receivedAt: row.received_at,
+  outcome: row.outcome,
+  sameAs: row.same_as
+})
+
+export const toQuarantine = (row: QuarantineDbRow): QuarantineRow => ({
+  id: row.id,
+  reason: row.reason,
+  detail: row.detail,
+  rawBody: row.raw_body,
+  signature: row.signature,
+  contentType: row.content_type,
+  receivedAt: row.received_at
+})
