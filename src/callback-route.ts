@@ -2,7 +2,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { decodeCallback } from './decode-callback.js'
 import { errors } from './errors.js'
 import type { ResolvedOptions } from './options.js'
-import { CallbackResponse, ErrorView } from './schemas.js'
+import { CallbackResponse } from './schemas.js'
 import type { G2SentryStore } from './types.js'
 import { verifySignature } from './verify-signature.js'
 
@@ -26,7 +26,7 @@ export async function callbackRoute (app: FastifyInstance, opts: { options: Reso
 
   app.post(callbackPath, {
     bodyLimit,
-    schema: { response: { 200: CallbackResponse, '4xx': ErrorView, '5xx': ErrorView } }
+    schema: { response: { 200: CallbackResponse } }
   }, async (request: FastifyRequest, reply: FastifyReply) => {
     const rawBody = Buffer.isBuffer(request.body) ? request.body : EMPTY
     const header = request.headers['x-signature']

@@ -2,7 +2,7 @@ import type { FastifyError, FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { errors } from './errors.js'
 import type { JobRouteOptions } from './options.js'
-import { ErrorView, JobEventsView, JobIdParams, JobListView, JobView, ListJobsQuerystring } from './schemas.js'
+import { JobEventsView, JobIdParams, JobListView, JobView, ListJobsQuerystring } from './schemas.js'
 import { readLogStream } from './replay.js'
 import type { G2SentryStore, JobState, LogRow } from './types.js'
 
@@ -36,7 +36,7 @@ export async function jobRoutes (instance: FastifyInstance, opts: { store: G2Sen
 
   app.get('/', {
     ...routeOptions,
-    schema: { querystring: ListJobsQuerystring, response: { 200: JobListView, '4xx': ErrorView } }
+    schema: { querystring: ListJobsQuerystring, response: { 200: JobListView } }
   }, async (request) => {
     const { status, limit, after } = request.query
     const jobs = await store.listJobs({ status, limit, after })
@@ -46,7 +46,7 @@ export async function jobRoutes (instance: FastifyInstance, opts: { store: G2Sen
 
   app.get('/:jobId', {
     ...routeOptions,
-    schema: { params: JobIdParams, response: { 200: JobView, '4xx': ErrorView } }
+    schema: { params: JobIdParams, response: { 200: JobView } }
   }, async (request) => {
     const job = await store.getJob(request.params.jobId)
     if (job === undefined) throw new errors.JOB_NOT_FOUND(request.params.jobId)
@@ -55,7 +55,7 @@ export async function jobRoutes (instance: FastifyInstance, opts: { store: G2Sen
 
   app.get('/:jobId/events', {
     ...routeOptions,
-    schema: { params: JobIdParams, response: { 200: JobEventsView, '4xx': ErrorView } }
+    schema: { params: JobIdParams, response: { 200: JobEventsView } }
   }, async (request) => {
     const { jobId } = request.params
     const events = []

@@ -60,10 +60,3 @@ export const JobListView = Type.Object({
   /** Pass as `after` to get the next page; null on the last page. */
   next: Type.Union([Type.Integer(), Type.Null()])
 })
-
-export const ErrorView = Type.Object({
-  statusCode: Type.Integer(),
-  code: Type.String(),
-  error: Type.String(),
-  message: Type.String()
-})

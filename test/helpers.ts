@@ -1,0 +1,137 @@
+/**
+ * Shared helpers for the plugin's HTTP tests: an app on a real SQLite file in the test's
+ * directory, a delivery signed over its exact bytes, and the four payloads G2 Sentry pushes,
+ * shaped like the examples of reference/partner-api-callbacks.txt.
+ */
+import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
+import { join } from 'node:path'
+import { Writable } from 'node:stream'
+import type { Test } from 'tap'
+import g2sentry from '../src/index.js'
+import type { G2SentryOptions } from '../src/options.js'
+import type { LogRow, QuarantineRow } from '../src/types.js'
+import { signBody } from '../src/verify-signature.js'
+
+export const SECRET = 'test-secret'
+export const CALLBACK_PATH = '/callbacks/g2sentry'
+export const JOB_NAME = 'Open House at 123 Main St'
+
+export interface BuildOptions extends Partial<G2SentryOptions> {
+  /** Where Fastify's logger writes (every level, from trace up); no logger when absent. */
+  logStream?: Writable
+}
+
+/**
+ * A ready Fastify app with the plugin registered with `secret: 'test-secret'` on a fresh SQLite
+ * file in `t.testdir()`, unless the options say otherwise; closed when the test ends.
+ * Giving `store` (or `database`) leaves the default database out.
+ */
+export async function buildApp (t: Test, options: BuildOptions = {}): Promise<FastifyInstance> {
+  const { logStream, ...pluginOptions } = options
+  const app = logStream === undefined
+    ? Fastify({ logger: false })
+    : Fastify({ logger: { level: 'trace', stream: logStream } })
+  const defaults: Partial<G2SentryOptions> = { secret: SECRET }
+  if (!('database' in pluginOptions) && !('store' in pluginOptions)) defaults.database = join(t.testdir(), 'g2.db')
+  app.register(g2sentry, { ...defaults, ...pluginOptions } as G2SentryOptions)
+  t.teardown(() => app.close())
+  await app.ready()
+  return app
+}
+
+/** Every line written to it, kept in memory for log assertions. */
+export function memoryStream (): { stream: Writable; lines: string[] } {
+  const lines: string[] = []
+  let partial = ''
+  const stream = new Writable({
+    write (chunk: Buffer | string, _encoding, callback) {
+      const parts = (partial + chunk.toString()).split('\n')
+      partial = parts.pop() ?? ''
+      lines.push(...parts.filter((line) => line.length > 0))
+      callback()
+    }
+  })
+  return { stream, lines }
+}
+
+export interface PostOptions {
+  /** Sign with this secret instead of `test-secret`. */
+  secret?: string
+  /** Send this `X-Signature` verbatim instead of the computed one; `null` sends no header. */
+  signature?: string | null
+  /** Default `application/json`; `null` sends no Content-Type. */
+  contentType?: string | null
+  /** Extra headers. */
+  headers?: Record<string, string | string[]>
+  /** Default `/callbacks/g2sentry`. */
+  url?: string
+}
+
+/** The exact bytes a payload is sent as: objects through JSON.stringify, strings as UTF-8. */
+export function bytesOf (payload: unknown): Buffer {
+  if (Buffer.isBuffer(payload)) return payload
+  if (typeof payload === 'string') return Buffer.from(payload, 'utf8')
+  return Buffer.from(JSON.stringify(payload), 'utf8')
+}
+
+/** POSTs a callback whose `X-Signature` is the HMAC of exactly the bytes sent. */
+export async function post (app: FastifyInstance, payload: unknown, options: PostOptions = {}): Promise<LightMyRequestResponse> {
+  const body = bytesOf(payload)
+  const headers: Record<string, string | string[]> = {}
+  const contentType = options.contentType === undefined ? 'application/json' : options.contentType
+  if (contentType !== null) headers['content-type'] = contentType
+  const signature = options.signature === undefined ? signBody(body, options.secret ?? SECRET) : options.signature
+  if (signature !== null) headers['x-signature'] = signature
+  return app.inject({
+    method: 'POST',
+    url: options.url ?? CALLBACK_PATH,
+    headers: { ...headers, ...options.headers },
+    payload: body
+  })
+}
+
+/** The whole event log, in seq order. */
+export function logRows (app: FastifyInstance): Promise<LogRow[]> {
+  return app.g2sentry.store.readLog({ limit: 100 })
+}
+
+/** Every quarantined delivery, in order. */
+export function quarantineRows (app: FastifyInstance): Promise<QuarantineRow[]> {
+  return app.g2sentry.store.listQuarantine({ limit: 100 })
+}
+
+export interface CallbackPayload {
+  jobId: number
+  eventType: string
+  jobName: string
+  jobStatus: string
+  guardianPhone?: string
+  [extra: string]: unknown
+}
+
+interface EventFields {
+  phone?: string
+  name?: string
+}
+
+function payload (jobId: number, eventType: string, jobStatus: string, { phone, name = JOB_NAME }: EventFields): CallbackPayload {
+  const body: CallbackPayload = { jobId, eventType, jobName: name, jobStatus }
+  if (phone !== undefined) body.guardianPhone = phone
+  return body
+}
+
+/** `JobAssigned` → `Assigned`, with a guardian phone when given. */
+export const assigned = (jobId: number, fields: EventFields = {}): CallbackPayload =>
+  payload(jobId, 'JobAssigned', 'Assigned', fields)
+
+/** `JobStarted` → `InProgress`, with a guardian phone when given. */
+export const started = (jobId: number, fields: EventFields = {}): CallbackPayload =>
+  payload(jobId, 'JobStarted', 'InProgress', fields)
+
+/** `JobCompleted` → `Completed`. */
+export const completed = (jobId: number, fields: Omit<EventFields, 'phone'> = {}): CallbackPayload =>
+  payload(jobId, 'JobCompleted', 'Completed', fields)
+
+/** `JobWithdrawed` → `New`: the guardian withdrew, the job is open again. */
+export const withdrawn = (jobId: number, fields: Omit<EventFields, 'phone'> = {}): CallbackPayload =>
+  payload(jobId, 'JobWithdrawed', 'New', fields)
