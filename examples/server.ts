@@ -5,6 +5,7 @@ import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import g2sentry from '../src/index.js'
 import { DEVELOPMENT_SECRET } from '../src/simulate.js'
+import { isPostgresUrl } from '../src/store/open-store.js'
 
 const port = Number(process.env.PORT ?? 3000)
 const host = process.env.HOST ?? '127.0.0.1'
@@ -24,7 +25,8 @@ if (configured === undefined || configured === '') {
 }
 const secret = [configured || DEVELOPMENT_SECRET, ...(previous ? [previous] : [])]
 
-if (database !== ':memory:') mkdirSync(dirname(database), { recursive: true })
+// G2SENTRY_DB is a SQLite file (its folder is created) or a postgres:// URL.
+if (database !== ':memory:' && !isPostgresUrl(database)) mkdirSync(dirname(database), { recursive: true })
 await app.register(g2sentry, {
   secret,
   database,

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { readLogStream } from './replay.js'
 import { DEVELOPMENT_SECRET, simulate } from './simulate.js'
-import { sqliteStore } from './store/sqlite-store.js'
+import { isPostgresUrl, openStore } from './store/open-store.js'
 import type { LogRow, RebuildReport } from './types.js'
 
 const HELP: Record<string, string> = {
@@ -16,14 +16,14 @@ Commands:
   simulate   send signed example callbacks to a running server
 
 Run g2sentry <command> --help for its options.`,
-  replay: `Usage: g2sentry replay --db FILE [--job N] [--from SEQ] [--to SEQ] [--format ndjson|table]
+  replay: `Usage: g2sentry replay --db FILE|URL [--job N] [--from SEQ] [--to SEQ] [--format ndjson|table]
 
 Prints the event log in seq order, one row per delivery, with its outcome, the raw body and its
 signature: what G2 Sentry told us, and when. The rows hold guardian phone numbers: personal data.`,
-  rebuild: `Usage: g2sentry rebuild --db FILE
+  rebuild: `Usage: g2sentry rebuild --db FILE|URL
 
 Replays the whole log through the projection and replaces the jobs table with the result.`,
-  verify: `Usage: g2sentry verify --db FILE
+  verify: `Usage: g2sentry verify --db FILE|URL
 
 Replays the whole log through the projection and compares it with the stored jobs table and with
 each row's recorded outcome, changing nothing. Exit code 0 when all agree, 1 otherwise.`,
@@ -57,10 +57,10 @@ function positiveInteger (name: string, value: string | undefined): number | und
   return n
 }
 
-function openStore (db: string | undefined) {
-  if (db === undefined) throw new UsageError('--db FILE is required')
-  if (!existsSync(db)) throw new UsageError(`no database at ${db}`)
-  return sqliteStore({ filename: db })
+async function open (db: string | undefined) {
+  if (db === undefined) throw new UsageError('--db FILE|URL is required')
+  if (!isPostgresUrl(db) && !existsSync(db)) throw new UsageError(`no database at ${db}`)
+  return openStore(db)
 }
 
 const NDJSON_ROW = (row: LogRow) => JSON.stringify({
@@ -113,7 +113,7 @@ async function run (argv: string[], out: Out): Promise<number> {
     case 'replay': {
       const format = values.format ?? 'ndjson'
       if (format !== 'ndjson' && format !== 'table') throw new UsageError('--format must be ndjson or table')
-      const store = openStore(values.db)
+      const store = await open(values.db)
       try {
         if (format === 'table') out(tableLine(TABLE_COLUMNS))
         const rows = readLogStream(store, {
@@ -129,7 +129,7 @@ async function run (argv: string[], out: Out): Promise<number> {
     }
     case 'rebuild':
     case 'verify': {
-      const store = openStore(values.db)
+      const store = await open(values.db)
       try {
         const report = await store.rebuild({ dryRun: command === 'verify' })
         const clean = report.differingJobs.length === 0 && report.outcomeMismatches.length === 0

@@ -4,7 +4,7 @@ import { callbackRoute } from './callback-route.js'
 import { jobRoutes } from './job-routes.js'
 import { resolveOptions, type G2SentryOptions } from './options.js'
 import { readLogStream, type ReadLogOptions } from './replay.js'
-import { sqliteStore } from './store/sqlite-store.js'
+import { openStore } from './store/open-store.js'
 import type { G2SentryStore, LogRow, RebuildReport } from './types.js'
 
 /** What the plugin adds to the Fastify instance as `fastify.g2sentry`. */
@@ -26,7 +26,7 @@ declare module 'fastify' {
 
 async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promise<void> {
   const resolved = resolveOptions(options)
-  const store = resolved.store ?? sqliteStore({ filename: resolved.database })
+  const store = resolved.store ?? await openStore(resolved.database)
   if (resolved.store === undefined) app.addHook('onClose', () => store.close())
 
   app.decorate('g2sentry', {
@@ -52,6 +52,7 @@ export { errors } from './errors.js'
 export { projectEvent, type Decision, type ProjectedEvent } from './project-status.js'
 export { signBody, verifySignature, type SignatureCheck } from './verify-signature.js'
 export { sqliteStore, type SqliteStoreOptions } from './store/sqlite-store.js'
+export { postgresStore, type PostgresStoreOptions } from './store/postgres-store.js'
 export { readLogStream, type ReadLogOptions } from './replay.js'
 export type { G2SentryOptions, CommittedEvent, JobRouteOptions } from './options.js'
 export * from './types.js'

@@ -15,7 +15,7 @@ export interface CommittedEvent extends AppendResult {
 export interface G2SentryOptions {
   /** The callback secret, or several during a rotation; a body signed with any of them is accepted. */
   secret: string | string[]
-  /** SQLite file for the event log (default `./g2sentry.db`; `:memory:` allowed). Ignored when `store` is given. */
+  /** SQLite file for the event log (default `./g2sentry.db`; `:memory:` allowed), or a `postgres://` URL. */
   database?: string
   /** A store implementing the store contract; the plugin does not close a store it did not open. */
   store?: G2SentryStore
@@ -61,7 +61,7 @@ export function resolveOptions (options: G2SentryOptions): ResolvedOptions {
   if (!Array.isArray(secrets) || secrets.length === 0) fail('secret is required: a string, or an array of strings during a rotation')
   if (!secrets.every((s) => typeof s === 'string' && s.length > 0)) fail('every secret must be a non-empty string')
 
-  if (database !== undefined && (typeof database !== 'string' || database === '')) fail('database must be a file path or ":memory:"')
+  if (database !== undefined && (typeof database !== 'string' || database === '')) fail('database must be a SQLite file path, ":memory:" or a postgres:// URL')
   if (store !== undefined) {
     if (database !== undefined) fail('give either database or store, not both')
     const missing = STORE_METHODS.filter((m) => typeof (store as unknown as Record<string, unknown>)?.[m] !== 'function')

@@ -146,7 +146,7 @@ t.test('the CLI on a real database', async (t) => {
     const noDb = await Promise.all(commands.map((command) => cli(command)))
     noDb.forEach((r, i) => {
       t.equal(r.code, 2, `${commands[i]} without --db exits 2`)
-      t.match(r.stderr, /--db FILE is required/, `${commands[i]} says --db is required`)
+      t.match(r.stderr, /--db FILE\|URL is required/, `${commands[i]} says --db is required`)
     })
 
     const missing = join(dir, 'missing', 'nothing.db')

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 // Table and column names, and the mapping between rows and the store's types, shared by every
 // SQL backend: the SQLite and PostgreSQL schemas use the same names.
 import type { JobState, JobStatus, LogRow, Outcome, QuarantineRow } from '../types.js'
@@ -92,3 +93,6 @@ export const toQuarantine = (row: QuarantineDbRow): QuarantineRow => ({
   contentType: row.content_type,
   receivedAt: row.received_at
 })
+
+/** The SHA-256 of a raw body, stored with each row so a repeat can name the first row with the same bytes. */
+export const contentHash = (rawBody: Buffer): string => createHash('sha256').update(rawBody).digest('hex')

@@ -1,12 +1,11 @@
 import Database from 'better-sqlite3'
-import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import { projectEvent } from '../project-status.js'
 import type { AppendResult, G2SentryStore, IncomingEvent, JobState, ListJobsQuery, QuarantineInput, ReadLogQuery, RebuildReport } from '../types.js'
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from './migrations.js'
 import { emptyReport, jobsToLoad, REPLAY_CACHE, REPLAY_PAGE, replayPage } from './replay-core.js'
 import {
-  EVENT_INSERT_COLUMNS, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, REPLAY_COLUMNS, toJob, toLogRow, toQuarantine,
+  contentHash, EVENT_INSERT_COLUMNS, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, REPLAY_COLUMNS, toJob, toLogRow, toQuarantine,
   type EventRow, type JobRow, type QuarantineDbRow, type ReplayRow
 } from './rows.js'
 
@@ -52,11 +51,11 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
   const appendOne = db.transaction((event: IncomingEvent): AppendResult => {
     const current = selectJob.get(event.jobId)
     const decision = projectEvent(current && toJob(current), event)
-    const contentHash = createHash('sha256').update(event.rawBody).digest('hex')
-    const sameAs = decision.outcome === 'duplicate' ? firstSameContent.get(event.jobId, contentHash)?.seq ?? null : null
+    const hash = contentHash(event.rawBody)
+    const sameAs = decision.outcome === 'duplicate' ? firstSameContent.get(event.jobId, hash)?.seq ?? null : null
     const { lastInsertRowid } = insertEvent.run(
       event.jobId, event.eventType, event.jobStatus, event.jobName, event.guardianPhone ?? null,
-      event.rawBody, event.signature, contentHash, event.receivedAt, decision.outcome, sameAs)
+      event.rawBody, event.signature, hash, event.receivedAt, decision.outcome, sameAs)
     if (decision.outcome !== 'unsupported') upsertJob.run(jobParams(decision.state))
     return { outcome: decision.outcome, seq: Number(lastInsertRowid), jobId: event.jobId, status: decision.state?.status ?? null }
   })

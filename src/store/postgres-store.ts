@@ -1,0 +1,218 @@
+import { join } from 'node:path'
+import { projectEvent } from '../project-status.js'
+import type { AppendResult, G2SentryStore, IncomingEvent, JobState, RebuildReport } from '../types.js'
+import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from './migrations.js'
+import { emptyReport, jobsToLoad, REPLAY_CACHE, REPLAY_PAGE, replayPage } from './replay-core.js'
+import {
+  contentHash, EVENT_INSERT_COLUMNS, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, REPLAY_COLUMNS, toJob, toLogRow,
+  toQuarantine, type EventRow, type JobRow, type QuarantineDbRow, type ReplayRow
+} from './rows.js'
+
+export interface PostgresStoreOptions {
+  /** e.g. `postgres://user@host:5432/db`. */
+  connectionString: string
+  /** Schema that holds the tables (default `public`); created if missing. */
+  schema?: string
+  /** Most connections in the pool (default 10). */
+  max?: number
+}
+
+// Minimal shapes of what this store uses from `pg`, so `pg` stays an optional peer dependency.
+interface QueryResult<R> { rows: R[] }
+interface Client {
+  query: <R = Record<string, unknown>>(text: string, values?: unknown[]) => Promise<QueryResult<R>>
+  release: (error?: Error | boolean) => void
+}
+interface Pool {
+  query: Client['query']
+  connect: () => Promise<Client>
+  end: () => Promise<void>
+  on: (event: 'error', listener: (error: Error) => void) => unknown
+}
+
+const INT8 = 20
+// A fixed key space for this plugin's advisory locks, so they do not collide with the app's own.
+const LOCK_SEED = 0x6732_7365
+
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/
+
+const UPSERT_JOB = (table: string) => `INSERT INTO ${table} (${JOB_COLUMNS})
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+  ON CONFLICT (job_id) DO UPDATE SET job_name = excluded.job_name, status = excluded.status,
+    guardian_phone = excluded.guardian_phone, last_event_type = excluded.last_event_type,
+    version = excluded.version, event_count = excluded.event_count, updated_at = excluded.updated_at`
+
+/**
+ * Opens (and migrates) a PostgreSQL event store, for several app instances sharing one log.
+ * Appends to the same job are serialised by a transaction-scoped advisory lock on the job, so
+ * the read of the projection and the writes that follow it can never interleave with another
+ * instance's.
+ */
+export async function postgresStore (options: PostgresStoreOptions): Promise<G2SentryStore> {
+  const schema = options.schema ?? 'public'
+  if (!SCHEMA_NAME.test(schema)) throw new Error(`schema must be a lower-case SQL identifier, got "${schema}"`)
+  let pg: Awaited<typeof import('pg')>['default']
+  try {
+    pg = (await import('pg')).default
+  } catch {
+    throw new Error('A PostgreSQL database needs the "pg" package: npm install pg')
+  }
+  const pool: Pool = new pg.Pool({
+    connectionString: options.connectionString,
+    max: options.max ?? 10,
+    options: `-c search_path=${schema}`,
+    // Sequence numbers, job ids and times are bigint columns that always fit in a double.
+    types: { getTypeParser: (oid: number, format?: string) => oid === INT8 ? Number : pg.types.getTypeParser(oid, format as 'text') }
+  }) as unknown as Pool
+  // An idle client that loses its connection must not crash the app; the next query reconnects.
+  pool.on('error', () => {})
+
+  try {
+    await migrate(pool, schema)
+  } catch (error) {
+    await pool.end()
+    throw error
+  }
+
+  async function transaction<T> (begin: string, work: (client: Client) => Promise<T>): Promise<T> {
+    const client = await pool.connect()
+    try {
+      await client.query(begin)
+      const result = await work(client)
+      await client.query('COMMIT')
+      client.release()
+      return result
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {})
+      client.release(true)
+      throw error
+    }
+  }
+
+  const rebuild = async (client: Client, dryRun: boolean): Promise<RebuildReport> => {
+    // Appends take ROW EXCLUSIVE on events; SHARE waits for those under way and holds off new ones.
+    if (!dryRun) await client.query('LOCK TABLE events IN SHARE MODE')
+    await client.query('CREATE TEMP TABLE rebuilt_jobs (LIKE jobs INCLUDING ALL) ON COMMIT DROP')
+    const cache = new Map<number, JobState>()
+    const spill = async () => {
+      const jobs = [...cache.values()]
+      for (let i = 0; i < jobs.length; i += 1000) {
+        const columns = Array.from({ length: 9 }, (_, c) => jobs.slice(i, i + 1000).map((job) => jobParams(job)[c]))
+        await client.query(`INSERT INTO rebuilt_jobs (${JOB_COLUMNS})
+          SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::bigint[], $9::bigint[])
+          ON CONFLICT (job_id) DO UPDATE SET job_name = excluded.job_name, status = excluded.status,
+            guardian_phone = excluded.guardian_phone, last_event_type = excluded.last_event_type,
+            version = excluded.version, event_count = excluded.event_count, updated_at = excluded.updated_at`, columns)
+      }
+      cache.clear()
+    }
+    const report = emptyReport()
+    for (let after = 0; ;) {
+      const { rows: page } = await client.query<ReplayRow>(`SELECT ${REPLAY_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2`, [after, REPLAY_PAGE])
+      if (page.length === 0) break
+      const missing = jobsToLoad(page, cache)
+      if (missing.length > 0) {
+        const { rows } = await client.query<JobRow>('SELECT * FROM rebuilt_jobs WHERE job_id = ANY($1::bigint[])', [missing])
+        for (const row of rows) cache.set(row.job_id, toJob(row))
+      }
+      replayPage(page, cache, report)
+      if (cache.size >= REPLAY_CACHE) await spill()
+      after = (page[page.length - 1] as ReplayRow).seq
+    }
+    await spill()
+    report.jobs = (await client.query<{ n: number }>('SELECT count(*)::int AS n FROM rebuilt_jobs')).rows[0]?.n ?? 0
+    const { rows: differing } = await client.query<{ job_id: number }>(`SELECT job_id FROM (
+        SELECT job_id FROM (SELECT * FROM jobs EXCEPT SELECT * FROM rebuilt_jobs) AS stored_only
+        UNION
+        SELECT job_id FROM (SELECT * FROM rebuilt_jobs EXCEPT SELECT * FROM jobs) AS rebuilt_only) AS differing
+      ORDER BY job_id`)
+    report.differingJobs = differing.map((row) => row.job_id)
+    if (!dryRun) {
+      await client.query('DELETE FROM jobs')
+      await client.query('INSERT INTO jobs SELECT * FROM rebuilt_jobs')
+    }
+    return report
+  }
+
+  let closed = false
+  return {
+    async append (event: IncomingEvent): Promise<AppendResult> {
+      if (closed) throw new Error('The store is closed')
+      return transaction('BEGIN', async (client) => {
+        await client.query('SELECT pg_advisory_xact_lock(hashtextextended($1::text, $2))', [String(event.jobId), LOCK_SEED])
+        const { rows: [current] } = await client.query<JobRow>('SELECT * FROM jobs WHERE job_id = $1', [event.jobId])
+        const decision = projectEvent(current && toJob(current), event)
+        const hash = contentHash(event.rawBody)
+        const sameAs = decision.outcome === 'duplicate'
+          ? (await client.query<{ seq: number }>('SELECT seq FROM events WHERE job_id = $1 AND content_hash = $2 ORDER BY seq LIMIT 1', [event.jobId, hash])).rows[0]?.seq ?? null
+          : null
+        const { rows: [inserted] } = await client.query<{ seq: number }>(
+          `INSERT INTO events (${EVENT_INSERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq`,
+          [event.jobId, event.eventType, event.jobStatus, event.jobName, event.guardianPhone ?? null, event.rawBody,
+            event.signature, hash, event.receivedAt, decision.outcome, sameAs])
+        if (decision.outcome !== 'unsupported') await client.query(UPSERT_JOB('jobs'), jobParams(decision.state))
+        return { outcome: decision.outcome, seq: (inserted as { seq: number }).seq, jobId: event.jobId, status: decision.state?.status ?? null }
+      })
+    },
+    async quarantine (entry) {
+      const { rows: [row] } = await pool.query<{ id: number }>(
+        `INSERT INTO quarantine (${QUARANTINE_INSERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
+        [entry.reason, entry.detail, entry.rawBody, entry.signature, entry.contentType, entry.receivedAt])
+      return (row as { id: number }).id
+    },
+    async getJob (jobId) {
+      const { rows: [row] } = await pool.query<JobRow>('SELECT * FROM jobs WHERE job_id = $1', [jobId])
+      return row && toJob(row)
+    },
+    async listJobs ({ status, limit, after }) {
+      const { rows } = status === undefined
+        ? await pool.query<JobRow>('SELECT * FROM jobs WHERE job_id > $1 ORDER BY job_id LIMIT $2', [after ?? 0, limit])
+        : await pool.query<JobRow>('SELECT * FROM jobs WHERE status = $1 AND job_id > $2 ORDER BY job_id LIMIT $3', [status, after ?? 0, limit])
+      return rows.map(toJob)
+    },
+    async readLog ({ jobId, afterSeq, limit }) {
+      const { rows } = jobId === undefined
+        ? await pool.query<EventRow>('SELECT * FROM events WHERE seq > $1 ORDER BY seq LIMIT $2', [afterSeq ?? 0, limit])
+        : await pool.query<EventRow>('SELECT * FROM events WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3', [jobId, afterSeq ?? 0, limit])
+      return rows.map(toLogRow)
+    },
+    async listQuarantine ({ afterId, limit }) {
+      const { rows } = await pool.query<QuarantineDbRow>('SELECT * FROM quarantine WHERE id > $1 ORDER BY id LIMIT $2', [afterId ?? 0, limit])
+      return rows.map(toQuarantine)
+    },
+    async rebuild (rebuildOptions) {
+      const dryRun = rebuildOptions?.dryRun === true
+      return transaction(dryRun ? 'BEGIN ISOLATION LEVEL REPEATABLE READ' : 'BEGIN', (client) => rebuild(client, dryRun))
+    },
+    async close () {
+      if (closed) return
+      closed = true
+      await pool.end()
+    }
+  }
+}
+
+async function migrate (pool: Pool, schema: string): Promise<void> {
+  const all = loadMigrations(join(MIGRATIONS_ROOT, 'postgres'))
+  const client = await pool.connect()
+  try {
+    await client.query('BEGIN')
+    // Instances starting together migrate one at a time.
+    await client.query('SELECT pg_advisory_xact_lock($1)', [LOCK_SEED])
+    await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`)
+    await client.query(`CREATE TABLE IF NOT EXISTS g2sentry_migrations (
+      version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)`)
+    const { rows: applied } = await client.query<AppliedMigration>('SELECT version, name, checksum FROM g2sentry_migrations ORDER BY version')
+    for (const migration of pendingMigrations(all, applied)) {
+      await client.query(migration.sql)
+      await client.query('INSERT INTO g2sentry_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)',
+        [migration.version, migration.name, migration.checksum, Date.now()])
+    }
+    await client.query('COMMIT')
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => {})
+    throw error
+  } finally {
+    client.release()
+  }
+}
