@@ -70,11 +70,34 @@ async function fire (url: string, connections: number, duration: number, jobs: n
   })
 }
 
+/** Counts the events a target committed, once its server has stopped. */
+async function countCommitted (args: string[], file: string, schema: string): Promise<number | null> {
+  if (args.includes(file)) {
+    const db = new Database(file, { readonly: true })
+    const n = (db.prepare('SELECT count(*) AS n FROM events').get() as { n: number }).n
+    db.close()
+    return n
+  }
+  if (args.includes(schema)) {
+    const { default: pg } = await import('pg')
+    const client = new pg.Client({ connectionString: args[1] })
+    await client.connect()
+    try {
+      return (await client.query(`SELECT count(*)::int AS n FROM ${schema}.events`)).rows[0].n as number
+    } finally {
+      await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
+      await client.end()
+    }
+  }
+  return null
+}
+
 /** One round against one target: a fresh server (and database), a warm-up, then the measured run. */
 export async function round (target: Target, connections: number, duration: number, jobs: number): Promise<RoundResult> {
   const dir = mkdtempSync(join(tmpdir(), 'g2sentry-bench-'))
   const file = join(dir, 'bench.db')
-  const args = target.args.map((arg) => arg === '$DB' ? file : arg)
+  const schema = `g2sentry_bench_${process.pid}_${Date.now()}`
+  const args = target.args.map((arg) => arg === '$DB' ? file : arg === '$SCHEMA' ? schema : arg)
   const { child, url, output } = await startServer(args)
   try {
     const counter = { n: 0 }
@@ -82,12 +105,7 @@ export async function round (target: Target, connections: number, duration: numb
     const result = await fire(url, connections, duration, jobs, counter)
     child.kill('SIGTERM')
     await once(child, 'exit')
-    let committed: number | null = null
-    if (args.includes(file)) {
-      const db = new Database(file, { readonly: true })
-      committed = (db.prepare('SELECT count(*) AS n FROM events').get() as { n: number }).n
-      db.close()
-    }
+    const committed = await countCommitted(args, file, schema)
     return {
       target: target.name,
       connections,

@@ -15,23 +15,31 @@ const { values } = parseArgs({
     jobs: { type: 'string', default: '20000' },
     events: { type: 'string', default: '1000000' },
     'replay-jobs': { type: 'string', default: '100000' },
+    store: { type: 'string', default: 'sqlite' },
+    pg: { type: 'string', default: process.env.G2SENTRY_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test' },
     'skip-load': { type: 'boolean', default: false },
     'skip-replay': { type: 'boolean', default: false }
   }
 })
 
-const TARGETS: Target[] = [
-  { name: 'bare route (HMAC, 204, no storage)', args: ['bare'] },
-  { name: 'fastify-g2sentry (group commit)', args: ['plugin', '$DB'] },
-  { name: 'fastify-g2sentry, one commit per event', args: ['plugin', '$DB', '1'] }
-]
+if (values.store !== 'sqlite' && values.store !== 'postgres') throw new Error('--store is sqlite or postgres')
+const TARGETS: Target[] = values.store === 'sqlite'
+  ? [
+      { name: 'bare route (HMAC, 204, no storage)', args: ['bare'] },
+      { name: 'fastify-g2sentry (group commit)', args: ['plugin', '$DB'] },
+      { name: 'fastify-g2sentry, one commit per event', args: ['plugin', '$DB', '1'] }
+    ]
+  : [
+      { name: 'bare route (HMAC, 204, no storage)', args: ['bare'] },
+      { name: 'fastify-g2sentry on PostgreSQL', args: ['postgres', values.pg, '$SCHEMA'] }
+    ]
 
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] as number }
 const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
 const row = (cells: string[], widths: number[]) => cells.map((c, i) => i === 0 ? c.padEnd(widths[i] as number) : c.padStart(widths[i] as number)).join('  ')
 
 console.log(`fastify-g2sentry benchmark — ${new Date().toISOString()}`)
-console.log(`machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${fmt(totalmem() / 2 ** 30)} GiB, Node ${process.version}, synchronous=FULL, WAL`)
+console.log(`machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${fmt(totalmem() / 2 ** 30)} GiB, Node ${process.version}; store: ${values.store === 'sqlite' ? 'SQLite, WAL, synchronous=FULL' : 'PostgreSQL (fsync on, synchronous_commit on), same machine'}`)
 
 if (!values['skip-load']) {
   const duration = Number(values.duration)
@@ -72,7 +80,7 @@ if (!values['skip-load']) {
   }
 }
 
-if (!values['skip-replay']) {
+if (!values['skip-replay'] && values.store === 'sqlite') {
   const events = Number(values.events)
   const jobs = Number(values['replay-jobs'])
   const dir = mkdtempSync(join(tmpdir(), 'g2sentry-replay-'))

@@ -1,11 +1,12 @@
-// One server under load, in its own process: `bare` (HMAC of the raw body, 204, nothing stored)
-// or `plugin` (the whole callback route, committed to SQLite before the answer).
+// One server under load, in its own process: `bare` (HMAC of the raw body, 204, nothing stored),
+// `plugin FILE [maxBatch]` (the whole callback route, committed to SQLite before the answer) or
+// `postgres URL SCHEMA` (the same on PostgreSQL).
 import Fastify from 'fastify'
-import g2sentry, { sqliteStore, verifySignature } from '../src/index.js'
+import g2sentry, { postgresStore, sqliteStore, verifySignature } from '../src/index.js'
 
-export const BENCH_SECRET = 'bench-secret'
+const BENCH_SECRET = 'bench-secret'
 
-const [mode = 'plugin', file = ':memory:', maxBatch = '256'] = process.argv.slice(2)
+const [mode = 'plugin', where = ':memory:', extra = '256'] = process.argv.slice(2)
 const app = Fastify({ logger: false })
 
 if (mode === 'bare') {
@@ -17,12 +18,13 @@ if (mode === 'bare') {
 } else {
   await app.register(g2sentry, {
     secret: BENCH_SECRET,
-    store: sqliteStore({ filename: file, maxBatch: Number(maxBatch) }),
+    store: mode === 'postgres'
+      ? await postgresStore({ connectionString: where, schema: extra, max: 20 })
+      : sqliteStore({ filename: where, maxBatch: Number(extra) }),
     jobRoutes: false
   })
   app.addHook('onClose', () => app.g2sentry.store.close())
 }
-
 
 // Counted where the answer is sent, so the runner can check every 2xx against the committed log.
 let sent2xx = 0
