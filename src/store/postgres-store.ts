@@ -5,7 +5,7 @@ import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigrati
 import { emptyReport, jobsToLoad, REPLAY_CACHE, REPLAY_PAGE, replayPage } from './replay-core.js'
 import {
   contentHash, EVENT_INSERT_COLUMNS, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, REPLAY_COLUMNS, toJob, toLogRow,
-  toQuarantine, type EventRow, type JobRow, type QuarantineDbRow, type ReplayRow
+  toQuarantine, UPDATE_JOB_ON_CONFLICT, type EventRow, type JobRow, type QuarantineDbRow, type ReplayRow
 } from './rows.js'
 
 export interface PostgresStoreOptions {
@@ -34,13 +34,20 @@ const INT8 = 20
 // A fixed key space for this plugin's advisory locks, so they do not collide with the app's own.
 const LOCK_SEED = 0x6732_7365
 
-const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/
+// The event, and the projection row when the event has one, in one statement. $11: note the
+// first earlier row with the same body (for a duplicate); $12: write the projection row.
+const APPEND = `WITH event AS (
+    INSERT INTO events (${EVENT_INSERT_COLUMNS})
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+      CASE WHEN $11::boolean THEN (SELECT seq FROM events WHERE job_id = $1 AND content_hash = $8 ORDER BY seq LIMIT 1) END)
+    RETURNING seq),
+  job AS (
+    INSERT INTO jobs (${JOB_COLUMNS})
+    SELECT $1, $13::text, $14::text, $15::text, $16::text, $17::int, $18::int, $19::bigint, $20::bigint WHERE $12::boolean
+    ${UPDATE_JOB_ON_CONFLICT})
+  SELECT seq FROM event`
 
-const UPSERT_JOB = (table: string) => `INSERT INTO ${table} (${JOB_COLUMNS})
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-  ON CONFLICT (job_id) DO UPDATE SET job_name = excluded.job_name, status = excluded.status,
-    guardian_phone = excluded.guardian_phone, last_event_type = excluded.last_event_type,
-    version = excluded.version, event_count = excluded.event_count, updated_at = excluded.updated_at`
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/
 
 /**
  * Opens (and migrates) a PostgreSQL event store, for several app instances sharing one log.
@@ -100,9 +107,7 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
         const columns = Array.from({ length: 9 }, (_, c) => jobs.slice(i, i + 1000).map((job) => jobParams(job)[c]))
         await client.query(`INSERT INTO rebuilt_jobs (${JOB_COLUMNS})
           SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::bigint[], $9::bigint[])
-          ON CONFLICT (job_id) DO UPDATE SET job_name = excluded.job_name, status = excluded.status,
-            guardian_phone = excluded.guardian_phone, last_event_type = excluded.last_event_type,
-            version = excluded.version, event_count = excluded.event_count, updated_at = excluded.updated_at`, columns)
+          ${UPDATE_JOB_ON_CONFLICT}`, columns)
       }
       cache.clear()
     }
@@ -138,21 +143,28 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
   return {
     async append (event: IncomingEvent): Promise<AppendResult> {
       if (closed) throw new Error('The store is closed')
-      return transaction('BEGIN', async (client) => {
-        await client.query('SELECT pg_advisory_xact_lock(hashtextextended($1::text, $2))', [String(event.jobId), LOCK_SEED])
-        const { rows: [current] } = await client.query<JobRow>('SELECT * FROM jobs WHERE job_id = $1', [event.jobId])
+      if (!Number.isSafeInteger(event.jobId)) throw new TypeError('jobId must be a safe integer')
+      const client = await pool.connect()
+      try {
+        // Three round trips: begin, lock the job and read its state; write the event and the
+        // projection in one statement; commit. The job id is a checked integer, safe to inline.
+        const [, , { rows: [current] }] = await client.query(
+          `BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('${event.jobId}', ${LOCK_SEED})); SELECT * FROM jobs WHERE job_id = ${event.jobId}`
+        ) as unknown as [unknown, unknown, QueryResult<JobRow>]
         const decision = projectEvent(current && toJob(current), event)
-        const hash = contentHash(event.rawBody)
-        const sameAs = decision.outcome === 'duplicate'
-          ? (await client.query<{ seq: number }>('SELECT seq FROM events WHERE job_id = $1 AND content_hash = $2 ORDER BY seq LIMIT 1', [event.jobId, hash])).rows[0]?.seq ?? null
-          : null
-        const { rows: [inserted] } = await client.query<{ seq: number }>(
-          `INSERT INTO events (${EVENT_INSERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq`,
-          [event.jobId, event.eventType, event.jobStatus, event.jobName, event.guardianPhone ?? null, event.rawBody,
-            event.signature, hash, event.receivedAt, decision.outcome, sameAs])
-        if (decision.outcome !== 'unsupported') await client.query(UPSERT_JOB('jobs'), jobParams(decision.state))
+        const writeJob = decision.outcome !== 'unsupported'
+        const { rows: [inserted] } = await client.query<{ seq: number }>(APPEND, [
+          event.jobId, event.eventType, event.jobStatus, event.jobName, event.guardianPhone ?? null, event.rawBody,
+          event.signature, contentHash(event.rawBody), event.receivedAt, decision.outcome, decision.outcome === 'duplicate',
+          writeJob, ...(writeJob ? jobParams(decision.state).slice(1) : Array(8).fill(null))])
+        await client.query('COMMIT')
+        client.release()
         return { outcome: decision.outcome, seq: (inserted as { seq: number }).seq, jobId: event.jobId, status: decision.state?.status ?? null }
-      })
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => {})
+        client.release(true)
+        throw error
+      }
     },
     async quarantine (entry) {
       const { rows: [row] } = await pool.query<{ id: number }>(

@@ -43,6 +43,11 @@ export interface QuarantineDbRow {
 /** The columns of `jobs`, in table order, matching `jobParams`. */
 export const JOB_COLUMNS = 'job_id, job_name, status, guardian_phone, last_event_type, version, event_count, created_at, updated_at'
 
+/** How an upsert of a projection row updates an existing one (every column but the id and createdAt). */
+export const UPDATE_JOB_ON_CONFLICT = `ON CONFLICT (job_id) DO UPDATE SET job_name = excluded.job_name, status = excluded.status,
+  guardian_phone = excluded.guardian_phone, last_event_type = excluded.last_event_type,
+  version = excluded.version, event_count = excluded.event_count, updated_at = excluded.updated_at`
+
 /** The columns of `events` an append writes, matching the values `eventParams` gives. */
 export const EVENT_INSERT_COLUMNS = 'job_id, event_type, job_status, job_name, guardian_phone, raw_body, signature, content_hash, received_at, outcome, same_as'
 

@@ -5,7 +5,8 @@ import type { AppendResult, G2SentryStore, IncomingEvent, JobState, ListJobsQuer
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from './migrations.js'
 import { emptyReport, jobsToLoad, REPLAY_CACHE, REPLAY_PAGE, replayPage } from './replay-core.js'
 import {
-  contentHash, EVENT_INSERT_COLUMNS, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, REPLAY_COLUMNS, toJob, toLogRow, toQuarantine,
+  contentHash, EVENT_INSERT_COLUMNS, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, REPLAY_COLUMNS, toJob, toLogRow,
+  toQuarantine, UPDATE_JOB_ON_CONFLICT,
   type EventRow, type JobRow, type QuarantineDbRow, type ReplayRow
 } from './rows.js'
 
@@ -20,11 +21,7 @@ export interface SqliteStoreOptions {
   maxBatch?: number
 }
 
-const UPSERT_JOB = `INSERT INTO jobs (${JOB_COLUMNS})
-  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-  ON CONFLICT (job_id) DO UPDATE SET job_name = excluded.job_name, status = excluded.status,
-    guardian_phone = excluded.guardian_phone, last_event_type = excluded.last_event_type,
-    version = excluded.version, event_count = excluded.event_count, updated_at = excluded.updated_at`
+const UPSERT_JOB = `INSERT INTO jobs (${JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ${UPDATE_JOB_ON_CONFLICT}`
 
 type Pending = { event: IncomingEvent; resolve: (result: AppendResult) => void; reject: (error: unknown) => void }
 
