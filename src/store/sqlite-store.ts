@@ -45,7 +45,7 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
   const firstSameContent = db.prepare<[number, string], { seq: number }>(
     'SELECT seq FROM events WHERE job_id = ? AND content_hash = ? ORDER BY seq LIMIT 1')
 
-  const appendOne = db.transaction((event: IncomingEvent): AppendResult => {
+  const append = (event: IncomingEvent): AppendResult => {
     const current = selectJob.get(event.jobId)
     const decision = projectEvent(current && toJob(current), event)
     const hash = contentHash(event.rawBody)
@@ -55,17 +55,34 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
       event.rawBody, event.signature, hash, event.receivedAt, decision.outcome, sameAs)
     if (decision.outcome !== 'unsupported') upsertJob.run(jobParams(decision.state))
     return { outcome: decision.outcome, seq: Number(lastInsertRowid), jobId: event.jobId, status: decision.state?.status ?? null }
-  })
+  }
 
   // One transaction and one disk flush for every append that arrives in the same turn of the
-  // event loop; each event runs in its own savepoint, so one failure fails only its caller.
-  const appendBatch = db.transaction((batch: Pending[]) => batch.map((item) => {
+  // event loop. A batch runs straight through; only if an event fails is it run again with a
+  // savepoint per event, so that one failure fails only its own caller.
+  let began = false
+  const appendAll = db.transaction((batch: Pending[]) => {
+    began = true
+    return batch.map((item) => ({ ok: true as const, result: append(item.event) }))
+  })
+  const appendOne = db.transaction(append)
+  const appendEach = db.transaction((batch: Pending[]) => batch.map((item) => {
     try {
       return { ok: true as const, result: appendOne(item.event) }
     } catch (error) {
       return { ok: false as const, error }
     }
   }))
+  const appendBatch = (batch: Pending[]) => {
+    began = false
+    try {
+      return appendAll.immediate(batch)
+    } catch (error) {
+      // The lock could not be had (SQLITE_BUSY after busyTimeout): the whole batch fails at once.
+      if (!began) throw error
+      return appendEach.immediate(batch)
+    }
+  }
 
   let pending: Pending[] = []
   let scheduled = false
@@ -79,7 +96,7 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
     if (pending.length > 0) schedule()
     let outcomes
     try {
-      outcomes = appendBatch.immediate(batch)
+      outcomes = appendBatch(batch)
     } catch (error) {
       for (const item of batch) item.reject(error)
       return
