@@ -2,7 +2,7 @@ import { once } from 'node:events'
 import { existsSync } from 'node:fs'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { readLogStream } from './replay.js'
-import { DEVELOPMENT_SECRET, simulate } from './simulate.js'
+import { DEVELOPMENT_SECRET, simulate, simulateRandom } from './simulate.js'
 import { isPostgresUrl, openStore } from './store/open-store.js'
 import type { LogRow, RebuildReport } from './types.js'
 
@@ -27,13 +27,17 @@ Replays the whole log through the projection and replaces the jobs table with th
 
 Replays the whole log through the projection and compares it with the stored jobs table and with
 each row's recorded outcome, changing nothing. Exit code 0 when all agree, 1 otherwise.`,
-  simulate: `Usage: g2sentry simulate [--url URL] [--secret SECRET] [--first-job N]
+  simulate: `Usage: g2sentry simulate [--url URL] [--secret SECRET] [--first-job N] [--seed S --jobs N]
 
 Signs and posts a few job lifecycles (with a redelivery, a reordering, a late event and a
-withdrawal) to a running receiver.
+withdrawal) to a running receiver, printing what each delivery got. With --seed, generates
+--jobs random lifecycles instead, delivers each event 1-7 times in a shuffled order, and checks
+through the job routes that every job ends in its true status.
   --url        callback URL (default http://127.0.0.1:3000/callbacks/g2sentry)
   --secret     callback secret (default $G2SENTRY_CALLBACK_SECRET, else the development secret)
-  --first-job  first job id to use (default 101)`
+  --first-job  first job id to use (default 101)
+  --seed       seed of a generated schedule (same seed, same deliveries)
+  --jobs       jobs in a generated schedule (default 20)`
 }
 
 const OPTIONS = {
@@ -45,7 +49,9 @@ const OPTIONS = {
   format: { type: 'string' },
   url: { type: 'string' },
   secret: { type: 'string' },
-  'first-job': { type: 'string' }
+  'first-job': { type: 'string' },
+  seed: { type: 'string' },
+  jobs: { type: 'string' }
 } satisfies ParseArgsConfig['options']
 
 class UsageError extends Error {}
@@ -148,12 +154,17 @@ async function run (argv: string[], out: Out): Promise<number> {
     default: {
       const secret = values.secret ?? process.env.G2SENTRY_CALLBACK_SECRET
       if (secret === undefined) out('no --secret and no G2SENTRY_CALLBACK_SECRET: signing with the development secret')
-      const answers = await simulate({
+      const common = {
         url: values.url ?? 'http://127.0.0.1:3000/callbacks/g2sentry',
         secret: secret ?? DEVELOPMENT_SECRET,
         firstJobId: positiveInteger('first-job', values['first-job']),
         print: out
-      })
+      }
+      const seed = positiveInteger('seed', values.seed)
+      if (seed !== undefined) {
+        return await simulateRandom({ ...common, seed, jobs: positiveInteger('jobs', values.jobs) ?? 20 }) ? 0 : 1
+      }
+      const answers = await simulate(common)
       return answers.every((a) => a.status === 200) ? 0 : 1
     }
   }

@@ -1,3 +1,4 @@
+import { randomSchedule, type CallbackEvent } from './schedules.js'
 import { signBody } from './verify-signature.js'
 import type { JobStatus } from './types.js'
 
@@ -46,24 +47,62 @@ export interface SimulateOptions {
   print?: (line: string) => void
 }
 
+async function post (url: string, secret: string, payload: CallbackEvent): Promise<{ status: number; answer: unknown }> {
+  const body = JSON.stringify(payload)
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-signature': signBody(body, secret) },
+    body
+  })
+  return { status: response.status, answer: await response.json().catch(() => null) }
+}
+
 /** Signs and posts the simulated deliveries one after another; returns each answer. */
 export async function simulate (options: SimulateOptions): Promise<Array<{ delivery: SimulatedDelivery; status: number; body: unknown }>> {
   const print = options.print ?? (() => {})
   const answers = []
   for (const delivery of simulatedDeliveries(options.firstJobId)) {
-    const body = JSON.stringify(delivery.payload)
-    const response = await fetch(options.url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'x-signature': signBody(body, options.secret) },
-      body
-    })
-    const answer: unknown = await response.json().catch(() => null)
+    const { status, answer } = await post(options.url, options.secret, delivery.payload)
     const { jobId, eventType } = delivery.payload
-    const summary = response.ok
+    const summary = status === 200
       ? `${(answer as { outcome: string }).outcome} (seq ${(answer as { seq: number }).seq}, status ${(answer as { status: string | null }).status})`
       : `${(answer as { code?: string } | null)?.code ?? ''}`
-    print(`job ${jobId} ${eventType.padEnd(15)} ${delivery.note.padEnd(52)} → ${response.status} ${summary}`)
-    answers.push({ delivery, status: response.status, body: answer })
+    print(`job ${jobId} ${eventType.padEnd(15)} ${delivery.note.padEnd(52)} → ${status} ${summary}`)
+    answers.push({ delivery, status, body: answer })
   }
   return answers
+}
+
+export interface RandomSimulationOptions extends SimulateOptions {
+  seed: number
+  jobs: number
+  /** Where the job routes are (default: `/jobs` on the callback URL's host). */
+  jobsUrl?: string
+}
+
+/**
+ * Delivers a generated schedule (redeliveries, reordering, withdrawals, none crossing a
+ * withdrawal) and checks that every job ends in its true status. Returns whether all did.
+ */
+export async function simulateRandom (options: RandomSimulationOptions): Promise<boolean> {
+  const print = options.print ?? (() => {})
+  const { jobs, deliveries } = randomSchedule(options.seed, { jobs: options.jobs, firstJobId: options.firstJobId ?? 101, bound: 'withdrawals' })
+  const outcomes = new Map<string, number>()
+  for (const delivery of deliveries) {
+    const { status, answer } = await post(options.url, options.secret, delivery.event)
+    const key = status === 200 ? (answer as { outcome: string }).outcome : `HTTP ${status}`
+    outcomes.set(key, (outcomes.get(key) ?? 0) + 1)
+  }
+  print(`seed ${options.seed}: ${deliveries.length} deliveries for ${jobs.length} jobs → ${[...outcomes].map(([k, n]) => `${n} ${k}`).join(', ')}`)
+  const jobsUrl = options.jobsUrl ?? new URL('/jobs/', options.url).href
+  let converged = 0
+  for (const job of jobs) {
+    const response = await fetch(new URL(String(job.jobId), jobsUrl))
+    const projected = response.ok ? (await response.json() as { status: JobStatus }).status : `HTTP ${response.status}`
+    if (projected === job.finalStatus) converged++
+    else print(`job ${job.jobId}: projected ${projected}, truly ${job.finalStatus} (${job.steps.join(' → ')})`)
+  }
+  print(`${converged} of ${jobs.length} jobs show their true status`)
+  const refused = [...outcomes.keys()].some((key) => key.startsWith('HTTP'))
+  return converged === jobs.length && !refused
 }

@@ -184,6 +184,11 @@ t.test('a newcomer runs the example server and the simulator', async (t) => {
   t.ok(server.logs.some((line) => line.msg === 'job status changed' && line.jobId === 101 && line.status === 'Completed'),
     'the example\'s onEvent logged the change to Completed')
 
+  const generated = await simulate(port, '--seed', '7', '--jobs', '25', '--first-job', '1001')
+  t.equal(generated.code, 0, 'a generated schedule (redeliveries, reordering, withdrawals) converges: exit 0')
+  t.match(generated.stdout, /^seed 7: \d+ deliveries for 25 jobs → \d+ applied/m, 'it says what the deliveries got')
+  t.match(generated.stdout, /^25 of 25 jobs show their true status$/m, 'and that every job shows its true status')
+
   server.child.kill('SIGTERM')
   const stopped = await exitWithin(server, 10_000)
   t.same(stopped, { code: 0, signal: null }, 'SIGTERM closes the server cleanly with exit code 0')
