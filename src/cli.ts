@@ -1,6 +1,7 @@
 import { once } from 'node:events'
 import { existsSync } from 'node:fs'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { auditLog } from './audit.js'
 import { readLogStream } from './replay.js'
 import { DEVELOPMENT_SECRET, simulate, simulateRandom } from './simulate.js'
 import { isPostgresUrl, openStore } from './store/open-store.js'
@@ -12,7 +13,7 @@ const HELP: Record<string, string> = {
 Commands:
   replay     print the event log, whole or for one job (NDJSON or a table)
   rebuild    recompute the job projection from the log and store it
-  verify     recompute the projection and compare it with the stored one (exit 1 on any difference)
+  verify     check the hash chain, the signatures and the projection (exit 1 on any problem)
   simulate   send signed example callbacks to a running server
 
 Run g2sentry <command> --help for its options.`,
@@ -23,10 +24,16 @@ signature: what G2 Sentry told us, and when. The rows hold guardian phone number
   rebuild: `Usage: g2sentry rebuild --db FILE|URL
 
 Replays the whole log through the projection and replaces the jobs table with the result.`,
-  verify: `Usage: g2sentry verify --db FILE|URL
+  verify: `Usage: g2sentry verify --db FILE|URL [--secret SECRET]...
 
-Replays the whole log through the projection and compares it with the stored jobs table and with
-each row's recorded outcome, changing nothing. Exit code 0 when all agree, 1 otherwise.`,
+Checks the log as evidence, changing nothing:
+  - the hash chain: every row links to the one before it, its stored fields match its hash and
+    its raw body, and no row is missing (the first broken seq is reported);
+  - signatures: with --secret (repeat it for every secret in use over the log's lifetime), that
+    one of them signs every row's raw body;
+  - the projection: a replay of the whole log equals the stored jobs table, and every row
+    replays to the outcome it was given live.
+Exit code 0 when all hold, 1 otherwise.`,
   simulate: `Usage: g2sentry simulate [--url URL] [--secret SECRET] [--first-job N] [--seed S --jobs N]
 
 Signs and posts a few job lifecycles (with a redelivery, a reordering, a late event and a
@@ -48,7 +55,7 @@ const OPTIONS = {
   to: { type: 'string' },
   format: { type: 'string' },
   url: { type: 'string' },
-  secret: { type: 'string' },
+  secret: { type: 'string', multiple: true },
   'first-job': { type: 'string' },
   seed: { type: 'string' },
   jobs: { type: 'string' }
@@ -133,17 +140,29 @@ async function run (argv: string[], out: Out): Promise<number> {
       }
       return 0
     }
-    case 'rebuild':
     case 'verify': {
       const store = await open(values.db)
       try {
-        const report = await store.rebuild({ dryRun: command === 'verify' })
-        const clean = report.differingJobs.length === 0 && report.outcomeMismatches.length === 0
-        describe(report, command === 'verify' ? 'replayed' : 'rebuilt').forEach((line) => out(line))
-        if (command === 'verify') {
-          out(clean ? 'ok: the stored projection equals a rebuild from the log' : 'FAILED: the stored projection does not match the log')
-          return clean ? 0 : 1
-        }
+        const report = await auditLog(store, { secrets: values.secret })
+        const { chain, unsigned, projection } = report
+        out(chain.ok
+          ? `chain: ok, ${report.events - chain.unchainedRows} rows linked${chain.unchainedRows > 0 ? ` (${chain.unchainedRows} older rows have no hash)` : ''}`
+          : `chain: BROKEN at seq ${chain.firstBrokenSeq}: ${chain.problem}`)
+        if (unsigned === null) out('signatures: not checked (give --secret to check them)')
+        else if (unsigned.length === 0) out(`signatures: ok, every row is signed by a given secret`)
+        else out(`signatures: ${unsigned.length} rows are signed by none of the given secrets: seq ${unsigned.slice(0, 20).join(', ')}${unsigned.length > 20 ? ', …' : ''}`)
+        describe(projection, 'projection: replayed').forEach((line) => out(line))
+        out(report.ok ? 'ok: the log is intact and the stored projection equals a rebuild from it' : 'FAILED')
+        return report.ok ? 0 : 1
+      } finally {
+        await store.close()
+      }
+    }
+    case 'rebuild': {
+      const store = await open(values.db)
+      try {
+        const report = await store.rebuild()
+        describe(report, 'rebuilt').forEach((line) => out(line))
         // The log is never rewritten: rows whose recorded outcome does not replay are evidence to keep.
         if (report.outcomeMismatches.length > 0) out('FAILED: the projection was rebuilt, but log rows do not replay to their recorded outcome')
         return report.outcomeMismatches.length > 0 ? 1 : 0
@@ -152,7 +171,7 @@ async function run (argv: string[], out: Out): Promise<number> {
       }
     }
     default: {
-      const secret = values.secret ?? process.env.G2SENTRY_CALLBACK_SECRET
+      const secret = values.secret?.at(-1) ?? process.env.G2SENTRY_CALLBACK_SECRET
       if (secret === undefined) out('no --secret and no G2SENTRY_CALLBACK_SECRET: signing with the development secret')
       const common = {
         url: values.url ?? 'http://127.0.0.1:3000/callbacks/g2sentry',

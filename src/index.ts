@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
+import { auditLog, type AuditReport } from './audit.js'
 import { callbackRoute } from './callback-route.js'
 import { jobRoutes } from './job-routes.js'
 import { resolveOptions, type G2SentryOptions } from './options.js'
@@ -16,6 +17,11 @@ export interface G2SentryDecorator {
   rebuild: () => Promise<RebuildReport>
   /** Recomputes the projection from the log and reports where the stored one differs, changing nothing. */
   verify: () => Promise<RebuildReport>
+  /**
+   * Checks the log as evidence, changing nothing: the hash chain, that a configured secret signs
+   * every row, and that a rebuild equals the stored projection (what `g2sentry verify` prints).
+   */
+  audit: () => Promise<AuditReport>
 }
 
 declare module 'fastify' {
@@ -33,7 +39,8 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
     store,
     readLog: (readOptions?: ReadLogOptions) => readLogStream(store, readOptions),
     rebuild: () => store.rebuild(),
-    verify: () => store.rebuild({ dryRun: true })
+    verify: () => store.rebuild({ dryRun: true }),
+    audit: () => auditLog(store, { secrets: resolved.secrets })
   })
 
   await app.register(callbackRoute, { prefix: resolved.prefix, options: resolved, store })
@@ -54,5 +61,6 @@ export { signBody, verifySignature, type SignatureCheck } from './verify-signatu
 export { sqliteStore, type SqliteStoreOptions } from './store/sqlite-store.js'
 export { postgresStore, type PostgresStoreOptions } from './store/postgres-store.js'
 export { readLogStream, type ReadLogOptions } from './replay.js'
+export { auditLog, type AuditReport } from './audit.js'
 export type { G2SentryOptions, CommittedEvent, JobRouteOptions } from './options.js'
 export * from './types.js'

@@ -56,6 +56,10 @@ export interface LogRow {
   outcome: Outcome
   /** For a duplicate: the first earlier row of the same job with the same body. */
   sameAs: number | null
+  /** The previous row's hash ('' for the first row); null for rows written before the chain existed. */
+  prevHash: string | null
+  /** This row's hash, chained to the previous one (src/store/chain.ts). */
+  hash: string | null
 }
 
 /** What an append reports to the caller, after it committed. */
@@ -118,6 +122,8 @@ export interface G2SentryStore {
   listJobs(query: ListJobsQuery): Promise<JobState[]>
   readLog(query: ReadLogQuery): Promise<LogRow[]>
   listQuarantine(query: { afterId?: number | undefined; limit: number }): Promise<QuarantineRow[]>
+  /** The last seq handed out and the hash the next row links to; undefined before the first append. */
+  chainHead(): Promise<{ seq: number; hash: string | null } | undefined>
   /** Recomputes the projection from the log; with `dryRun` only compares it with the stored one. */
   rebuild(options?: { dryRun?: boolean }): Promise<RebuildReport>
   close(): Promise<void>

@@ -44,5 +44,5 @@ t.test('the packed package installs, registers and migrates by its own name', as
   t.match(job, { jobId: 5, status: 'Assigned', version: 1 })
 
   const cli = await run(process.execPath, [join(installed, 'bin/g2sentry.js'), 'verify', '--db', 'consumer.db'], { cwd: dir })
-  t.match(cli.stdout, /ok: the stored projection equals a rebuild from the log/)
+  t.match(cli.stdout, /^ok: the log is intact/m)
 })

@@ -4,8 +4,9 @@ import type { AppendResult, G2SentryStore, IncomingEvent, JobState, RebuildRepor
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from './migrations.js'
 import { emptyReport, jobsToLoad, REPLAY_CACHE, REPLAY_PAGE, replayPage } from './replay-core.js'
 import {
-  contentHash, EVENT_INSERT_COLUMNS, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, REPLAY_COLUMNS, toJob, toLogRow,
-  toQuarantine, UPDATE_JOB_ON_CONFLICT, type EventRow, type JobRow, type QuarantineDbRow, type ReplayRow
+  contentHash, EVENT_INSERT_COLUMNS, eventParams, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, REPLAY_COLUMNS,
+  toJob, toLogRow, toQuarantine, UPDATE_JOB_ON_CONFLICT, type ChainHead, type EventRow, type JobRow, type QuarantineDbRow,
+  type ReplayRow
 } from './rows.js'
 
 export interface PostgresStoreOptions {
@@ -31,21 +32,20 @@ interface Pool {
 }
 
 const INT8 = 20
-// A fixed key space for this plugin's advisory locks, so they do not collide with the app's own.
+// A fixed key for the migrations' advisory lock, so it does not collide with the app's own.
 const LOCK_SEED = 0x6732_7365
+// Every append links to the row before it, so appends from all instances take turns on the
+// chain's head row (held for two round trips and the commit).
+const SELECT_HEAD = 'SELECT seq, hash FROM g2sentry_chain WHERE id = 1'
 
-// The event, and the projection row when the event has one, in one statement. $11: note the
-// first earlier row with the same body (for a duplicate); $12: write the projection row.
+// The event, and the projection row when the event has one ($15), in one statement.
 const APPEND = `WITH event AS (
     INSERT INTO events (${EVENT_INSERT_COLUMNS})
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
-      CASE WHEN $11::boolean THEN (SELECT seq FROM events WHERE job_id = $1 AND content_hash = $8 ORDER BY seq LIMIT 1) END)
-    RETURNING seq),
-  job AS (
-    INSERT INTO jobs (${JOB_COLUMNS})
-    SELECT $1, $13::text, $14::text, $15::text, $16::text, $17::int, $18::int, $19::bigint, $20::bigint WHERE $12::boolean
-    ${UPDATE_JOB_ON_CONFLICT})
-  SELECT seq FROM event`
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)),
+  head AS (UPDATE g2sentry_chain SET seq = $1, hash = $14 WHERE id = 1)
+  INSERT INTO jobs (${JOB_COLUMNS})
+  SELECT $2, $16::text, $17::text, $18::text, $19::text, $20::int, $21::int, $22::bigint, $23::bigint WHERE $15::boolean
+  ${UPDATE_JOB_ON_CONFLICT}`
 
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/
 
@@ -146,20 +146,23 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
       if (!Number.isSafeInteger(event.jobId)) throw new TypeError('jobId must be a safe integer')
       const client = await pool.connect()
       try {
-        // Three round trips: begin, lock the job and read its state; write the event and the
-        // projection in one statement; commit. The job id is a checked integer, safe to inline.
-        const [, , { rows: [current] }] = await client.query(
-          `BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('${event.jobId}', ${LOCK_SEED})); SELECT * FROM jobs WHERE job_id = ${event.jobId}`
-        ) as unknown as [unknown, unknown, QueryResult<JobRow>]
+        // Three round trips: begin, lock the chain's head and read the job and an earlier row
+        // with the same body; write the event, the head and the projection in one statement;
+        // commit. The job id is a checked integer and the body hash is hex, both safe to inline.
+        const bodyHash = contentHash(event.rawBody)
+        const [, { rows: [head] }, { rows: [current] }, { rows: [same] }] = await client.query(`BEGIN;
+          ${SELECT_HEAD} FOR UPDATE;
+          SELECT * FROM jobs WHERE job_id = ${event.jobId};
+          SELECT seq FROM events WHERE job_id = ${event.jobId} AND content_hash = '${bodyHash}' ORDER BY seq LIMIT 1`
+        ) as unknown as [unknown, QueryResult<ChainHead>, QueryResult<JobRow>, QueryResult<{ seq: number }>]
         const decision = projectEvent(current && toJob(current), event)
+        const sameAs = decision.outcome === 'duplicate' ? same?.seq ?? null : null
+        const { params, next } = eventParams(event, bodyHash, head, decision.outcome, sameAs)
         const writeJob = decision.outcome !== 'unsupported'
-        const { rows: [inserted] } = await client.query<{ seq: number }>(APPEND, [
-          event.jobId, event.eventType, event.jobStatus, event.jobName, event.guardianPhone ?? null, event.rawBody,
-          event.signature, contentHash(event.rawBody), event.receivedAt, decision.outcome, decision.outcome === 'duplicate',
-          writeJob, ...(writeJob ? jobParams(decision.state).slice(1) : Array(8).fill(null))])
+        await client.query(APPEND, [...params, writeJob, ...(writeJob ? jobParams(decision.state).slice(1) : Array(8).fill(null))])
         await client.query('COMMIT')
         client.release()
-        return { outcome: decision.outcome, seq: (inserted as { seq: number }).seq, jobId: event.jobId, status: decision.state?.status ?? null }
+        return { outcome: decision.outcome, seq: next.seq, jobId: event.jobId, status: decision.state?.status ?? null }
       } catch (error) {
         await client.query('ROLLBACK').catch(() => {})
         client.release(true)
@@ -191,6 +194,9 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
     async listQuarantine ({ afterId, limit }) {
       const { rows } = await pool.query<QuarantineDbRow>('SELECT * FROM quarantine WHERE id > $1 ORDER BY id LIMIT $2', [afterId ?? 0, limit])
       return rows.map(toQuarantine)
+    },
+    async chainHead () {
+      return (await pool.query<ChainHead>(SELECT_HEAD)).rows[0]
     },
     async rebuild (rebuildOptions) {
       const dryRun = rebuildOptions?.dryRun === true

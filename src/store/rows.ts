@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto'
 // Table and column names, and the mapping between rows and the store's types, shared by every
 // SQL backend: the SQLite and PostgreSQL schemas use the same names.
-import type { JobState, JobStatus, LogRow, Outcome, QuarantineRow } from '../types.js'
+import type { IncomingEvent, JobState, JobStatus, LogRow, Outcome, QuarantineRow } from '../types.js'
+import { GENESIS, rowHash } from './chain.js'
 
 export interface JobRow {
   job_id: number
@@ -28,6 +29,8 @@ export interface EventRow {
   received_at: number
   outcome: Outcome
   same_as: number | null
+  prev_hash: string | null
+  hash: string | null
 }
 
 export interface QuarantineDbRow {
@@ -49,7 +52,7 @@ export const UPDATE_JOB_ON_CONFLICT = `ON CONFLICT (job_id) DO UPDATE SET job_na
   version = excluded.version, event_count = excluded.event_count, updated_at = excluded.updated_at`
 
 /** The columns of `events` an append writes, matching the values `eventParams` gives. */
-export const EVENT_INSERT_COLUMNS = 'job_id, event_type, job_status, job_name, guardian_phone, raw_body, signature, content_hash, received_at, outcome, same_as'
+export const EVENT_INSERT_COLUMNS = 'seq, job_id, event_type, job_status, job_name, guardian_phone, raw_body, signature, content_hash, received_at, outcome, same_as, prev_hash, hash'
 
 /** The columns a replay reads. */
 export const REPLAY_COLUMNS = 'seq, job_id, event_type, job_status, job_name, guardian_phone, received_at, outcome'
@@ -86,7 +89,9 @@ export const toLogRow = (row: EventRow): LogRow => ({
   contentHash: row.content_hash,
   receivedAt: row.received_at,
   outcome: row.outcome,
-  sameAs: row.same_as
+  sameAs: row.same_as,
+  prevHash: row.prev_hash,
+  hash: row.hash
 })
 
 export const toQuarantine = (row: QuarantineDbRow): QuarantineRow => ({
@@ -101,3 +106,23 @@ export const toQuarantine = (row: QuarantineDbRow): QuarantineRow => ({
 
 /** The SHA-256 of a raw body, stored with each row so a repeat can name the first row with the same bytes. */
 export const contentHash = (rawBody: Buffer): string => createHash('sha256').update(rawBody).digest('hex')
+
+/** The chain's head: the last seq handed out and the hash the next row links to. */
+export interface ChainHead { seq: number; hash: string | null }
+
+/**
+ * The values of one `events` row, in EVENT_INSERT_COLUMNS order, for an event appended after
+ * `head` with the outcome the projection gave it. Returns the row's new head too.
+ */
+export function eventParams (event: IncomingEvent, bodyHash: string, head: ChainHead | undefined, outcome: Outcome, sameAs: number | null):
+  { params: unknown[]; next: ChainHead } {
+  const seq = (head?.seq ?? 0) + 1
+  // After rows from before the chain (no hash), the chain starts again from genesis.
+  const prevHash = head?.hash ?? GENESIS
+  const hash = rowHash(prevHash, { seq, receivedAt: event.receivedAt, signature: event.signature, contentHash: bodyHash, outcome, sameAs })
+  return {
+    params: [seq, event.jobId, event.eventType, event.jobStatus, event.jobName, event.guardianPhone ?? null, event.rawBody,
+      event.signature, bodyHash, event.receivedAt, outcome, sameAs, prevHash, hash],
+    next: { seq, hash }
+  }
+}

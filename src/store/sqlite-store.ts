@@ -5,8 +5,8 @@ import type { AppendResult, G2SentryStore, IncomingEvent, JobState, ListJobsQuer
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from './migrations.js'
 import { emptyReport, jobsToLoad, REPLAY_CACHE, REPLAY_PAGE, replayPage } from './replay-core.js'
 import {
-  contentHash, EVENT_INSERT_COLUMNS, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, REPLAY_COLUMNS, toJob, toLogRow,
-  toQuarantine, UPDATE_JOB_ON_CONFLICT,
+  contentHash, EVENT_INSERT_COLUMNS, eventParams, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, REPLAY_COLUMNS,
+  toJob, toLogRow, toQuarantine, UPDATE_JOB_ON_CONFLICT, type ChainHead,
   type EventRow, type JobRow, type QuarantineDbRow, type ReplayRow
 } from './rows.js'
 
@@ -41,20 +41,27 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
 
   const selectJob = db.prepare<[number], JobRow>('SELECT * FROM jobs WHERE job_id = ?')
   const upsertJob = db.prepare(UPSERT_JOB)
-  const insertEvent = db.prepare(`INSERT INTO events (${EVENT_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+  const insertEvent = db.prepare(`INSERT INTO events (${EVENT_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+  // AUTOINCREMENT records the last seq handed out, and rolls back with a failed transaction: a
+  // seq missing from the log was deleted.
+  const selectHead = db.prepare<[], ChainHead>(`SELECT s.seq AS seq, (SELECT hash FROM events ORDER BY seq DESC LIMIT 1) AS hash
+    FROM sqlite_sequence s WHERE s.name = 'events'`)
+  // The chain's head, read again at the start of every write transaction (another process may
+  // have appended) and moved only once an event is fully written.
+  let head: ChainHead | undefined
   const firstSameContent = db.prepare<[number, string], { seq: number }>(
     'SELECT seq FROM events WHERE job_id = ? AND content_hash = ? ORDER BY seq LIMIT 1')
 
   const append = (event: IncomingEvent): AppendResult => {
     const current = selectJob.get(event.jobId)
     const decision = projectEvent(current && toJob(current), event)
-    const hash = contentHash(event.rawBody)
-    const sameAs = decision.outcome === 'duplicate' ? firstSameContent.get(event.jobId, hash)?.seq ?? null : null
-    const { lastInsertRowid } = insertEvent.run(
-      event.jobId, event.eventType, event.jobStatus, event.jobName, event.guardianPhone ?? null,
-      event.rawBody, event.signature, hash, event.receivedAt, decision.outcome, sameAs)
+    const bodyHash = contentHash(event.rawBody)
+    const sameAs = decision.outcome === 'duplicate' ? firstSameContent.get(event.jobId, bodyHash)?.seq ?? null : null
+    const { params, next } = eventParams(event, bodyHash, head, decision.outcome, sameAs)
+    insertEvent.run(params)
     if (decision.outcome !== 'unsupported') upsertJob.run(jobParams(decision.state))
-    return { outcome: decision.outcome, seq: Number(lastInsertRowid), jobId: event.jobId, status: decision.state?.status ?? null }
+    head = next
+    return { outcome: decision.outcome, seq: next.seq, jobId: event.jobId, status: decision.state?.status ?? null }
   }
 
   // One transaction and one disk flush for every append that arrives in the same turn of the
@@ -63,16 +70,20 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
   let began = false
   const appendAll = db.transaction((batch: Pending[]) => {
     began = true
+    head = selectHead.get()
     return batch.map((item) => ({ ok: true as const, result: append(item.event) }))
   })
   const appendOne = db.transaction(append)
-  const appendEach = db.transaction((batch: Pending[]) => batch.map((item) => {
-    try {
-      return { ok: true as const, result: appendOne(item.event) }
-    } catch (error) {
-      return { ok: false as const, error }
-    }
-  }))
+  const appendEach = db.transaction((batch: Pending[]) => {
+    head = selectHead.get()
+    return batch.map((item) => {
+      try {
+        return { ok: true as const, result: appendOne(item.event) }
+      } catch (error) {
+        return { ok: false as const, error }
+      }
+    })
+  })
   const appendBatch = (batch: Pending[]) => {
     began = false
     try {
@@ -195,6 +206,9 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
     },
     async listQuarantine ({ afterId, limit }) {
       return selectQuarantine.all(afterId ?? 0, limit).map(toQuarantine)
+    },
+    async chainHead () {
+      return selectHead.get()
     },
     async rebuild (options) {
       const dryRun = options?.dryRun === true

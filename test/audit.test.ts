@@ -1,0 +1,121 @@
+// The log as evidence: every kind of edit made with plain SQL is caught by the chain, the
+// signatures are checked against the secrets given, and `g2sentry verify` says so.
+import t, { type Test } from 'tap'
+import Database from 'better-sqlite3'
+import { execFile } from 'node:child_process'
+import { copyFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import { auditLog, sqliteStore } from '../src/index.js'
+import { simulatedDeliveries } from '../src/simulate.js'
+import { buildApp, post, SECRET } from './helpers.js'
+
+const BIN = fileURLToPath(new URL('../bin/g2sentry.js', import.meta.url))
+const run = promisify(execFile)
+
+/** A log of the eleven simulated deliveries, written through the plugin; returns the file. */
+async function writtenLog (t: Test, dir: string, secret = SECRET): Promise<string> {
+  const file = join(dir, 'source.db')
+  const app = await buildApp(t, { database: file, secret })
+  for (const { payload } of simulatedDeliveries()) t.equal((await post(app, payload, { secret })).statusCode, 200)
+  await app.close()
+  return file
+}
+
+/** A copy of `file` edited with plain SQL, audited with `secrets`. */
+async function auditAfter (dir: string, file: string, name: string, sql: string, secrets = [SECRET]) {
+  const copy = join(dir, `${name}.db`)
+  copyFileSync(file, copy)
+  const db = new Database(copy)
+  db.exec(sql)
+  db.close()
+  const store = sqliteStore({ filename: copy })
+  try {
+    return await auditLog(store, { secrets })
+  } finally {
+    await store.close()
+  }
+}
+
+t.test('an untouched log passes: chain, signatures and projection', async (t) => {
+  const file = await writtenLog(t, t.testdir())
+  const store = sqliteStore({ filename: file })
+  t.teardown(() => store.close())
+  const report = await auditLog(store, { secrets: [SECRET] })
+  t.match(report, { events: 11, ok: true, chain: { ok: true, firstBrokenSeq: null, problem: null, unchainedRows: 0 }, unsigned: [] })
+  const rows = await store.readLog({ limit: 100 })
+  t.equal(rows[0]?.prevHash, '', 'the first row links to genesis')
+  for (let i = 1; i < rows.length; i++) t.equal(rows[i]?.prevHash, rows[i - 1]?.hash, `row ${i + 1} links to row ${i}`)
+  t.equal((await store.chainHead())?.seq, 11)
+})
+
+t.test('every kind of edit with plain SQL is caught at the row it touches', async (t) => {
+  const dir = t.testdir()
+  const file = await writtenLog(t, dir)
+  const cases: Array<[string, string, number, RegExp]> = [
+    ['job name edited', "UPDATE events SET job_name = 'Something else' WHERE seq = 4", 4, /parsed from the raw body/],
+    ['status edited', "UPDATE events SET job_status = 'Canceled' WHERE seq = 6", 6, /parsed from the raw body/],
+    ['phone edited', "UPDATE events SET guardian_phone = '+10000000000' WHERE seq = 1", 1, /parsed from the raw body/],
+    ['raw body edited', "UPDATE events SET raw_body = CAST(replace(CAST(raw_body AS TEXT), 'Open House', 'Open Hoose') AS BLOB) WHERE seq = 2", 2, /raw body was changed/],
+    ['raw body and its content hash edited', `UPDATE events SET raw_body = CAST('{"jobId":101}' AS BLOB),
+      content_hash = '${'0'.repeat(64)}' WHERE seq = 2`, 2, /raw body was changed/],
+    ['outcome edited', "UPDATE events SET outcome = 'applied' WHERE seq = 3", 3, /stored field/],
+    ['signature edited', "UPDATE events SET signature = upper(signature) WHERE seq = 5", 5, /stored field/],
+    ['received-at edited', 'UPDATE events SET received_at = received_at - 3600000 WHERE seq = 7', 7, /stored field/],
+    ['hash recomputed by hand but the next row still links to the old one', "UPDATE events SET hash = 'ff' || substr(hash, 3) WHERE seq = 8", 8, /stored field/],
+    ['a middle row deleted', 'DELETE FROM events WHERE seq = 5', 6, /rows 5…5 are missing/],
+    ['the last rows deleted', 'DELETE FROM events WHERE seq >= 10', 10, /ends at seq 9 but seq 11 was written/],
+    ['two rows swapped', `UPDATE events SET seq = -1 WHERE seq = 3; UPDATE events SET seq = 3 WHERE seq = 4;
+      UPDATE events SET seq = 4 WHERE seq = -1`, 3, /does not link|stored field/],
+    ['a row inserted', `INSERT INTO events (seq, job_id, event_type, job_status, job_name, raw_body, signature, content_hash, received_at, outcome, prev_hash, hash)
+      SELECT 12, job_id, event_type, job_status, job_name, raw_body, signature, content_hash, received_at, 'duplicate', hash, 'forged' FROM events WHERE seq = 11`,
+    12, /stored field/]
+  ]
+  for (const [name, sql, seq, problem] of cases) {
+    const report = await auditAfter(dir, file, name.replace(/\W+/g, '-'), sql)
+    t.equal(report.ok, false, `${name}: not ok`)
+    t.equal(report.chain.firstBrokenSeq, seq, `${name}: first broken seq ${seq}`)
+    t.match(report.chain.problem, problem, `${name}: says why`)
+  }
+})
+
+t.test('signatures are checked against the secrets given, for a rotation too', async (t) => {
+  const file = await writtenLog(t, t.testdir(), 'old-secret')
+  const store = sqliteStore({ filename: file })
+  t.teardown(() => store.close())
+  t.same((await auditLog(store, { secrets: ['new-secret'] })).unsigned, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], 'no row is signed by the new secret alone')
+  t.same((await auditLog(store, { secrets: ['new-secret', 'old-secret'] })).unsigned, [], 'every row is signed by one of the two')
+  t.equal((await auditLog(store, {})).unsigned, null, 'not checked without secrets')
+  t.equal((await auditLog(store, {})).ok, true, 'and the rest holds')
+})
+
+t.test('the plugin audits with its own secrets', async (t) => {
+  const app = await buildApp(t, { secret: ['new', SECRET] })
+  for (const { payload } of simulatedDeliveries().slice(0, 4)) await post(app, payload)
+  t.match(await app.g2sentry.audit(), { events: 4, ok: true, unsigned: [] })
+  t.match(await app.g2sentry.verify(), { events: 4, outcomeMismatches: [], differingJobs: [] })
+})
+
+t.test('g2sentry verify reports the first broken seq and unsigned rows, exit 1', async (t) => {
+  const dir = t.testdir()
+  const file = await writtenLog(t, dir)
+  const ok = await run(process.execPath, [BIN, 'verify', '--db', file, '--secret', 'other', '--secret', SECRET])
+  t.match(ok.stdout, /^chain: ok, 11 rows linked$/m)
+  t.match(ok.stdout, /^signatures: ok/m)
+  t.match(ok.stdout, /^ok: the log is intact/m)
+
+  const copy = join(dir, 'edited.db')
+  copyFileSync(file, copy)
+  const db = new Database(copy)
+  db.exec("UPDATE events SET job_name = 'x' WHERE seq = 4")
+  db.close()
+  const failed = await run(process.execPath, [BIN, 'verify', '--db', copy, '--secret', 'wrong']).then(
+    () => { throw new Error('verify should exit 1') }, (error: { code: number; stdout: string }) => error)
+  t.equal(failed.code, 1)
+  t.match(failed.stdout, /^chain: BROKEN at seq 4: a field parsed from the raw body differs from the body$/m)
+  t.match(failed.stdout, /^signatures: 11 rows are signed by none of the given secrets: seq 1, 2, 3/m)
+  t.match(failed.stdout, /^FAILED$/m)
+  const unchecked = await run(process.execPath, [BIN, 'verify', '--db', file])
+  t.match(unchecked.stdout, /^signatures: not checked/m)
+})
