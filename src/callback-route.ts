@@ -28,6 +28,8 @@ export async function callbackRoute (app: FastifyInstance, opts: { options: Reso
     bodyLimit,
     schema: { response: { 200: CallbackResponse } }
   }, async (request: FastifyRequest, reply: FastifyReply) => {
+    // Fastify skips the content-type check for an empty body without a Content-Type.
+    if (request.headers['content-type'] === undefined) throw new errors.UNSUPPORTED_MEDIA_TYPE()
     const rawBody = Buffer.isBuffer(request.body) ? request.body : EMPTY
     const header = request.headers['x-signature']
     const check = verifySignature(rawBody, header, secrets)

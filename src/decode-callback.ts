@@ -5,6 +5,7 @@ import type { JobEvent, QuarantineReason } from './types.js'
 
 const checkPayload = TypeCompiler.Compile(CallbackPayload)
 const utf8 = new TextDecoder('utf-8', { fatal: true })
+const LONE_SURROGATE = /\p{Cs}/u
 
 export type Decoded =
   | { ok: true; event: JobEvent }
@@ -26,5 +27,10 @@ export function decodeCallback (rawBody: Buffer): Decoded {
     return { ok: false, reason: 'invalid_payload', detail: first === undefined ? 'not an object' : `${first.path || '/'} ${first.message}` }
   }
   const { jobId, eventType, jobName, jobStatus, guardianPhone } = parsed
+  // A lone surrogate (an escape such as "\ud800") is valid JSON but not text: it could not be
+  // stored as it was sent, and the stored row would no longer match its raw body.
+  for (const [field, value] of [['eventType', eventType], ['jobName', jobName], ['guardianPhone', guardianPhone]] as const) {
+    if (value !== undefined && LONE_SURROGATE.test(value)) return { ok: false, reason: 'invalid_payload', detail: `/${field} is not well-formed Unicode` }
+  }
   return { ok: true, event: { jobId, eventType, jobName, jobStatus, guardianPhone } }
 }

@@ -42,7 +42,7 @@ export interface ResolvedOptions {
   prefix: string
 }
 
-const STORE_METHODS = ['append', 'quarantine', 'getJob', 'listJobs', 'readLog', 'listQuarantine', 'chainHead', 'rebuild', 'close'] as const
+const STORE_METHODS = ['append', 'quarantine', 'getJob', 'listJobs', 'readLog', 'listQuarantine', 'resolveQuarantine', 'quarantineSize', 'chainHead', 'rebuild', 'close'] as const
 
 function fail (message: string): never {
   throw new errors.INVALID_OPTION(message)

@@ -84,6 +84,8 @@ export interface QuarantineInput {
 
 export interface QuarantineRow extends QuarantineInput {
   id: number
+  /** The log row a retry appended it as; null while it is still quarantined. */
+  retriedSeq: number | null
 }
 
 export interface ListJobsQuery {
@@ -121,7 +123,12 @@ export interface G2SentryStore {
   getJob(jobId: number): Promise<JobState | undefined>
   listJobs(query: ListJobsQuery): Promise<JobState[]>
   readLog(query: ReadLogQuery): Promise<LogRow[]>
-  listQuarantine(query: { afterId?: number | undefined; limit: number }): Promise<QuarantineRow[]>
+  /** Quarantined bodies by id; `pending` leaves out those a retry already appended. */
+  listQuarantine(query: { afterId?: number | undefined; limit: number; pending?: boolean | undefined }): Promise<QuarantineRow[]>
+  /** Records that quarantined body `id` was appended to the log as `seq`. */
+  resolveQuarantine(id: number, seq: number): Promise<void>
+  /** How many quarantined bodies are still pending. */
+  quarantineSize(): Promise<number>
   /** The last seq handed out and the hash the next row links to; undefined before the first append. */
   chainHead(): Promise<{ seq: number; hash: string | null } | undefined>
   /** Recomputes the projection from the log; with `dryRun` only compares it with the stored one. */

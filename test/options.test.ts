@@ -41,11 +41,11 @@ t.test('invalid options make ready() reject with a precise message', async (t) =
     ['database 42', { secret: SECRET, database: 42 }, 'database must be a SQLite file path, ":memory:" or a postgres:// URL'],
     ['both database and store', { secret: SECRET, database, store: {} }, 'give either database or store, not both'],
     ['store missing every method', { secret: SECRET, store: {} },
-      'store does not implement the store interface (missing append, quarantine, getJob, listJobs, readLog, listQuarantine, chainHead, rebuild, close)'],
+      'store does not implement the store interface (missing append, quarantine, getJob, listJobs, readLog, listQuarantine, resolveQuarantine, quarantineSize, chainHead, rebuild, close)'],
     ['store missing some methods', { secret: SECRET, store: { append: async () => {}, quarantine: async () => 1, getJob: 'no', listJobs: async () => [], readLog: async () => [], listQuarantine: async () => [], rebuild: async () => ({}) } },
-      'store does not implement the store interface (missing getJob, chainHead, close)'],
+      'store does not implement the store interface (missing getJob, resolveQuarantine, quarantineSize, chainHead, close)'],
     ['store null', { secret: SECRET, store: null },
-      'store does not implement the store interface (missing append, quarantine, getJob, listJobs, readLog, listQuarantine, chainHead, rebuild, close)'],
+      'store does not implement the store interface (missing append, quarantine, getJob, listJobs, readLog, listQuarantine, resolveQuarantine, quarantineSize, chainHead, rebuild, close)'],
     ['callbackPath "no-slash"', { secret: SECRET, database, callbackPath: 'no-slash' }, PATH('callbackPath')],
     ['callbackPath ""', { secret: SECRET, database, callbackPath: '' }, PATH('callbackPath')],
     ['callbackPath 42', { secret: SECRET, database, callbackPath: 42 }, PATH('callbackPath')],
@@ -126,7 +126,7 @@ t.test('database ":memory:" works', async (t) => {
 
 t.test('the g2sentry decorator', async (t) => {
   const app = await buildApp(t)
-  t.same(Object.keys(app.g2sentry).sort(), ['readLog', 'rebuild', 'store', 'verify'])
+  t.same(Object.keys(app.g2sentry).sort(), ['audit', 'readLog', 'rebuild', 'store', 'verify'])
   await post(app, assigned(1, { phone: PHONE }))
   await post(app, assigned(1, { phone: PHONE }))
   await post(app, started(2))

@@ -315,9 +315,16 @@ export function storeContract (t: Test, name: string, open: OpenStore): void {
         detail: `detail ${i}`,
         signature: signBody(rawBody, SECRET),
         contentType: i === 2 ? null : 'application/json',
-        receivedAt: T0 + i
+        receivedAt: T0 + i,
+        retriedSeq: null
       })))
       rows.forEach((row, i) => t.ok(Buffer.isBuffer(row.rawBody) && row.rawBody.equals(bodies[i] as Buffer), `body ${i} byte for byte`))
+
+      t.equal(await store.quarantineSize(), 3, 'three pending')
+      await store.resolveQuarantine(ids[1] as number, 42)
+      t.equal(await store.quarantineSize(), 2, 'two pending once one is resolved')
+      t.same((await store.listQuarantine({ limit: 10, pending: true })).map((r) => r.id), [ids[0], ids[2]], 'pending leaves it out')
+      t.equal((await store.listQuarantine({ limit: 10 }))[1]?.retriedSeq, 42, 'the full list shows the seq it became')
 
       t.same((await store.listQuarantine({ afterId: ids[0], limit: 1 })).map((r) => r.id), [ids[1]])
       t.same(await store.listQuarantine({ afterId: ids[2], limit: 10 }), [])

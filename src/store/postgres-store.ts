@@ -16,6 +16,8 @@ export interface PostgresStoreOptions {
   schema?: string
   /** Most connections in the pool (default 10). */
   max?: number
+  /** Called after each committed append (a batch of one) with how long its transaction took (s). */
+  onCommit?: (batchSize: number, seconds: number) => void
 }
 
 // Minimal shapes of what this store uses from `pg`, so `pg` stays an optional peer dependency.
@@ -145,6 +147,7 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
       if (closed) throw new Error('The store is closed')
       if (!Number.isSafeInteger(event.jobId)) throw new TypeError('jobId must be a safe integer')
       const client = await pool.connect()
+      const started = process.hrtime.bigint()
       try {
         // Three round trips: begin, lock the chain's head and read the job and an earlier row
         // with the same body; write the event, the head and the projection in one statement;
@@ -162,6 +165,7 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
         await client.query(APPEND, [...params, writeJob, ...(writeJob ? jobParams(decision.state).slice(1) : Array(8).fill(null))])
         await client.query('COMMIT')
         client.release()
+        options.onCommit?.(1, Number(process.hrtime.bigint() - started) / 1e9)
         return { outcome: decision.outcome, seq: next.seq, jobId: event.jobId, status: decision.state?.status ?? null }
       } catch (error) {
         await client.query('ROLLBACK').catch(() => {})
@@ -191,9 +195,16 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
         : await pool.query<EventRow>('SELECT * FROM events WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3', [jobId, afterSeq ?? 0, limit])
       return rows.map(toLogRow)
     },
-    async listQuarantine ({ afterId, limit }) {
-      const { rows } = await pool.query<QuarantineDbRow>('SELECT * FROM quarantine WHERE id > $1 ORDER BY id LIMIT $2', [afterId ?? 0, limit])
+    async listQuarantine ({ afterId, limit, pending }) {
+      const { rows } = await pool.query<QuarantineDbRow>(`SELECT * FROM quarantine WHERE id > $1
+        ${pending === true ? 'AND retried_seq IS NULL' : ''} ORDER BY id LIMIT $2`, [afterId ?? 0, limit])
       return rows.map(toQuarantine)
+    },
+    async resolveQuarantine (id, seq) {
+      await pool.query('UPDATE quarantine SET retried_seq = $1 WHERE id = $2', [seq, id])
+    },
+    async quarantineSize () {
+      return (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM quarantine WHERE retried_seq IS NULL')).rows[0]?.n ?? 0
     },
     async chainHead () {
       return (await pool.query<ChainHead>(SELECT_HEAD)).rows[0]

@@ -41,6 +41,7 @@ export interface QuarantineDbRow {
   signature: string
   content_type: string | null
   received_at: number
+  retried_seq: number | null
 }
 
 /** The columns of `jobs`, in table order, matching `jobParams`. */
@@ -101,7 +102,8 @@ export const toQuarantine = (row: QuarantineDbRow): QuarantineRow => ({
   rawBody: row.raw_body,
   signature: row.signature,
   contentType: row.content_type,
-  receivedAt: row.received_at
+  receivedAt: row.received_at,
+  retriedSeq: row.retried_seq
 })
 
 /** The SHA-256 of a raw body, stored with each row so a repeat can name the first row with the same bytes. */

@@ -19,6 +19,8 @@ export interface SqliteStoreOptions {
   busyTimeout?: number
   /** The most appends that share one transaction (default 256). */
   maxBatch?: number
+  /** Called after each committed batch with its size and how long the transaction took (s). */
+  onCommit?: (batchSize: number, seconds: number) => void
 }
 
 const UPSERT_JOB = `INSERT INTO jobs (${JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ${UPDATE_JOB_ON_CONFLICT}`
@@ -106,12 +108,14 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
     pending = pending.length <= maxBatch ? [] : pending.slice(maxBatch)
     if (pending.length > 0) schedule()
     let outcomes
+    const started = process.hrtime.bigint()
     try {
       outcomes = appendBatch(batch)
     } catch (error) {
       for (const item of batch) item.reject(error)
       return
     }
+    options.onCommit?.(batch.length, Number(process.hrtime.bigint() - started) / 1e9)
     outcomes.forEach((outcome, i) => {
       const item = batch[i] as Pending
       if (outcome.ok) item.resolve(outcome.result)
@@ -133,6 +137,10 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
   const selectJobLog = db.prepare<[number, number, number], EventRow>(
     'SELECT * FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?')
   const selectQuarantine = db.prepare<[number, number], QuarantineDbRow>('SELECT * FROM quarantine WHERE id > ? ORDER BY id LIMIT ?')
+  const selectPendingQuarantine = db.prepare<[number, number], QuarantineDbRow>(
+    'SELECT * FROM quarantine WHERE id > ? AND retried_seq IS NULL ORDER BY id LIMIT ?')
+  const updateQuarantine = db.prepare('UPDATE quarantine SET retried_seq = ? WHERE id = ?')
+  const countPendingQuarantine = db.prepare<[], { n: number }>('SELECT count(*) AS n FROM quarantine WHERE retried_seq IS NULL')
 
   const rebuild = (dryRun: boolean): RebuildReport => {
     // The same definition as the projection table, so rows compare column for column.
@@ -204,8 +212,14 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
         : selectJobLog.all(query.jobId, query.afterSeq ?? 0, query.limit)
       return rows.map(toLogRow)
     },
-    async listQuarantine ({ afterId, limit }) {
-      return selectQuarantine.all(afterId ?? 0, limit).map(toQuarantine)
+    async listQuarantine ({ afterId, limit, pending }) {
+      return (pending === true ? selectPendingQuarantine : selectQuarantine).all(afterId ?? 0, limit).map(toQuarantine)
+    },
+    async resolveQuarantine (id, seq) {
+      updateQuarantine.run(seq, id)
+    },
+    async quarantineSize () {
+      return (countPendingQuarantine.get() as { n: number }).n
     },
     async chainHead () {
       return selectHead.get()
