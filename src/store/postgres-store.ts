@@ -142,9 +142,8 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
   }
 
   let closed = false
-  return {
+  const store: G2SentryStore = {
     async append (event: IncomingEvent): Promise<AppendResult> {
-      if (closed) throw new Error('The store is closed')
       if (!Number.isSafeInteger(event.jobId)) throw new TypeError('jobId must be a safe integer')
       const client = await pool.connect()
       const started = process.hrtime.bigint()
@@ -216,8 +215,32 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
     async close () {
       if (closed) return
       closed = true
+      // The pool abandons waiting requests when it ends: let every started operation finish first.
+      await Promise.allSettled(inFlight)
       await pool.end()
     }
+  }
+
+  const inFlight = new Set<Promise<unknown>>()
+  const track = <A extends unknown[], R>(operation: (...args: A) => Promise<R>) => (...args: A): Promise<R> => {
+    if (closed) return Promise.reject(new Error('The store is closed'))
+    const running = operation(...args)
+    inFlight.add(running)
+    running.then(() => inFlight.delete(running), () => inFlight.delete(running))
+    return running
+  }
+  return {
+    append: track(store.append),
+    quarantine: track(store.quarantine),
+    getJob: track(store.getJob),
+    listJobs: track(store.listJobs),
+    readLog: track(store.readLog),
+    listQuarantine: track(store.listQuarantine),
+    resolveQuarantine: track(store.resolveQuarantine),
+    quarantineSize: track(store.quarantineSize),
+    chainHead: track(store.chainHead),
+    rebuild: track(store.rebuild),
+    close: store.close
   }
 }
 
@@ -228,7 +251,9 @@ async function migrate (pool: Pool, schema: string): Promise<void> {
     await client.query('BEGIN')
     // Instances starting together migrate one at a time.
     await client.query('SELECT pg_advisory_xact_lock($1)', [LOCK_SEED])
-    await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`)
+    // CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege even when the schema exists.
+    const { rows: [found] } = await client.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema])
+    if (found === undefined) await client.query(`CREATE SCHEMA ${schema}`)
     await client.query(`CREATE TABLE IF NOT EXISTS g2sentry_migrations (
       version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)`)
     const { rows: applied } = await client.query<AppliedMigration>('SELECT version, name, checksum FROM g2sentry_migrations ORDER BY version')

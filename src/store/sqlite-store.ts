@@ -30,10 +30,11 @@ type Pending = { event: IncomingEvent; resolve: (result: AppendResult) => void; 
 /** Opens (and migrates) a SQLite event store. */
 export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { readonly db: Database.Database } {
   const db = new Database(options.filename)
-  db.pragma(`busy_timeout = ${options.busyTimeout ?? 5000}`)
-  db.pragma('journal_mode = WAL')
-  db.pragma(`synchronous = ${options.synchronous ?? 'FULL'}`)
+  const busyTimeout = options.busyTimeout ?? 5000
   try {
+    db.pragma(`busy_timeout = ${busyTimeout}`)
+    enableWal(db, busyTimeout)
+    db.pragma(`synchronous = ${options.synchronous ?? 'FULL'}`)
     migrate(db)
   } catch (error) {
     db.close()
@@ -82,6 +83,9 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
       try {
         return { ok: true as const, result: appendOne(item.event) }
       } catch (error) {
+        // Some failures (a full disk) make SQLite roll back the whole transaction, not just the
+        // savepoint: every event of the batch is then undone, and none may run outside it.
+        if (!db.inTransaction) throw error
         return { ok: false as const, error }
       }
     })
@@ -234,6 +238,23 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
       // Every append accepted before close is committed (or rejected) before the file closes.
       while (pending.length > 0) flush()
       db.close()
+    }
+  }
+}
+
+/**
+ * Switches a file to WAL. SQLite does not apply the busy timeout to this switch, so when another
+ * process holds the lock (two instances starting on a new file) it is retried until the timeout.
+ */
+function enableWal (db: Database.Database, busyTimeout: number): void {
+  const deadline = Date.now() + busyTimeout
+  for (;;) {
+    try {
+      db.pragma('journal_mode = WAL')
+      return
+    } catch (error) {
+      if ((error as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() >= deadline) throw error
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10)
     }
   }
 }
