@@ -30,6 +30,9 @@ if (database !== ':memory:' && !isPostgresUrl(database)) mkdirSync(dirname(datab
 await app.register(g2sentry, {
   secret,
   database,
+  // Prometheus metrics on /metrics. In production, protect it (and the job routes) with an
+  // onRequest hook, e.g. metrics: { onRequest: app.basicAuth }.
+  metrics: true,
   onEvent: ({ jobId, outcome, status }, request) => {
     if (outcome === 'applied') request.log.info({ jobId, status }, 'job status changed')
   }

@@ -1,6 +1,8 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { decodeCallback } from './decode-callback.js'
 import { errors } from './errors.js'
+import type { ChangeFeed } from './live.js'
+import type { G2SentryMetrics } from './metrics.js'
 import type { ResolvedOptions } from './options.js'
 import { CallbackResponse } from './schemas.js'
 import type { G2SentryStore } from './types.js'
@@ -12,14 +14,20 @@ const EMPTY = Buffer.alloc(0)
  * The callback route, in its own encapsulated scope: its JSON parser keeps the exact bytes
  * (read once, never parsed before the signature is checked) without touching the user's app.
  */
-export async function callbackRoute (app: FastifyInstance, opts: { options: ResolvedOptions; store: G2SentryStore }): Promise<void> {
-  const { options: { secrets, callbackPath, bodyLimit, onEvent }, store } = opts
+export async function callbackRoute (app: FastifyInstance, opts: {
+  options: ResolvedOptions
+  store: G2SentryStore
+  feed: ChangeFeed
+  metrics: G2SentryMetrics | undefined
+}): Promise<void> {
+  const { options: { secrets, callbackPath, bodyLimit, onEvent }, store, feed, metrics } = opts
 
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('application/json', { parseAs: 'buffer', bodyLimit }, (_request, body, done) => done(null, body))
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const known = translate(error, bodyLimit)
+    metrics?.rejected(known.code)
     if (known.statusCode === undefined || (known.statusCode >= 500 && known.code !== 'FST_G2SENTRY_STORAGE_UNAVAILABLE')) request.log.error({ err: error }, 'g2sentry: callback failed')
     reply.code(known.statusCode ?? 500).send(known)
   })
@@ -37,6 +45,7 @@ export async function callbackRoute (app: FastifyInstance, opts: { options: Reso
       request.log.warn({ reason: check.reason }, 'g2sentry: callback refused, bad signature')
       throw check.reason === 'missing' ? new errors.MISSING_SIGNATURE() : new errors.BAD_SIGNATURE()
     }
+    metrics?.secretMatched(check.secretIndex)
     const signature = header as string
     const receivedAt = Date.now()
 
@@ -55,6 +64,11 @@ export async function callbackRoute (app: FastifyInstance, opts: { options: Reso
 
     const result = await store.append({ ...decoded.event, rawBody, signature, receivedAt }).catch(storageFailed(request))
     request.log.info({ jobId: result.jobId, seq: result.seq, outcome: result.outcome, secretIndex: check.secretIndex }, 'g2sentry: callback stored')
+    metrics?.delivered(result.outcome)
+    if (result.outcome === 'applied' && feed.subscribers > 0) {
+      const { jobId, eventType, jobStatus, jobName } = decoded.event
+      feed.publish({ seq: result.seq, jobId, eventType, status: jobStatus, jobName, receivedAt: new Date(receivedAt).toISOString() })
+    }
     if (onEvent !== undefined) {
       try {
         await onEvent({ ...result, event: decoded.event }, request)

@@ -3,6 +3,8 @@ import type { FastifyInstance } from 'fastify'
 import { auditLog, type AuditReport } from './audit.js'
 import { callbackRoute } from './callback-route.js'
 import { jobRoutes } from './job-routes.js'
+import { ChangeFeed } from './live.js'
+import { createMetrics, type G2SentryMetrics } from './metrics.js'
 import { resolveOptions, type G2SentryOptions } from './options.js'
 import { readLogStream, type ReadLogOptions } from './replay.js'
 import { openStore } from './store/open-store.js'
@@ -43,10 +45,24 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
     audit: () => auditLog(store, { secrets: resolved.secrets })
   })
 
-  await app.register(callbackRoute, { prefix: resolved.prefix, options: resolved, store })
+  const feed = new ChangeFeed()
+  let metrics: G2SentryMetrics | undefined
+  if (resolved.metrics !== false) {
+    const { path, registry, ...routeOptions } = resolved.metrics
+    const created = metrics = createMetrics(store, registry)
+    app.addHook('onClose', async () => created.close())
+    await app.register(async (scope) => {
+      scope.get(path, routeOptions, async (_request, reply) => {
+        reply.type(created.registry.contentType)
+        return created.registry.metrics()
+      })
+    }, { prefix: resolved.prefix })
+  }
+
+  await app.register(callbackRoute, { prefix: resolved.prefix, options: resolved, store, feed, metrics })
   if (resolved.jobRoutes !== false) {
     const { prefix, ...routeOptions } = resolved.jobRoutes
-    await app.register(jobRoutes, { prefix: resolved.prefix + prefix, store, routeOptions })
+    await app.register(jobRoutes, { prefix: resolved.prefix + prefix, store, feed, routeOptions })
   }
 }
 

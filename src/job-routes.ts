@@ -3,6 +3,8 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { errors } from './errors.js'
 import type { JobRouteOptions } from './options.js'
 import { JobEventsView, JobIdParams, JobListView, JobView, ListJobsQuerystring } from './schemas.js'
+import { jobStream } from './job-stream.js'
+import type { ChangeFeed } from './live.js'
 import { readLogStream } from './replay.js'
 import type { G2SentryStore, JobState, LogRow } from './types.js'
 
@@ -20,8 +22,8 @@ const eventView = (row: LogRow) => ({
   receivedAt: iso(row.receivedAt)
 })
 
-/** `GET /jobs`, `GET /jobs/:jobId` and `GET /jobs/:jobId/events`, read from the projection and the log. */
-export async function jobRoutes (instance: FastifyInstance, opts: { store: G2SentryStore; routeOptions: JobRouteOptions }): Promise<void> {
+/** `GET /jobs`, `GET /jobs/stream`, `GET /jobs/:jobId` and `GET /jobs/:jobId/events`, read from the projection and the log. */
+export async function jobRoutes (instance: FastifyInstance, opts: { store: G2SentryStore; feed: ChangeFeed; routeOptions: JobRouteOptions }): Promise<void> {
   const app = instance.withTypeProvider<TypeBoxTypeProvider>()
   const { store, routeOptions } = opts
 
@@ -33,6 +35,8 @@ export async function jobRoutes (instance: FastifyInstance, opts: { store: G2Sen
     if (error.statusCode === undefined || error.statusCode >= 500) request.log.error({ err: error }, 'g2sentry: job route failed')
     reply.send(error)
   })
+
+  jobStream(instance, opts)
 
   app.get('/', {
     ...routeOptions,

@@ -1,4 +1,5 @@
 import type { FastifyRequest, RouteShorthandOptions } from 'fastify'
+import { Registry } from 'prom-client'
 import { errors } from './errors.js'
 import type { AppendResult, G2SentryStore, JobEvent } from './types.js'
 
@@ -25,6 +26,12 @@ export interface G2SentryOptions {
   bodyLimit?: number
   /** The job routes: `false` to leave them out, or their prefix and route options (default `{ prefix: '/jobs' }`). */
   jobRoutes?: boolean | ({ prefix?: string } & JobRouteOptions)
+  /**
+   * A Prometheus endpoint (off by default): `true` serves `/metrics`; an object sets its `path`,
+   * a prom-client `registry` to add the metrics to (default: a registry of their own) and route
+   * options such as an `onRequest` hook.
+   */
+  metrics?: boolean | ({ path?: string; registry?: Registry } & JobRouteOptions)
   /** Called after each event is committed; an error in it is logged, never turned into a failed delivery. */
   onEvent?: (event: CommittedEvent, request: FastifyRequest) => void | Promise<void>
   /** Passed by Fastify when the plugin is registered with a prefix. */
@@ -39,6 +46,7 @@ export interface ResolvedOptions {
   bodyLimit: number
   jobRoutes: false | ({ prefix: string } & JobRouteOptions)
   onEvent: G2SentryOptions['onEvent']
+  metrics: false | ({ path: string; registry: Registry | undefined } & JobRouteOptions)
   prefix: string
 }
 
@@ -76,8 +84,19 @@ export function resolveOptions (options: G2SentryOptions): ResolvedOptions {
   else if (typeof jobRoutes === 'object' && jobRoutes !== null) routes = { ...jobRoutes, prefix: path('jobRoutes.prefix', jobRoutes.prefix, '/jobs') }
   else fail('jobRoutes must be true, false or an object of route options')
 
+  let metrics: ResolvedOptions['metrics']
+  const metricsOption = options.metrics
+  if (metricsOption === undefined || metricsOption === false) metrics = false
+  else if (metricsOption === true) metrics = { path: '/metrics', registry: undefined }
+  else if (typeof metricsOption === 'object' && metricsOption !== null) {
+    const { registry, ...rest } = metricsOption
+    if (registry !== undefined && !(registry instanceof Registry)) fail('metrics.registry must be a prom-client Registry')
+    metrics = { ...rest, registry, path: path('metrics.path', metricsOption.path, '/metrics') }
+  } else fail('metrics must be true, false or an object of options')
+
   return {
     secrets: [...secrets],
+    metrics,
     database: database ?? './g2sentry.db',
     store,
     callbackPath: path('callbackPath', options.callbackPath, '/callbacks/g2sentry'),

@@ -133,5 +133,7 @@ export interface G2SentryStore {
   chainHead(): Promise<{ seq: number; hash: string | null } | undefined>
   /** Recomputes the projection from the log; with `dryRun` only compares it with the stored one. */
   rebuild(options?: { dryRun?: boolean }): Promise<RebuildReport>
+  /** Calls `listener` after each committed batch of appends (size, seconds); returns an unsubscribe. Optional. */
+  onCommit?(listener: (batchSize: number, seconds: number) => void): () => void
   close(): Promise<void>
 }

@@ -16,8 +16,6 @@ export interface PostgresStoreOptions {
   schema?: string
   /** Most connections in the pool (default 10). */
   max?: number
-  /** Called after each committed append (a batch of one) with how long its transaction took (s). */
-  onCommit?: (batchSize: number, seconds: number) => void
 }
 
 // Minimal shapes of what this store uses from `pg`, so `pg` stays an optional peer dependency.
@@ -142,6 +140,7 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
   }
 
   let closed = false
+  const commitListeners = new Set<(batchSize: number, seconds: number) => void>()
   const store: G2SentryStore = {
     async append (event: IncomingEvent): Promise<AppendResult> {
       if (!Number.isSafeInteger(event.jobId)) throw new TypeError('jobId must be a safe integer')
@@ -164,7 +163,8 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
         await client.query(APPEND, [...params, writeJob, ...(writeJob ? jobParams(decision.state).slice(1) : Array(8).fill(null))])
         await client.query('COMMIT')
         client.release()
-        options.onCommit?.(1, Number(process.hrtime.bigint() - started) / 1e9)
+        const seconds = Number(process.hrtime.bigint() - started) / 1e9
+        for (const listener of commitListeners) listener(1, seconds)
         return { outcome: decision.outcome, seq: next.seq, jobId: event.jobId, status: decision.state?.status ?? null }
       } catch (error) {
         await client.query('ROLLBACK').catch(() => {})
@@ -240,6 +240,10 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
     quarantineSize: track(store.quarantineSize),
     chainHead: track(store.chainHead),
     rebuild: track(store.rebuild),
+    onCommit (listener) {
+      commitListeners.add(listener)
+      return () => { commitListeners.delete(listener) }
+    },
     close: store.close
   }
 }

@@ -19,8 +19,6 @@ export interface SqliteStoreOptions {
   busyTimeout?: number
   /** The most appends that share one transaction (default 256). */
   maxBatch?: number
-  /** Called after each committed batch with its size and how long the transaction took (s). */
-  onCommit?: (batchSize: number, seconds: number) => void
 }
 
 const UPSERT_JOB = `INSERT INTO jobs (${JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ${UPDATE_JOB_ON_CONFLICT}`
@@ -101,6 +99,7 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
     }
   }
 
+  const commitListeners = new Set<(batchSize: number, seconds: number) => void>()
   let pending: Pending[] = []
   let scheduled = false
   let closed = false
@@ -119,7 +118,8 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
       for (const item of batch) item.reject(error)
       return
     }
-    options.onCommit?.(batch.length, Number(process.hrtime.bigint() - started) / 1e9)
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9
+    for (const listener of commitListeners) listener(batch.length, seconds)
     outcomes.forEach((outcome, i) => {
       const item = batch[i] as Pending
       if (outcome.ok) item.resolve(outcome.result)
@@ -227,6 +227,10 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
     },
     async chainHead () {
       return selectHead.get()
+    },
+    onCommit (listener) {
+      commitListeners.add(listener)
+      return () => { commitListeners.delete(listener) }
     },
     async rebuild (options) {
       const dryRun = options?.dryRun === true

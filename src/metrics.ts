@@ -1,0 +1,77 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import type { G2SentryStore, Outcome } from './types.js'
+
+/** Why a delivery was refused, as the `reason` label of `g2sentry_rejections_total`. */
+export const REJECTION_REASONS: Readonly<Record<string, string>> = {
+  FST_G2SENTRY_MISSING_SIGNATURE: 'missing_signature',
+  FST_G2SENTRY_BAD_SIGNATURE: 'bad_signature',
+  FST_G2SENTRY_INVALID_JSON: 'invalid_json',
+  FST_G2SENTRY_INVALID_PAYLOAD: 'invalid_payload',
+  FST_G2SENTRY_BODY_TOO_LARGE: 'body_too_large',
+  FST_G2SENTRY_UNSUPPORTED_MEDIA_TYPE: 'unsupported_media_type',
+  FST_G2SENTRY_STORAGE_UNAVAILABLE: 'storage_unavailable'
+}
+
+/** The receiver's metrics, registered in `registry` (its own by default, so it never clashes with the app's). */
+export interface G2SentryMetrics {
+  registry: Registry
+  delivered: (outcome: Outcome) => void
+  rejected: (code: string) => void
+  secretMatched: (index: number) => void
+  /** Stops observing the store. */
+  close: () => void
+}
+
+export function createMetrics (store: G2SentryStore, registry = new Registry()): G2SentryMetrics {
+  const deliveries = new Counter({
+    name: 'g2sentry_deliveries_total',
+    help: 'Signed callbacks committed to the log, by outcome',
+    labelNames: ['outcome'] as const,
+    registers: [registry]
+  })
+  const rejections = new Counter({
+    name: 'g2sentry_rejections_total',
+    help: 'Callbacks refused, by reason',
+    labelNames: ['reason'] as const,
+    registers: [registry]
+  })
+  const secrets = new Counter({
+    name: 'g2sentry_secret_matches_total',
+    help: 'Valid signatures by the position of the configured secret that matched (0 = the first); watch it during a rotation',
+    labelNames: ['secret'] as const,
+    registers: [registry]
+  })
+  // Read from the store when scraped, so every instance on a shared database reports the same.
+  new Gauge({
+    name: 'g2sentry_quarantine_size',
+    help: 'Signed bodies in quarantine, not yet retried',
+    registers: [registry],
+    async collect () { this.set(await store.quarantineSize()) }
+  })
+  const batchSize = new Histogram({
+    name: 'g2sentry_commit_batch_size',
+    help: 'Appends committed together in one transaction (group commit)',
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+    registers: [registry]
+  })
+  const commitSeconds = new Histogram({
+    name: 'g2sentry_commit_duration_seconds',
+    help: 'Time to run and commit one batch of appends, disk flush included',
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+    registers: [registry]
+  })
+  const unsubscribe = store.onCommit?.((size, seconds) => {
+    batchSize.observe(size)
+    commitSeconds.observe(seconds)
+  })
+  return {
+    registry,
+    delivered: (outcome) => deliveries.inc({ outcome }),
+    rejected: (code) => {
+      const reason = REJECTION_REASONS[code]
+      if (reason !== undefined) rejections.inc({ reason })
+    },
+    secretMatched: (index) => secrets.inc({ secret: String(index) }),
+    close: () => unsubscribe?.()
+  }
+}
