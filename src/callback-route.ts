@@ -1,4 +1,4 @@
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify'
 import { decodeCallback } from './decode-callback.js'
 import { errors } from './errors.js'
 import type { ChangeFeed } from './live.js'
@@ -35,7 +35,7 @@ export async function callbackRoute (app: FastifyInstance, opts: {
   app.post(callbackPath, {
     bodyLimit,
     schema: { response: { 200: CallbackResponse } }
-  }, async (request: FastifyRequest, reply: FastifyReply) => {
+  }, async (request: FastifyRequest) => {
     // Fastify skips the content-type check for an empty body without a Content-Type.
     if (request.headers['content-type'] === undefined) throw new errors.UNSUPPORTED_MEDIA_TYPE()
     const rawBody = Buffer.isBuffer(request.body) ? request.body : EMPTY
