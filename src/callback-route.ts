@@ -1,7 +1,7 @@
 import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify'
 import { decodeCallback } from './decode-callback.js'
 import { errors } from './errors.js'
-import type { ChangeFeed } from './live.js'
+import { changeOf, type ChangeFeed } from './live.js'
 import type { G2SentryMetrics } from './metrics.js'
 import type { ResolvedOptions } from './options.js'
 import { CallbackResponse } from './schemas.js'
@@ -65,9 +65,9 @@ export async function callbackRoute (app: FastifyInstance, opts: {
     const result = await store.append({ ...decoded.event, rawBody, signature, receivedAt }).catch(storageFailed(request))
     request.log.info({ jobId: result.jobId, seq: result.seq, outcome: result.outcome, secretIndex: check.secretIndex }, 'g2sentry: callback stored')
     metrics?.delivered(result.outcome)
-    if (result.outcome === 'applied' && feed.subscribers > 0) {
-      const { jobId, eventType, jobStatus, jobName } = decoded.event
-      feed.publish({ seq: result.seq, jobId, eventType, status: jobStatus, jobName, receivedAt: new Date(receivedAt).toISOString() })
+    if (feed.subscribers > 0) {
+      const change = changeOf(result, decoded.event, receivedAt)
+      if (change !== undefined) feed.publish(change)
     }
     if (onEvent !== undefined) {
       try {

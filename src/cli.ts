@@ -1,26 +1,58 @@
 import { once } from 'node:events'
+import { isUtf8 } from 'node:buffer'
 import { existsSync } from 'node:fs'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { auditLog } from './audit.js'
+import { exportLog, parseExportBound, type ExportBound } from './export.js'
+import { retryQuarantine, type RetryReport } from './quarantine.js'
 import { readLogStream } from './replay.js'
 import { DEVELOPMENT_SECRET, simulate, simulateRandom } from './simulate.js'
 import { isPostgresUrl, openStore } from './store/open-store.js'
-import type { LogRow, RebuildReport } from './types.js'
+import type { G2SentryStore, LogRow, QuarantineRow, RebuildReport } from './types.js'
 
 const HELP: Record<string, string> = {
   main: `Usage: g2sentry <command> [options]
 
 Commands:
-  replay     print the event log, whole or for one job (NDJSON or a table)
-  rebuild    recompute the job projection from the log and store it
-  verify     check the hash chain, the signatures and the projection (exit 1 on any problem)
-  simulate   send signed example callbacks to a running server
+  replay      print the event log, whole or for one job (NDJSON or a table)
+  export      write the event log with outcomes and hash columns, as NDJSON or CSV, for an audit
+  rebuild     recompute the job projection from the log and store it
+  verify      check the hash chain, the signatures and the projection (exit 1 on any problem)
+  quarantine  list the signed bodies refused as unreadable (400, 422), or retry them
+  simulate    send signed example callbacks to a running server
 
 Run g2sentry <command> --help for its options.`,
   replay: `Usage: g2sentry replay --db FILE|URL [--job N] [--from SEQ] [--to SEQ] [--format ndjson|table]
 
 Prints the event log in seq order, one row per delivery, with its outcome, the raw body and its
 signature: what G2 Sentry told us, and when. The rows hold guardian phone numbers: personal data.`,
+  export: `Usage: g2sentry export --db FILE|URL [--job N] [--from SEQ|TIME] [--to SEQ|TIME] [--format ndjson|csv]
+
+Writes the event log to stdout in seq order, one row per delivery, for an audit or a spreadsheet:
+seq, receivedAt, jobId, eventType, jobStatus, jobName, guardianPhone, outcome, sameAs, signature,
+contentHash, prevHash, hash and body (the raw body as received).
+  --job     only this job's rows
+  --from    the first row: a seq, or a received-at time in ISO 8601 (2026-11-26, 2026-11-26T23:15Z)
+  --to      the last row, inclusive, given the same way; a date or a minute covers all of it
+  --format  ndjson (default), or csv: a header row, RFC 4180 quoting and line ends, a UTF-8 byte
+            order mark, and a ' before any cell that starts with = + - @, tab or CR, so that a
+            spreadsheet shows it instead of running it as a formula (phone numbers show as '+1…;
+            ndjson keeps every value exact)
+Times without an offset are UTC. A retried quarantine row keeps the time it was first received.
+On a terminal, a long export shows its progress on stderr. The rows hold guardian phone numbers:
+personal data.`,
+  quarantine: `Usage: g2sentry quarantine list  --db FILE|URL [--all] [--format table|ndjson]
+       g2sentry quarantine retry --db FILE|URL [--secret SECRET]... [--id N]...
+
+A signed body that is not a readable callback (400: not JSON, 422: failing the schema) is kept in
+the quarantine, outside the log.
+  list   the pending bodies (--all: also those retried, with the seq each became), as a table or
+         as NDJSON with the body as text
+  retry  checks each pending body (or only each --id) again as a live delivery would: its
+         signature against the secrets (--secret, repeatable; default $G2SENTRY_CALLBACK_SECRET
+         and $G2SENTRY_CALLBACK_SECRET_PREVIOUS), then the current schema. What now passes is
+         appended to the log with the time it was first received; the rest stays quarantined.
+         A body is never appended twice. Exit code 1 when an --id is not in the quarantine.`,
   rebuild: `Usage: g2sentry rebuild --db FILE|URL
 
 Replays the whole log through the projection and replaces the jobs table with the result.`,
@@ -56,6 +88,8 @@ const OPTIONS = {
   format: { type: 'string' },
   url: { type: 'string' },
   secret: { type: 'string', multiple: true },
+  all: { type: 'boolean' },
+  id: { type: 'string', multiple: true },
   'first-job': { type: 'string' },
   seed: { type: 'string' },
   jobs: { type: 'string' }
@@ -92,9 +126,83 @@ const NDJSON_ROW = (row: LogRow) => JSON.stringify({
 
 const TABLE_COLUMNS = ['seq', 'receivedAt', 'jobId', 'eventType', 'jobStatus', 'outcome', 'jobName'] as const
 const TABLE_WIDTHS = [8, 24, 8, 15, 10, 11, 0]
-const tableLine = (cells: readonly string[]) => cells.map((cell, i) => (TABLE_WIDTHS[i] ?? 0) > 0 ? cell.padEnd(TABLE_WIDTHS[i] as number) : cell).join(' ').trimEnd()
+const padded = (widths: readonly number[], cells: readonly string[]) =>
+  cells.map((cell, i) => (widths[i] ?? 0) > 0 ? cell.padEnd(widths[i] as number) : cell).join(' ').trimEnd()
+const tableLine = (cells: readonly string[]) => padded(TABLE_WIDTHS, cells)
 const TABLE_ROW = (row: LogRow) => tableLine([String(row.seq), new Date(row.receivedAt).toISOString(), String(row.jobId),
   row.eventType, row.jobStatus, row.outcome, row.jobName])
+
+const QUARANTINE_COLUMNS = ['id', 'receivedAt', 'reason', 'detail', 'contentType', 'bytes', 'retriedSeq'] as const
+const QUARANTINE_WIDTHS = [6, 24, 15, 40, 31, 7, 0]
+// The table is for reading; --format ndjson has every detail whole.
+const clip = (text: string, width: number) => text.length > width ? text.slice(0, width - 1) + '…' : text
+const QUARANTINE_TABLE_ROW = (row: QuarantineRow) => padded(QUARANTINE_WIDTHS, [String(row.id), new Date(row.receivedAt).toISOString(),
+  row.reason, clip(row.detail, 40), row.contentType ?? '', String(row.rawBody.length), row.retriedSeq === null ? '' : String(row.retriedSeq)])
+const QUARANTINE_NDJSON_ROW = (row: QuarantineRow) => JSON.stringify({
+  id: row.id,
+  receivedAt: new Date(row.receivedAt).toISOString(),
+  reason: row.reason,
+  detail: row.detail,
+  contentType: row.contentType,
+  bytes: row.rawBody.length,
+  signature: row.signature,
+  retriedSeq: row.retriedSeq,
+  body: row.rawBody.toString('utf8'),
+  // A body refused as "not UTF-8" cannot be shown as text without losing bytes.
+  ...(isUtf8(row.rawBody) ? {} : { bodyBase64: row.rawBody.toString('base64') })
+})
+
+async function * quarantineRows (store: G2SentryStore, pending: boolean): AsyncGenerator<QuarantineRow> {
+  let afterId = 0
+  for (;;) {
+    const page = await store.listQuarantine({ afterId, limit: 500, pending })
+    yield * page
+    if (page.length < 500) return
+    afterId = (page[page.length - 1] as QuarantineRow).id
+  }
+}
+
+function describeRetry (report: RetryReport): string[] {
+  const lines = [
+    ...report.retried.map((r) => `id ${r.id}: appended as seq ${r.seq} (job ${r.jobId}, ${r.outcome})`),
+    ...report.stillInvalid.map((r) => `id ${r.id}: still invalid (${r.reason}: ${r.detail})`),
+    ...report.unsigned.map((id) => `id ${id}: signed by none of the given secrets, not appended`),
+    ...report.alreadyRetried.map((r) => `id ${r.id}: already retried as seq ${r.seq}`),
+    ...report.notFound.map((id) => `id ${id}: not in the quarantine`)
+  ]
+  lines.push(`retried: ${report.retried.length} appended, ${report.stillInvalid.length} still invalid, ${report.unsigned.length} unsigned`)
+  return lines
+}
+
+function bound (name: 'from' | 'to', value: string | undefined): ExportBound | undefined {
+  if (value === undefined) return undefined
+  const parsed = parseExportBound(value, name)
+  if (parsed === undefined) throw new UsageError(`--${name} must be a seq or an ISO 8601 date or time, got "${value}"`)
+  return parsed
+}
+
+const LARGE_EXPORT = 10_000
+const PROGRESS_EVERY_MS = 200
+
+/** One line on a terminal, rewritten in place, for an export long enough to wait for. */
+function progressLine (tty: NodeJS.WriteStream) {
+  let width = 0
+  let drawnAt = 0
+  return {
+    update (done: number, total: number): void {
+      if (total <= LARGE_EXPORT) return
+      const now = Date.now()
+      if (width > 0 && now - drawnAt < PROGRESS_EVERY_MS) return
+      drawnAt = now
+      const line = `exporting ${done.toLocaleString('en-US')} / ${total.toLocaleString('en-US')} (${Math.floor(done * 100 / total)}%)`
+      tty.write('\r' + line.padEnd(width))
+      width = Math.max(width, line.length)
+    },
+    clear (): void {
+      if (width > 0) tty.write('\r' + ' '.repeat(width) + '\r')
+    }
+  }
+}
 
 function describe (report: RebuildReport, verb: string): string[] {
   const lines = [`${verb} ${report.events} events into ${report.jobs} jobs`]
@@ -108,14 +216,16 @@ function describe (report: RebuildReport, verb: string): string[] {
 
 type Out = (line: string) => void | Promise<unknown>
 
-async function run (argv: string[], out: Out): Promise<number> {
-  const [command, ...rest] = argv
+async function run (argv: string[], out: Out, write: Out): Promise<number> {
+  const [command, ...args] = argv
   if (command === undefined) throw new UsageError(`a command is required\n\n${HELP.main}`)
   if (command === '--help' || command === '-h' || command === 'help') {
     out(HELP.main as string)
     return 0
   }
   if (HELP[command] === undefined || command === 'main') throw new UsageError(`unknown command "${command}"\n\n${HELP.main}`)
+  const subcommand = command === 'quarantine' && args[0]?.startsWith('-') === false ? args[0] : undefined
+  const rest = subcommand === undefined ? args : args.slice(1)
   const { values } = parseArgs({ args: rest, options: OPTIONS, strict: true })
   if (values.help === true) {
     out(HELP[command] as string)
@@ -139,6 +249,64 @@ async function run (argv: string[], out: Out): Promise<number> {
         await store.close()
       }
       return 0
+    }
+    case 'export': {
+      const format = values.format ?? 'ndjson'
+      if (format !== 'ndjson' && format !== 'csv') throw new UsageError('--format must be ndjson or csv')
+      const jobId = positiveInteger('job', values.job)
+      const from = bound('from', values.from)
+      const to = bound('to', values.to)
+      const store = await open(values.db)
+      // Progress is for a person watching a terminal; a pipe or a log file gets nothing.
+      const bar = process.stderr.isTTY ? progressLine(process.stderr) : undefined
+      try {
+        await exportLog(store, {
+          jobId,
+          fromSeq: from !== undefined && 'seq' in from ? from.seq : undefined,
+          toSeq: to !== undefined && 'seq' in to ? to.seq : undefined,
+          fromTime: from !== undefined && 'time' in from ? from.time : undefined,
+          toTime: to !== undefined && 'time' in to ? to.time : undefined,
+          format,
+          write,
+          progress: bar?.update
+        })
+      } finally {
+        bar?.clear()
+        await store.close()
+      }
+      return 0
+    }
+    case 'quarantine': {
+      if (subcommand !== 'list' && subcommand !== 'retry') {
+        throw new UsageError(`${subcommand === undefined ? 'quarantine needs a subcommand' : `unknown quarantine subcommand "${subcommand}"`}: list or retry\n\n${HELP.quarantine}`)
+      }
+      if (subcommand === 'list') {
+        const format = values.format ?? 'table'
+        if (format !== 'ndjson' && format !== 'table') throw new UsageError('--format must be table or ndjson')
+        const store = await open(values.db)
+        try {
+          if (format === 'table') out(padded(QUARANTINE_WIDTHS, QUARANTINE_COLUMNS))
+          for await (const row of quarantineRows(store, values.all !== true)) {
+            await out(format === 'table' ? QUARANTINE_TABLE_ROW(row) : QUARANTINE_NDJSON_ROW(row))
+          }
+        } finally {
+          await store.close()
+        }
+        return 0
+      }
+      const fromEnv = [process.env.G2SENTRY_CALLBACK_SECRET, process.env.G2SENTRY_CALLBACK_SECRET_PREVIOUS]
+        .filter((secret): secret is string => secret !== undefined && secret !== '')
+      const secrets = values.secret ?? fromEnv
+      if (secrets.length === 0) throw new UsageError('quarantine retry needs the callback secret: --secret SECRET or $G2SENTRY_CALLBACK_SECRET')
+      const ids = values.id?.map((id) => positiveInteger('id', id) as number)
+      const store = await open(values.db)
+      try {
+        const report = await retryQuarantine(store, { secrets, ids })
+        describeRetry(report).forEach((line) => out(line))
+        return report.notFound.length > 0 ? 1 : 0
+      } finally {
+        await store.close()
+      }
     }
     case 'verify': {
       const store = await open(values.db)
@@ -189,20 +357,24 @@ async function run (argv: string[], out: Out): Promise<number> {
   }
 }
 
-/** Runs the CLI with `argv` (without node and script) and returns the exit code. */
 // A reader that stops early (`| head`) is not an error.
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {
   if (error.code === 'EPIPE') process.exit(0)
   throw error
 })
 
-// Waits for a full pipe to drain, so a replay of any length runs in constant memory.
-const stdout: Out = (line) => process.stdout.write(line + '\n') ? undefined : once(process.stdout, 'drain')
+// Waits for a full pipe to drain, so a replay or an export of any length runs in constant memory.
+const stdoutChunk: Out = (chunk) => process.stdout.write(chunk) ? undefined : once(process.stdout, 'drain')
+const stdout: Out = (line) => stdoutChunk(line + '\n')
 
+/**
+ * Runs the CLI with `argv` (without node and script) and returns the exit code. `out` takes
+ * whole lines, `write` the chunks of an export as they are.
+ */
 export async function main (argv: string[], out: Out = stdout,
-  err = (line: string) => process.stderr.write(line + '\n')): Promise<number> {
+  err = (line: string) => process.stderr.write(line + '\n'), write: Out = stdoutChunk): Promise<number> {
   try {
-    return await run(argv, out)
+    return await run(argv, out, write)
   } catch (error) {
     if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') === true) {
       err(`g2sentry: ${(error as Error).message}`)

@@ -3,7 +3,9 @@ import type { FastifyInstance } from 'fastify'
 import { auditLog, type AuditReport } from './audit.js'
 import { callbackRoute } from './callback-route.js'
 import { jobRoutes } from './job-routes.js'
-import { ChangeFeed } from './live.js'
+import { exportLog, type ExportOptions } from './export.js'
+import { changeOf, ChangeFeed } from './live.js'
+import { retryQuarantine, type RetryReport } from './quarantine.js'
 import { createMetrics, type G2SentryMetrics } from './metrics.js'
 import { resolveOptions, type G2SentryOptions } from './options.js'
 import { readLogStream, type ReadLogOptions } from './replay.js'
@@ -24,6 +26,13 @@ export interface G2SentryDecorator {
    * every row, and that a rebuild equals the stored projection (what `g2sentry verify` prints).
    */
   audit: () => Promise<AuditReport>
+  /**
+   * Re-checks quarantined bodies with the rules of live delivery (the plugin's secrets, the
+   * current schema) and appends those that now pass; for when a schema was too strict.
+   */
+  retryQuarantine: (options?: { ids?: readonly number[] }) => Promise<RetryReport>
+  /** Streams the log as NDJSON or CSV, with outcome and hash columns, to `write`. */
+  exportLog: (options: ExportOptions) => Promise<{ rows: number }>
 }
 
 declare module 'fastify' {
@@ -37,16 +46,26 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
   const store = resolved.store ?? await openStore(resolved.database)
   if (resolved.store === undefined) app.addHook('onClose', () => store.close())
 
+  const feed = new ChangeFeed()
+  let metrics: G2SentryMetrics | undefined
   app.decorate('g2sentry', {
     store,
     readLog: (readOptions?: ReadLogOptions) => readLogStream(store, readOptions),
     rebuild: () => store.rebuild(),
     verify: () => store.rebuild({ dryRun: true }),
-    audit: () => auditLog(store, { secrets: resolved.secrets })
-  })
+    audit: () => auditLog(store, { secrets: resolved.secrets }),
+    retryQuarantine: (retryOptions?: { ids?: readonly number[] }) => retryQuarantine(store, {
+      secrets: resolved.secrets,
+      ids: retryOptions?.ids,
+      onAppend: ({ event, receivedAt, ...result }) => {
+        metrics?.delivered(result.outcome)
+        const change = changeOf(result, event, receivedAt)
+        if (change !== undefined) feed.publish(change)
+      }
+    }),
+    exportLog: (exportOptions: ExportOptions) => exportLog(store, exportOptions)
+  } satisfies G2SentryDecorator)
 
-  const feed = new ChangeFeed()
-  let metrics: G2SentryMetrics | undefined
   if (resolved.metrics !== false) {
     const { path, registry, ...routeOptions } = resolved.metrics
     const created = metrics = createMetrics(store, registry)
@@ -78,5 +97,7 @@ export { sqliteStore, type SqliteStoreOptions } from './store/sqlite-store.js'
 export { postgresStore, type PostgresStoreOptions } from './store/postgres-store.js'
 export { readLogStream, type ReadLogOptions } from './replay.js'
 export { auditLog, type AuditReport } from './audit.js'
+export { exportLog, type ExportOptions } from './export.js'
+export { retryQuarantine, type RetryQuarantineOptions, type RetryReport } from './quarantine.js'
 export type { G2SentryOptions, CommittedEvent, JobRouteOptions } from './options.js'
 export * from './types.js'

@@ -1,4 +1,4 @@
-import type { JobStatus } from './types.js'
+import type { AppendResult, JobEvent, JobStatus } from './types.js'
 
 /**
  * A change of a job's projection, as the live stream sends it. It names the change, not the
@@ -31,4 +31,11 @@ export class ChangeFeed {
   publish (change: JobChange): void {
     for (const listener of this.#listeners) listener(change)
   }
+}
+
+/** The change an append made, or undefined when it changed no projection (not `applied`). */
+export function changeOf (result: AppendResult, event: JobEvent, receivedAt: number): JobChange | undefined {
+  if (result.outcome !== 'applied') return undefined
+  const { jobId, eventType, jobStatus, jobName } = event
+  return { seq: result.seq, jobId, eventType, status: jobStatus, jobName, receivedAt: new Date(receivedAt).toISOString() }
 }

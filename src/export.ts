@@ -1,0 +1,135 @@
+import { stringify } from 'csv-stringify/sync'
+import { readLogStream } from './replay.js'
+import type { G2SentryStore, LogRow } from './types.js'
+
+/** The columns of an export, in order: the CSV header and the NDJSON keys. */
+export const EXPORT_COLUMNS = ['seq', 'receivedAt', 'jobId', 'eventType', 'jobStatus', 'jobName', 'guardianPhone',
+  'outcome', 'sameAs', 'signature', 'contentHash', 'prevHash', 'hash', 'body'] as const
+
+export interface ExportOptions {
+  /** Only this job's rows. */
+  jobId?: number | undefined
+  /** First and last seq to export, inclusive. */
+  fromSeq?: number | undefined
+  toSeq?: number | undefined
+  /** Received-at bounds in milliseconds since the epoch, inclusive. */
+  fromTime?: number | undefined
+  toTime?: number | undefined
+  format: 'ndjson' | 'csv'
+  /** Receives the export in chunks; when it returns a promise, the export waits for it (backpressure). */
+  write: (chunk: string) => void | Promise<unknown>
+  /** Called as rows are read: how far into the requested seq range the export is, and the range's size. */
+  progress?: ((done: number, total: number) => void) | undefined
+}
+
+export interface ExportReport {
+  /** Rows written. */
+  rows: number
+}
+
+/** Chunks are gathered up to about this many characters, so a long export is not one write per row. */
+const CHUNK_CHARS = 64 * 1024
+
+const record = (row: LogRow) => ({
+  seq: row.seq,
+  receivedAt: new Date(row.receivedAt).toISOString(),
+  jobId: row.jobId,
+  eventType: row.eventType,
+  jobStatus: row.jobStatus,
+  jobName: row.jobName,
+  guardianPhone: row.guardianPhone,
+  outcome: row.outcome,
+  sameAs: row.sameAs,
+  signature: row.signature,
+  contentHash: row.contentHash,
+  prevHash: row.prevHash,
+  hash: row.hash,
+  body: row.rawBody.toString('utf8')
+})
+
+const CSV_OPTIONS = {
+  columns: [...EXPORT_COLUMNS],
+  // RFC 4180 ends records with CRLF; spreadsheets read it either way.
+  record_delimiter: 'windows',
+  // Without a byte order mark, Excel reads a UTF-8 file as the local code page and garbles
+  // every non-ASCII job name.
+  bom: true,
+  // A cell starting with = + - @ tab or CR runs as a formula in a spreadsheet: a guardian phone
+  // "+1…" is one, and the job name comes from outside. Such cells get a leading apostrophe.
+  escape_formulas: true
+} as const
+
+/**
+ * Writes the event log, in seq order, as NDJSON or CSV (header row, RFC 4180 quoting, formula
+ * injection defused), one row per delivery with its outcome and hash-chain columns. Rows are
+ * read a page at a time and each chunk waits for `write`, so memory stays flat however long the
+ * log is. Time bounds are checked row by row over the whole seq range: a retried quarantine row
+ * keeps the time it was first received, so received-at does not always grow with seq.
+ */
+export async function exportLog (store: G2SentryStore, options: ExportOptions): Promise<ExportReport> {
+  const { jobId, fromTime, toTime, format, write, progress } = options
+  const afterSeq = Math.max((options.fromSeq ?? 1) - 1, 0)
+  const head = (await store.chainHead())?.seq ?? 0
+  const total = Math.max(Math.min(options.toSeq ?? head, head) - afterSeq, 0)
+
+  let rows = 0
+  let pending: Array<ReturnType<typeof record>> = []
+  let pendingText = ''
+  let pendingChars = 0
+  const flush = async () => {
+    const first = rows === pending.length
+    const chunk = format === 'csv' ? stringify(pending, { ...CSV_OPTIONS, header: first, bom: first }) : pendingText
+    pending = []
+    pendingText = ''
+    pendingChars = 0
+    if (chunk !== '') await write(chunk)
+  }
+
+  for await (const row of readLogStream(store, { jobId, afterSeq, toSeq: options.toSeq })) {
+    progress?.(row.seq - afterSeq, total)
+    if ((fromTime !== undefined && row.receivedAt < fromTime) || (toTime !== undefined && row.receivedAt > toTime)) continue
+    const fields = record(row)
+    rows++
+    if (format === 'csv') pending.push(fields)
+    else pendingText += JSON.stringify(fields) + '\n'
+    pendingChars += row.rawBody.length + 400
+    if (pendingChars >= CHUNK_CHARS) await flush()
+  }
+  // A CSV export always has its header, even with no rows.
+  if (rows === 0 && format === 'csv') await write(stringify([], { ...CSV_OPTIONS, header: true }))
+  else await flush()
+  return { rows }
+}
+
+const SEQ = /^\d+$/
+const ISO_8601 = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(Z|[+-]\d{2}:\d{2})?)?$/
+
+/** An export bound as given on the command line: a seq, or a received-at time in milliseconds. */
+export type ExportBound = { seq: number } | { time: number }
+
+/**
+ * Reads `--from`/`--to`: a whole number is a seq; an ISO 8601 date or date-time is a received-at
+ * time, UTC unless it carries an offset (the log prints UTC). Both ends are inclusive, so an
+ * upper bound covers the whole unit it names: `--to 2026-11-26` takes that day to its last
+ * millisecond, `--to 2026-11-26T23:15` that minute. Returns undefined for anything else.
+ */
+export function parseExportBound (text: string, end: 'from' | 'to'): ExportBound | undefined {
+  if (SEQ.test(text)) {
+    const seq = Number(text)
+    return Number.isSafeInteger(seq) ? { seq } : undefined
+  }
+  const m = ISO_8601.exec(text)
+  if (m === null) return undefined
+  const [, year, month, day, hour, minute, second, fraction, offset] = m
+  const ms = (fraction ?? '').padEnd(3, '0').slice(0, 3)
+  const iso = `${year}-${month}-${day}T${hour ?? '00'}:${minute ?? '00'}:${second ?? '00'}.${ms}${offset ?? 'Z'}`
+  const start = Date.parse(iso)
+  // Date.parse rolls 2026-02-30 over to March; a date that does not exist is a typo.
+  if (Number.isNaN(start) || new Date(Date.UTC(Number(year), Number(month) - 1, Number(day))).getUTCDate() !== Number(day) ||
+    Number(hour ?? 0) > 23 || Number(minute ?? 0) > 59 || Number(second ?? 0) > 59) return undefined
+  if (end === 'from') return { time: start }
+  const unit = hour === undefined
+    ? 86_400_000
+    : second === undefined ? 60_000 : fraction === undefined ? 1000 : 10 ** Math.max(3 - fraction.length, 0)
+  return { time: start + unit - 1 }
+}

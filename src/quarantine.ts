@@ -1,0 +1,109 @@
+import { decodeCallback } from './decode-callback.js'
+import { readLogStream } from './replay.js'
+import type { AppendResult, G2SentryStore, JobEvent, Outcome, QuarantineReason, QuarantineRow } from './types.js'
+import { verifySignature } from './verify-signature.js'
+
+export interface RetryQuarantineOptions {
+  /** The callback secrets in use; a body none of them signs is not appended, as in live delivery. */
+  secrets: readonly string[]
+  /** Retry only these quarantine ids (default: every pending one). */
+  ids?: readonly number[] | undefined
+  /** Called after each body is appended, as the callback route calls `onEvent` (e.g. to publish the change). */
+  onAppend?: ((appended: AppendResult & { id: number; event: JobEvent; receivedAt: number }) => void | Promise<void>) | undefined
+}
+
+/** What `retryQuarantine` did with each quarantined body it looked at. */
+export interface RetryReport {
+  /** Bodies that now pass, each with the log row it became and the outcome that row got. */
+  retried: Array<{ id: number; seq: number; jobId: number; outcome: Outcome }>
+  /** Bodies the current schema still refuses; they stay quarantined. */
+  stillInvalid: Array<{ id: number; reason: QuarantineReason; detail: string }>
+  /** Ids of bodies that none of the given secrets signs; they stay quarantined. */
+  unsigned: number[]
+  /** Asked-for ids that an earlier retry already appended, with that seq; nothing is appended again. */
+  alreadyRetried: Array<{ id: number; seq: number }>
+  /** Asked-for ids that are not in the quarantine. */
+  notFound: number[]
+}
+
+const PAGE = 100
+
+// One retry at a time per store: two interleaved retries could both append the same body
+// before either records it as retried.
+const running = new WeakMap<G2SentryStore, Promise<unknown>>()
+
+/**
+ * Re-checks quarantined bodies with the rules of live delivery (the signature against `secrets`,
+ * then the current decoder and schema) and appends each one that now passes, with its original
+ * signature and received-at time, then marks it retried with the seq it became. Use it after a
+ * schema was too strict. Idempotent: a body already retried is never appended again, and a body
+ * that was appended but not marked (a crash in between) is found in its job's log and marked
+ * with that row instead.
+ */
+export async function retryQuarantine (store: G2SentryStore, options: RetryQuarantineOptions): Promise<RetryReport> {
+  const previous = running.get(store) ?? Promise.resolve()
+  const current = previous.catch(() => {}).then(() => retry(store, options))
+  running.set(store, current)
+  try {
+    return await current
+  } finally {
+    if (running.get(store) === current) running.delete(store)
+  }
+}
+
+async function retry (store: G2SentryStore, options: RetryQuarantineOptions): Promise<RetryReport> {
+  const report: RetryReport = { retried: [], stillInvalid: [], unsigned: [], alreadyRetried: [], notFound: [] }
+  for await (const row of candidates(store, options.ids, report)) {
+    if (!verifySignature(row.rawBody, row.signature, options.secrets).valid) {
+      report.unsigned.push(row.id)
+      continue
+    }
+    const decoded = decodeCallback(row.rawBody)
+    if (!decoded.ok) {
+      report.stillInvalid.push({ id: row.id, reason: decoded.reason, detail: decoded.detail })
+      continue
+    }
+    const earlier = await appendedBefore(store, row, decoded.event.jobId)
+    if (earlier !== undefined) {
+      await store.resolveQuarantine(row.id, earlier.seq)
+      report.retried.push({ id: row.id, seq: earlier.seq, jobId: earlier.jobId, outcome: earlier.outcome })
+      continue
+    }
+    const result = await store.append({ ...decoded.event, rawBody: row.rawBody, signature: row.signature, receivedAt: row.receivedAt })
+    await store.resolveQuarantine(row.id, result.seq)
+    report.retried.push({ id: row.id, seq: result.seq, jobId: result.jobId, outcome: result.outcome })
+    await options.onAppend?.({ ...result, id: row.id, event: decoded.event, receivedAt: row.receivedAt })
+  }
+  return report
+}
+
+/** The pending rows to retry, in id order: all of them, or the asked-for ids (others go to the report). */
+async function * candidates (store: G2SentryStore, ids: readonly number[] | undefined, report: RetryReport): AsyncGenerator<QuarantineRow> {
+  if (ids === undefined) {
+    let afterId = 0
+    for (;;) {
+      const page = await store.listQuarantine({ afterId, limit: PAGE, pending: true })
+      yield * page
+      if (page.length < PAGE) return
+      afterId = (page[page.length - 1] as QuarantineRow).id
+    }
+  }
+  for (const id of [...new Set(ids)].sort((a, b) => a - b)) {
+    const [row] = await store.listQuarantine({ afterId: id - 1, limit: 1 })
+    if (row?.id !== id) report.notFound.push(id)
+    else if (row.retriedSeq !== null) report.alreadyRetried.push({ id, seq: row.retriedSeq })
+    else yield row
+  }
+}
+
+/**
+ * The log row a quarantined body already became, if any: same bytes, signature and received-at
+ * time in its job's rows. A live redelivery of the same body has its own received-at time, so it
+ * is not mistaken for this one.
+ */
+async function appendedBefore (store: G2SentryStore, row: QuarantineRow, jobId: number) {
+  for await (const logged of readLogStream(store, { jobId })) {
+    if (logged.receivedAt === row.receivedAt && logged.signature === row.signature && logged.rawBody.equals(row.rawBody)) return logged
+  }
+  return undefined
+}
