@@ -1,7 +1,8 @@
-// A small real app: the receiver, its job routes, and a clean shutdown.
+// A small real app: the receiver, its job routes, a page that shows the jobs changing live
+// (examples/live.html, at GET /), and a clean shutdown.
 // In your own app, import from 'fastify-g2sentry' instead of '../src/index.js'.
 import Fastify from 'fastify'
-import { mkdirSync } from 'node:fs'
+import { mkdirSync, readFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 import g2sentry from '../src/index.js'
 import { DEVELOPMENT_SECRET } from '../src/simulate.js'
@@ -37,6 +38,10 @@ await app.register(g2sentry, {
     if (outcome === 'applied') request.log.info({ jobId, status }, 'job status changed')
   }
 })
+
+// The live page: read once, served as it is (it follows GET /jobs/stream with EventSource).
+const livePage = readFileSync(new URL('./live.html', import.meta.url))
+app.get('/', (_request, reply) => reply.type('text/html; charset=utf-8').send(livePage))
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {

@@ -291,8 +291,8 @@ t.test('on PostgreSQL: retry, list and export through the CLI', async (t) => {
 t.test('the plugin API: retryQuarantine with the plugin\'s secrets, exportLog, and the live stream sees the retry', async (t) => {
   const app = await buildApp(t, { secret: ['new', SECRET] })
   const { store } = app.g2sentry
-  const id = await store.quarantine(strictlyRefused(assigned(401, PHONE), 1_790_000_000_000))
-  await store.quarantine(strictlyRefused(assigned(402, PHONE), 1_790_000_000_001, 'not-a-configured-secret'))
+  const id = await store.quarantine(strictlyRefused(assigned(401, { phone: PHONE }), 1_790_000_000_000))
+  await store.quarantine(strictlyRefused(assigned(402, { phone: PHONE }), 1_790_000_000_001, 'not-a-configured-secret'))
   const report = await app.g2sentry.retryQuarantine()
   t.match(report, { retried: [{ id, seq: 1, jobId: 401, outcome: 'applied' }], unsigned: [id + 1] })
   t.equal((await app.inject('/jobs/401')).json().status, 'Assigned', 'the retried body is projected')

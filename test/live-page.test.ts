@@ -1,0 +1,228 @@
+// The live page (examples/live.html at GET / of the example server) in a real browser: Debian's
+// Chromium, driven by playwright-core, against the example server started as a newcomer runs it
+// (a child process) and fed by the real simulator CLI. Skipped with one line where no Chromium
+// is installed; .ci/run installs it.
+import t, { type Test } from 'tap'
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { copyFileSync, existsSync, mkdirSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import { chromium, type BrowserContext, type Page } from 'playwright-core'
+
+const CHROMIUM = '/usr/bin/chromium'
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const BIN = join(ROOT, 'bin', 'g2sentry.js')
+const execFileAsync = promisify(execFile)
+// Without the background-networking flags Chromium keeps trying hosts this machine cannot reach.
+const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync'
+]
+
+function baseEnv (): NodeJS.ProcessEnv {
+  const env = { ...process.env }
+  for (const name of ['NODE_ENV', 'PORT', 'HOST', 'G2SENTRY_DB', 'G2SENTRY_CALLBACK_SECRET', 'G2SENTRY_CALLBACK_SECRET_PREVIOUS']) delete env[name]
+  return env
+}
+
+async function freePort (): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', resolve)
+  })
+  const address = server.address()
+  await new Promise<void>((resolve) => server.close(() => resolve()))
+  if (address === null || typeof address === 'string') throw new Error('no port')
+  return address.port
+}
+
+interface Server {
+  child: ChildProcess
+  output: () => string
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+}
+
+/** Starts examples/server.ts on `port` and waits until it listens; killed in teardown. */
+async function startServer (t: Test, port: number, database: string): Promise<Server> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'examples/server.ts'], {
+    cwd: ROOT,
+    env: { ...baseEnv(), PORT: String(port), HOST: '127.0.0.1', G2SENTRY_DB: database },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  })
+  let output = ''
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }))
+  })
+  const server = { child, output: () => output, exited }
+  const deadline = Date.now() + 20_000
+  while (!/"msg":"Server listening/.test(output)) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`the server exited before listening:\n${output}`)
+    if (Date.now() > deadline) throw new Error(`the server did not listen within 20 s:\n${output}`)
+    await new Promise((resolve) => setTimeout(resolve, 25))
+  }
+  return server
+}
+
+/** The simulator through the published CLI entry (development secret, as the example server). */
+async function simulate (port: number, ...args: string[]): Promise<string> {
+  const { stdout } = await execFileAsync(process.execPath, [BIN, 'simulate', '--url', `http://127.0.0.1:${port}/callbacks/g2sentry`, ...args],
+    { cwd: ROOT, env: baseEnv(), timeout: 15_000 })
+  return stdout
+}
+
+interface Row { jobId: number; name: string; status: string | undefined; badge: string; phone: string; event: string }
+
+/** What the page's job table shows. */
+function tableOf (page: Page): Promise<Row[]> {
+  return page.$$eval('#jobs tbody tr', (rows) => rows.map((row) => {
+    const cell = (name: string) => row.querySelector(`td.${name}`)?.textContent ?? ''
+    const badge = row.querySelector('.badge') as HTMLElement | null
+    return {
+      jobId: Number((row as HTMLElement).dataset.jobId),
+      name: cell('name'),
+      status: badge?.dataset.status,
+      badge: badge?.textContent ?? '',
+      phone: cell('phone'),
+      event: cell('event')
+    }
+  }))
+}
+
+/** The seqs in the page's list of changes, newest first. */
+function changesOf (page: Page): Promise<number[]> {
+  return page.$$eval('#changes li .seq', (items) => items.map((item) => Number(item.textContent?.replace('#', ''))))
+}
+
+/** Waits until the rows of `expected` show those statuses and the phones have been fetched. */
+async function waitForStatuses (page: Page, expected: Record<number, string>, timeout = 15_000): Promise<void> {
+  try {
+    await page.waitForFunction((want) => Object.entries(want).every(([jobId, status]) => {
+      const row = document.querySelector(`#jobs tbody tr[data-job-id="${jobId}"]`)
+      const badge = row?.querySelector('.badge') as HTMLElement | null | undefined
+      return badge?.dataset.status === status && row?.querySelector('td.phone')?.textContent !== '…'
+    }), expected, { timeout })
+  } catch (error) {
+    const shown = JSON.stringify({ rows: await tableOf(page), changes: await changesOf(page), connection: await page.textContent('#connection') })
+    throw new Error(`the page did not show ${JSON.stringify(expected)} within ${timeout} ms; it shows ${shown}`, { cause: error })
+  }
+}
+
+/** Saves a screenshot in `dir`, and also in G2SENTRY_SCREENSHOTS when that is set. */
+async function screenshot (dir: string, page: Page, name: string): Promise<string> {
+  const file = join(dir, name)
+  await page.screenshot({ path: file, fullPage: true, animations: 'disabled' })
+  const keep = process.env.G2SENTRY_SCREENSHOTS
+  if (keep !== undefined && keep !== '') {
+    mkdirSync(keep, { recursive: true })
+    copyFileSync(file, join(keep, name))
+  }
+  return file
+}
+
+if (!existsSync(CHROMIUM)) {
+  t.plan(0, `Chromium not installed at ${CHROMIUM}: skipping the browser test (apt-get install chromium)`)
+} else {
+  t.setTimeout(90_000)
+
+  t.test('the live page shows the simulated jobs changing, and catches up after a restart', async (t) => {
+    // t.testdir() empties the directory each time it is called: called once.
+    const dir = t.testdir()
+    const database = join(dir, 'data', 'g2.db')
+    const port = await freePort()
+    const origin = `http://127.0.0.1:${port}`
+    let server = await startServer(t, port, database)
+
+    const context: BrowserContext = await chromium.launchPersistentContext(join(dir, 'chromium-profile'), {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: CHROMIUM_ARGS,
+      viewport: { width: 1280, height: 720 }
+    })
+    t.teardown(() => context.close())
+    const page = context.pages()[0] ?? await context.newPage()
+    const pageErrors: string[] = []
+    const consoleErrors: string[] = []
+    const elsewhere: string[] = []
+    page.on('pageerror', (error) => pageErrors.push(error.message))
+    page.on('console', (message) => { if (message.type() === 'error') consoleErrors.push(message.text()) })
+    page.on('request', (request) => { if (!request.url().startsWith(origin)) elsewhere.push(request.url()) })
+
+    const response = await page.goto(`${origin}/`)
+    t.equal(response?.status(), 200, 'GET / serves the page')
+    t.match(response?.headers()['content-type'], /^text\/html/)
+    t.equal(await page.title(), 'G2 Sentry jobs, live')
+    await page.waitForSelector('#connection[data-state="live"]', { timeout: 10_000 })
+    t.equal(await page.textContent('#connection'), 'Live', 'the indicator says the stream is live')
+    t.ok(await page.isVisible('#empty'), 'with no job yet, the page says so')
+
+    const simulated = await simulate(port)
+    t.match(simulated, /job 101 JobStarted .*→ 200 duplicate/, 'the simulator ran against the example server')
+    await waitForStatuses(page, { 101: 'Completed', 102: 'InProgress', 103: 'Assigned' })
+
+    const rows = await tableOf(page)
+    t.same(rows.map((row) => row.jobId), [101, 102, 103], 'jobs 101, 102 and 103, in order; 104 (only an unsupported event) is not a job')
+    t.match(rows, [
+      { jobId: 101, status: 'Completed', badge: 'Completed', name: 'Open House at 123 Main St', event: 'JobCompleted', phone: '—' },
+      { jobId: 102, status: 'InProgress', badge: 'InProgress', name: 'Charity Gala, Riverside Hall', event: 'JobStarted', phone: '+19876543210' },
+      { jobId: 103, status: 'Assigned', badge: 'Assigned', name: 'Night watch, 9 Dock Rd', event: 'JobAssigned', phone: '—' }
+    ], 'each row shows the job\'s status, and the phone fetched from GET /jobs/:id only while the job has one')
+    t.notOk(await page.isVisible('#empty'), 'the empty note is gone')
+    const seen = await changesOf(page)
+    t.same(seen, [10, 9, 8, 6, 4, 2, 1], 'the list of changes has the seven applied changes, newest first (no duplicate, stale or unsupported)')
+    t.match(await page.textContent('#summary'), /^3 jobs · last change #10$/)
+    const first = await screenshot(dir, page, 'live-page.png')
+    t.ok(existsSync(first), `screenshot: ${first}`)
+
+    // The server stops: the page says it is reconnecting.
+    server.child.kill('SIGTERM')
+    const stopped = await Promise.race([server.exited, new Promise((resolve) => setTimeout(() => resolve('timeout'), 5000))])
+    t.same(stopped, { code: 0, signal: null }, 'SIGTERM closes the server within 5 s, with the browser\'s stream open')
+    await page.waitForSelector('#connection[data-state="reconnecting"]', { timeout: 10_000 })
+    t.equal(await page.textContent('#connection'), 'Reconnecting…', 'the indicator says the page is reconnecting')
+    await screenshot(dir, page, 'live-page-reconnecting.png')
+
+    // Back on the same file; deliveries made at once, most likely before the browser's retry
+    // (2 s): the page then gets them from the log, through Last-Event-ID.
+    const consoleErrorsBefore = consoleErrors.length
+    server = await startServer(t, port, database)
+    const restartedAt = Date.now()
+    await simulate(port, '--first-job', '201')
+    const simulatedIn = Date.now() - restartedAt
+    await page.waitForSelector('#connection[data-state="live"]', { timeout: 15_000 })
+    t.comment(`the second simulation finished ${simulatedIn} ms after the restart; the page reconnected after ${Date.now() - restartedAt} ms or less`)
+    await waitForStatuses(page, { 201: 'Completed', 202: 'InProgress', 203: 'Assigned' })
+    const after = await tableOf(page)
+    t.same(after.map((row) => row.jobId), [101, 102, 103, 201, 202, 203], 'the jobs of the second run joined the table')
+    t.match(after.slice(3), [{ status: 'Completed' }, { status: 'InProgress', phone: '+19876543210' }, { status: 'Assigned' }])
+    const changes = await changesOf(page)
+    t.same(changes, [21, 20, 19, 17, 15, 13, 12, 10, 9, 8, 6, 4, 2, 1], 'every applied change once, in order, across the restart')
+    t.match(await page.textContent('#summary'), /reconnected 1×/, 'the page counts the reconnect')
+    await screenshot(dir, page, 'live-page-after-restart.png')
+
+    // A page opened now lists the jobs from GET /jobs, as the first one built them from the stream.
+    const fresh = await context.newPage()
+    fresh.on('pageerror', (error) => pageErrors.push(error.message))
+    await fresh.goto(`${origin}/`)
+    await fresh.waitForSelector('#connection[data-state="live"]', { timeout: 10_000 })
+    await fresh.waitForSelector('#jobs tbody tr[data-job-id="203"]', { timeout: 10_000 })
+    t.same(await tableOf(fresh), after, 'a newly opened page shows the same table, read from GET /jobs')
+    t.same(await changesOf(fresh), [], 'and no change yet: it only lists what happens from now on')
+    t.match(await fresh.textContent('#summary'), /^6 jobs$/)
+    await fresh.close()
+
+    t.same(pageErrors, [], 'no script error on the page')
+    t.same(consoleErrors.slice(0, consoleErrorsBefore), [], 'no console error while the server was up (not even a favicon 404)')
+    t.same(elsewhere, [], 'the page loaded nothing from anywhere but the server')
+
+    server.child.kill('SIGTERM')
+    t.same(await server.exited, { code: 0, signal: null }, 'the restarted server stops cleanly with the page still connected')
+  })
+}
