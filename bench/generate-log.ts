@@ -1,30 +1,25 @@
-// Writes a realistic log straight through the store: per job an assignment, a start, a completion,
-// redeliveries of each, late events and one unsupported event type.
+// Writes a log for the replay benchmark straight through the store, from the schedule generator
+// the tests and the simulator use: lifecycles with withdrawals, redeliveries and reordering, a
+// thousand jobs at a time (at any moment G2 Sentry has a bounded number of jobs in flight).
 import { sqliteStore } from '../src/index.js'
+import { randomSchedule } from '../src/schedules.js'
 import { signBody } from '../src/verify-signature.js'
-import type { IncomingEvent, JobStatus } from '../src/types.js'
 
-const PATTERN: Array<[string, JobStatus, boolean]> = [
-  ['JobAssigned', 'Assigned', true], ['JobAssigned', 'Assigned', true], ['JobStarted', 'InProgress', true],
-  ['JobStarted', 'InProgress', true], ['JobAssigned', 'Assigned', true], ['JobCompleted', 'Completed', false],
-  ['JobCompleted', 'Completed', false], ['JobStarted', 'InProgress', true], ['JobGuardianRate', 'Completed', false],
-  ['JobCompleted', 'Completed', false]
-]
-
-export async function generateLog (file: string, events: number, jobs: number): Promise<void> {
+/** Appends `events` deliveries; returns how many jobs they cover. About ten deliveries per job. */
+export async function generateLog (file: string, events: number, seed = 1): Promise<{ jobs: number }> {
   const store = sqliteStore({ filename: file, synchronous: 'NORMAL', maxBatch: 20_000 })
-  const chunk = 20_000
-  for (let start = 0; start < events; start += chunk) {
-    const appends: Array<Promise<unknown>> = []
-    for (let n = start; n < Math.min(events, start + chunk); n++) {
-      const jobId = (n % jobs) + 1
-      const [eventType, jobStatus, phone] = PATTERN[Math.floor(n / jobs) % PATTERN.length] as [string, JobStatus, boolean]
-      const payload = { jobId, eventType, jobName: `Replay job ${jobId}`, jobStatus, ...(phone ? { guardianPhone: '+15550000000' } : {}) }
-      const rawBody = Buffer.from(JSON.stringify(payload))
-      const event: IncomingEvent = { ...payload, rawBody, signature: signBody(rawBody, 'bench'), receivedAt: 1_790_000_000_000 + n }
-      appends.push(store.append(event))
-    }
-    await Promise.all(appends)
+  let written = 0
+  let jobs = 0
+  for (let chunk = 0; written < events; chunk++) {
+    const { deliveries } = randomSchedule(seed * 1_000_003 + chunk, { jobs: 1000, firstJobId: 1 + chunk * 1000, lossRate: 0.6, stopRate: 0.05 })
+    const taken = deliveries.slice(0, events - written)
+    await Promise.all(taken.map(({ event }, i) => {
+      const rawBody = Buffer.from(JSON.stringify(event))
+      return store.append({ ...event, rawBody, signature: signBody(rawBody, 'bench'), receivedAt: 1_790_000_000_000 + written + i })
+    }))
+    written += taken.length
+    jobs += new Set(taken.map((d) => d.event.jobId)).size
   }
   await store.close()
+  return { jobs }
 }

@@ -17,7 +17,6 @@ import { projectEvent } from '../src/project-status.js'
 import { MIGRATIONS_ROOT } from '../src/store/migrations.js'
 import { isPostgresUrl, openStore } from '../src/store/open-store.js'
 import { postgresStore } from '../src/store/postgres-store.js'
-import { REPLAY_CACHE } from '../src/store/replay-core.js'
 import { simulatedDeliveries } from '../src/simulate.js'
 import type { AppendResult, G2SentryStore, IncomingEvent, JobState, RebuildReport } from '../src/types.js'
 import { signBody } from '../src/verify-signature.js'
@@ -453,8 +452,11 @@ if (await requirePg(t)) {
     t.test('rebuild agrees past its in-memory job cache (over 50 000 jobs), on a log written with plain SQL', async (t) => {
       // Appending 50 000 events one by one takes half a minute; the log is written in one INSERT
       // instead, each row with the outcome the projection function gives it live.
-      const { store, schema } = await freshStore(t)
-      const jobs = REPLAY_CACHE + 50
+      // A cache of 500 job states for 550 jobs: states are written out and read back.
+      const schema = freshSchema(t)
+      const store = await postgresStore({ connectionString: pgUrl(), schema, replayCacheSize: 500 })
+      t.teardown(() => store.close())
+      const jobs = 550
       const events = [
         ...Array.from({ length: jobs }, (_, i) => incoming(assigned(i + 1, `+44 7700 ${900000 + (i % 1000)}`), T0 + i)),
         // Later events for jobs whose state was spilled out of the cache and must be read back.

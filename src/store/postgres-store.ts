@@ -2,7 +2,7 @@ import { join } from 'node:path'
 import { projectEvent } from '../project-status.js'
 import type { AppendResult, G2SentryStore, IncomingEvent, JobState, RebuildReport } from '../types.js'
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from './migrations.js'
-import { emptyReport, jobsToLoad, REPLAY_CACHE, REPLAY_PAGE, replayPage } from './replay-core.js'
+import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from './replay-core.js'
 import {
   contentHash, EVENT_INSERT_COLUMNS, eventParams, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, REPLAY_COLUMNS,
   toJob, toLogRow, toQuarantine, UPDATE_JOB_ON_CONFLICT, type ChainHead, type EventRow, type JobRow, type QuarantineDbRow,
@@ -16,6 +16,8 @@ export interface PostgresStoreOptions {
   schema?: string
   /** Most connections in the pool (default 10). */
   max?: number
+  /** Job states a rebuild keeps in memory before writing the least recently used out (default 100,000). */
+  replayCacheSize?: number
 }
 
 // Minimal shapes of what this store uses from `pg`, so `pg` stays an optional peer dependency.
@@ -100,31 +102,29 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
     // Appends take ROW EXCLUSIVE on events; SHARE waits for those under way and holds off new ones.
     if (!dryRun) await client.query('LOCK TABLE events IN SHARE MODE')
     await client.query('CREATE TEMP TABLE rebuilt_jobs (LIKE jobs INCLUDING ALL) ON COMMIT DROP')
-    const cache = new Map<number, JobState>()
-    const spill = async () => {
-      const jobs = [...cache.values()]
+    const cache = new ReplayCache(options.replayCacheSize)
+    const write = async (jobs: JobState[]) => {
       for (let i = 0; i < jobs.length; i += 1000) {
         const columns = Array.from({ length: 9 }, (_, c) => jobs.slice(i, i + 1000).map((job) => jobParams(job)[c]))
         await client.query(`INSERT INTO rebuilt_jobs (${JOB_COLUMNS})
           SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::bigint[], $9::bigint[])
           ${UPDATE_JOB_ON_CONFLICT}`, columns)
       }
-      cache.clear()
     }
     const report = emptyReport()
     for (let after = 0; ;) {
       const { rows: page } = await client.query<ReplayRow>(`SELECT ${REPLAY_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2`, [after, REPLAY_PAGE])
       if (page.length === 0) break
-      const missing = jobsToLoad(page, cache)
+      const missing = cache.toLoad(page)
       if (missing.length > 0) {
         const { rows } = await client.query<JobRow>('SELECT * FROM rebuilt_jobs WHERE job_id = ANY($1::bigint[])', [missing])
-        for (const row of rows) cache.set(row.job_id, toJob(row))
+        for (const row of rows) cache.states.set(row.job_id, toJob(row))
       }
       replayPage(page, cache, report)
-      if (cache.size >= REPLAY_CACHE) await spill()
+      await write(cache.evict())
       after = (page[page.length - 1] as ReplayRow).seq
     }
-    await spill()
+    await write([...cache.states.values()])
     report.jobs = (await client.query<{ n: number }>('SELECT count(*)::int AS n FROM rebuilt_jobs')).rows[0]?.n ?? 0
     const { rows: differing } = await client.query<{ job_id: number }>(`SELECT job_id FROM (
         SELECT job_id FROM (SELECT * FROM jobs EXCEPT SELECT * FROM rebuilt_jobs) AS stored_only

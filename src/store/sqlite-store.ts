@@ -1,9 +1,9 @@
 import Database from 'better-sqlite3'
 import { join } from 'node:path'
 import { projectEvent } from '../project-status.js'
-import type { AppendResult, G2SentryStore, IncomingEvent, JobState, ListJobsQuery, QuarantineInput, ReadLogQuery, RebuildReport } from '../types.js'
+import type { AppendResult, G2SentryStore, IncomingEvent, ListJobsQuery, QuarantineInput, ReadLogQuery, RebuildReport } from '../types.js'
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from './migrations.js'
-import { emptyReport, jobsToLoad, REPLAY_CACHE, REPLAY_PAGE, replayPage } from './replay-core.js'
+import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from './replay-core.js'
 import {
   contentHash, EVENT_INSERT_COLUMNS, eventParams, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, REPLAY_COLUMNS,
   toJob, toLogRow, toQuarantine, UPDATE_JOB_ON_CONFLICT, type ChainHead,
@@ -19,6 +19,8 @@ export interface SqliteStoreOptions {
   busyTimeout?: number
   /** The most appends that share one transaction (default 256). */
   maxBatch?: number
+  /** Job states a rebuild keeps in memory before writing the least recently used out (default 100,000). */
+  replayCacheSize?: number
 }
 
 const UPSERT_JOB = `INSERT INTO jobs (${JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ${UPDATE_JOB_ON_CONFLICT}`
@@ -154,25 +156,20 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
     const readRebuilt = db.prepare<[number], JobRow>('SELECT * FROM temp.rebuilt_jobs WHERE job_id = ?')
     const writeRebuilt = db.prepare(UPSERT_JOB.replace('INSERT INTO jobs', 'INSERT INTO temp.rebuilt_jobs'))
     const readPage = db.prepare<[number, number], ReplayRow>(`SELECT ${REPLAY_COLUMNS} FROM main.events WHERE seq > ? ORDER BY seq LIMIT ?`)
-    const cache = new Map<number, JobState>()
-    const spill = () => {
-      for (const job of cache.values()) writeRebuilt.run(jobParams(job))
-      cache.clear()
-    }
+    const cache = new ReplayCache(options.replayCacheSize)
     const report = emptyReport()
     for (let after = 0; ;) {
       const page = readPage.all(after, REPLAY_PAGE)
       if (page.length === 0) break
-      for (const jobId of jobsToLoad(page, cache)) {
+      for (const jobId of cache.toLoad(page)) {
         const stored = readRebuilt.get(jobId)
-        if (stored !== undefined) cache.set(jobId, toJob(stored))
+        if (stored !== undefined) cache.states.set(jobId, toJob(stored))
       }
       replayPage(page, cache, report)
-      // Job states stay in memory up to a bound, then go to the temporary table.
-      if (cache.size >= REPLAY_CACHE) spill()
+      for (const job of cache.evict()) writeRebuilt.run(jobParams(job))
       after = (page[page.length - 1] as ReplayRow).seq
     }
-    spill()
+    for (const job of cache.states.values()) writeRebuilt.run(jobParams(job))
     report.jobs = (db.prepare('SELECT count(*) AS n FROM temp.rebuilt_jobs').get() as { n: number }).n
     // Compound selects group left to right, so each difference needs its own subquery.
     report.differingJobs = db.prepare<[], { job_id: number }>(`SELECT job_id FROM (
