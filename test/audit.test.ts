@@ -2,17 +2,12 @@
 // signatures are checked against the secrets given, and `g2sentry verify` says so.
 import t, { type Test } from 'tap'
 import Database from 'better-sqlite3'
-import { execFile } from 'node:child_process'
 import { copyFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { promisify } from 'node:util'
 import { auditLog, sqliteStore } from '../src/index.js'
 import { simulatedDeliveries } from '../src/simulate.js'
+import { runCli } from './cli-process.js'
 import { buildApp, post, SECRET } from './helpers.js'
-
-const BIN = fileURLToPath(new URL('../bin/g2sentry.js', import.meta.url))
-const run = promisify(execFile)
 
 /** A log of the eleven simulated deliveries, written through the plugin; returns the file. */
 async function writtenLog (t: Test, dir: string, secret = SECRET): Promise<string> {
@@ -100,7 +95,7 @@ t.test('the plugin audits with its own secrets', async (t) => {
 t.test('g2sentry verify reports the first broken seq and unsigned rows, exit 1', async (t) => {
   const dir = t.testdir()
   const file = await writtenLog(t, dir)
-  const ok = await run(process.execPath, [BIN, 'verify', '--db', file, '--secret', 'other', '--secret', SECRET])
+  const ok = await runCli(['verify', '--db', file, '--secret', 'other', '--secret', SECRET], { expectSuccess: true })
   t.match(ok.stdout, /^chain: ok, 11 rows linked$/m)
   t.match(ok.stdout, /^signatures: ok/m)
   t.match(ok.stdout, /^ok: the log is intact/m)
@@ -110,12 +105,11 @@ t.test('g2sentry verify reports the first broken seq and unsigned rows, exit 1',
   const db = new Database(copy)
   db.exec("UPDATE events SET job_name = 'x' WHERE seq = 4")
   db.close()
-  const failed = await run(process.execPath, [BIN, 'verify', '--db', copy, '--secret', 'wrong']).then(
-    () => { throw new Error('verify should exit 1') }, (error: { code: number; stdout: string }) => error)
+  const failed = await runCli(['verify', '--db', copy, '--secret', 'wrong'])
   t.equal(failed.code, 1)
   t.match(failed.stdout, /^chain: BROKEN at seq 4: a field parsed from the raw body differs from the body$/m)
   t.match(failed.stdout, /^signatures: 11 rows are signed by none of the given secrets: seq 1, 2, 3/m)
   t.match(failed.stdout, /^FAILED$/m)
-  const unchecked = await run(process.execPath, [BIN, 'verify', '--db', file])
+  const unchecked = await runCli(['verify', '--db', file], { expectSuccess: true })
   t.match(unchecked.stdout, /^signatures: not checked/m)
 })

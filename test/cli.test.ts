@@ -1,36 +1,13 @@
 // The CLI end to end: a real database written by the plugin in-process, then the published
 // entry (bin/g2sentry.js → dist/bin.js, built by `npm test` before tap runs) in a child process.
 import t from 'tap'
-import Fastify from 'fastify'
 import Database from 'better-sqlite3'
-import { execFile } from 'node:child_process'
 import { copyFileSync, existsSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { promisify } from 'node:util'
-import g2sentry, { signBody } from '../src/index.js'
-import { simulatedDeliveries } from '../src/simulate.js'
+import { signBody } from '../src/index.js'
+import { BIN, cli, ROOT, SIMULATED_OUTCOMES, writeSimulatedLog } from './cli-process.js'
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
-const BIN = join(ROOT, 'bin', 'g2sentry.js')
 const SECRET = 'cli-test-secret'
-const execFileAsync = promisify(execFile)
-
-interface Run { code: number; stdout: string; stderr: string }
-
-/** Runs the published CLI entry with `args`; never rejects, reports the exit code instead. */
-async function cli (...args: string[]): Promise<Run> {
-  const env = { ...process.env }
-  delete env.G2SENTRY_CALLBACK_SECRET
-  try {
-    const { stdout, stderr } = await execFileAsync(process.execPath, [BIN, ...args], { cwd: ROOT, env, timeout: 15_000 })
-    return { code: 0, stdout, stderr }
-  } catch (error) {
-    const e = error as { code?: unknown; stdout?: string; stderr?: string; signal?: string | null }
-    if (typeof e.code !== 'number') throw error
-    return { code: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? '' }
-  }
-}
 
 const lines = (text: string) => text.split('\n').filter((line) => line !== '')
 
@@ -50,40 +27,12 @@ interface NdjsonRow {
 
 const parseNdjson = (text: string): NdjsonRow[] => lines(text).map((line) => JSON.parse(line) as NdjsonRow)
 
-// What each simulated delivery gets, in order (see src/simulate.ts and DESIGN.md's rules table).
-const EXPECTED_OUTCOMES = ['applied', 'applied', 'duplicate', 'applied', 'stale', 'applied', 'stale',
-  'applied', 'applied', 'applied', 'unsupported']
-
-/** Writes a real database through the plugin and returns the exact bodies posted, in order. */
-async function buildDatabase (database: string): Promise<{ bodies: string[]; outcomes: string[] }> {
-  const app = Fastify()
-  await app.register(g2sentry, { secret: SECRET, database })
-  const bodies: string[] = []
-  const outcomes: string[] = []
-  try {
-    for (const delivery of simulatedDeliveries()) {
-      const body = JSON.stringify(delivery.payload)
-      const response = await app.inject({
-        method: 'POST',
-        url: '/callbacks/g2sentry',
-        headers: { 'content-type': 'application/json', 'x-signature': signBody(body, SECRET) },
-        payload: body
-      })
-      if (response.statusCode !== 200) throw new Error(`delivery refused: ${response.statusCode} ${response.body}`)
-      bodies.push(body)
-      outcomes.push((response.json() as { outcome: string }).outcome)
-    }
-  } finally {
-    await app.close()
-  }
-  return { bodies, outcomes }
-}
-
 t.test('the CLI on a real database', async (t) => {
   const dir = t.testdir()
   const db = join(dir, 'g2.db')
-  const { bodies, outcomes } = await buildDatabase(db)
-  t.same(outcomes, EXPECTED_OUTCOMES, 'the plugin gave the simulated deliveries their expected outcomes')
+  // A real database written through the plugin, and the exact bodies posted, in order.
+  const { bodies, outcomes } = await writeSimulatedLog(db, SECRET)
+  t.same(outcomes, SIMULATED_OUTCOMES, 'the plugin gave the simulated deliveries their expected outcomes')
   // A pristine copy, so the tamper tests below each start from the same committed log.
   const pristine = join(dir, 'pristine.db')
   copyFileSync(db, pristine)
@@ -173,7 +122,7 @@ t.test('the CLI on a real database', async (t) => {
     const rows = parseNdjson(r.stdout)
     t.equal(rows.length, bodies.length, 'one line per log row')
     t.same(rows.map((row) => row.seq), bodies.map((_, i) => i + 1), 'seq ascending, from 1')
-    t.same(rows.map((row) => row.outcome), EXPECTED_OUTCOMES, 'each row carries its outcome')
+    t.same(rows.map((row) => row.outcome), SIMULATED_OUTCOMES, 'each row carries its outcome')
     rows.forEach((row, i) => {
       const posted = bodies[i] as string
       const payload = JSON.parse(posted) as { jobId: number; eventType: string; jobStatus: string; jobName: string; guardianPhone?: string }
@@ -241,7 +190,7 @@ t.test('the CLI on a real database', async (t) => {
       const cells = line.split(/\s+/)
       t.equal(cells[0], String(i + 1), `line ${i + 1}: seq`)
       t.match(cells[1], /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/, `line ${i + 1}: receivedAt`)
-      t.same(cells.slice(2, 6), [String(payload.jobId), payload.eventType, payload.jobStatus, EXPECTED_OUTCOMES[i]], `line ${i + 1}: job, event, status, outcome`)
+      t.same(cells.slice(2, 6), [String(payload.jobId), payload.eventType, payload.jobStatus, SIMULATED_OUTCOMES[i]], `line ${i + 1}: job, event, status, outcome`)
       t.ok(line.endsWith(payload.jobName), `line ${i + 1}: ends with the job name`)
     })
 

@@ -5,19 +5,16 @@
 // bytes), the projection must equal a rebuild, and redelivering everything afterwards must change
 // nothing. Set G2SENTRY_FAULT_SEED to replay a run.
 import t, { type Test } from 'tap'
-import { spawn, type ChildProcess } from 'node:child_process'
-import { Agent, request as httpRequest } from 'node:http'
-import { createServer } from 'node:net'
+import { Agent } from 'node:http'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { readLogStream } from '../src/replay.js'
-import { sqliteStore } from '../src/store/sqlite-store.js'
+import { mulberry32 } from '../src/schedules.js'
 import type { JobStatus, LogRow, RebuildReport } from '../src/types.js'
 import { signBody } from '../src/verify-signature.js'
+import { allJobs, exitWithin, freePort, listening, pool, readLogFile, send, startServer, stop } from './example-process.js'
+import { shuffle } from './random.js'
 
 t.setTimeout(120_000)
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const SECRET = 'crash-safety-secret'
 const CALLBACK_PATH = '/callbacks/g2sentry'
 const RUNS = 3
@@ -31,133 +28,15 @@ const LOAD_PASSES = 10
 const MASTER_SEED = Number(process.env.G2SENTRY_FAULT_SEED ?? Math.floor(Math.random() * 2 ** 31))
 t.comment(`crash-safety seed ${MASTER_SEED} (G2SENTRY_FAULT_SEED=${MASTER_SEED} replays this run)`)
 
-/** mulberry32: a small seeded PRNG, so a failing run can be replayed from its printed seed. */
-function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0
-    let x = Math.imul(a ^ (a >>> 15), 1 | a)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
-
-function shuffle<T> (items: T[], rng: () => number): T[] {
-  const out = [...items]
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = Math.floor(rng() * (i + 1))
-    ;[out[i], out[j]] = [out[j] as T, out[i] as T]
-  }
-  return out
-}
-
 // ---------------------------------------------------------------------------------------------
 // The example server as a child process
 
-function baseEnv (): NodeJS.ProcessEnv {
-  const env = { ...process.env }
-  for (const name of ['NODE_ENV', 'PORT', 'HOST', 'G2SENTRY_DB', 'G2SENTRY_CALLBACK_SECRET', 'G2SENTRY_CALLBACK_SECRET_PREVIOUS']) delete env[name]
-  return env
-}
-
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', resolve)
-  })
-  const address = server.address()
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  if (address === null || typeof address === 'string') throw new Error('no port')
-  return address.port
-}
-
-type Exit = { code: number | null; signal: NodeJS.Signals | null }
-
-interface Server {
-  child: ChildProcess
-  port: number
-  exited: Promise<Exit>
-  /** The last part of what the server wrote (it logs every request at info: only a tail is kept). */
-  tail: () => string
-  /** Its log lines at level error (50) or above. */
-  errors: string[]
-  isListening: () => boolean
-}
-
-/** Starts examples/server.ts on `file`; SIGKILLed in teardown whatever happens. */
-function startServer (t: Test, file: string, port: number): Server {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'examples/server.ts'], {
-    cwd: ROOT,
-    env: { ...baseEnv(), PORT: String(port), HOST: '127.0.0.1', G2SENTRY_DB: file, G2SENTRY_CALLBACK_SECRET: SECRET },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  })
-  let tail = ''
-  let pending = ''
-  let listening = false
-  const errors: string[] = []
-  const keep = (chunk: string) => { tail = (tail + chunk).slice(-8000) }
-  // Drained line by line: only the "listening" line and error lines are kept.
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-    keep(chunk)
-    const parts = (pending + chunk).split('\n')
-    pending = parts.pop() ?? ''
-    for (const line of parts) {
-      if (!listening && line.includes('"msg":"Server listening')) listening = true
-      if (/"level":(5|6)\d/.test(line)) errors.push(line)
-    }
-  })
-  child.stderr?.setEncoding('utf8').on('data', keep)
-  const exited = new Promise<Exit>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
-  return { child, port, exited, tail: () => tail, errors, isListening: () => listening }
-}
-
-async function listening (server: Server, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!server.isListening()) {
-    if (server.child.exitCode !== null || server.child.signalCode !== null) throw new Error(`the server exited before listening:\n${server.tail()}`)
-    if (Date.now() > deadline) throw new Error(`the server did not listen within ${ms} ms:\n${server.tail()}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
-
-async function exitWithin (server: Server, ms: number): Promise<Exit | 'timeout'> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), ms) })
-  try {
-    return await Promise.race([server.exited, timeout])
-  } finally {
-    clearTimeout(timer)
-  }
-}
+/** Starts examples/server.ts on `file`; it logs every request at info, so only the tail of its output is kept. */
+const startOn = (t: Test, file: string, port: number) =>
+  startServer(t, { port, keep: 'tail', env: { G2SENTRY_DB: file, G2SENTRY_CALLBACK_SECRET: SECRET } })
 
 // ---------------------------------------------------------------------------------------------
 // HTTP over keep-alive connections (one agent per server process)
-
-interface Reply { status: number; text: string }
-
-function send (agent: Agent, port: number, method: 'GET' | 'POST', path: string, body?: Buffer, headers: Record<string, string> = {}): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({
-      host: '127.0.0.1',
-      port,
-      method,
-      path,
-      agent,
-      headers: body === undefined ? headers : { ...headers, 'content-length': String(body.length) }
-    }, (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (chunk: Buffer) => chunks.push(chunk))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }))
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end(body)
-  })
-}
 
 interface Delivery {
   jobId: number
@@ -170,19 +49,6 @@ const postDelivery = (agent: Agent, port: number, d: Delivery) =>
   send(agent, port, 'POST', CALLBACK_PATH, d.body, { 'content-type': 'application/json', 'x-signature': d.signature })
 
 interface Ack { seq: number; body: Buffer; outcome: string; phase: string }
-
-/** Runs `work` over `items` with `concurrency` workers; a worker stops when `stop()` is true. */
-async function pool<T> (items: readonly T[], concurrency: number, work: (item: T) => Promise<void>, stop: () => boolean = () => false): Promise<void> {
-  let next = 0
-  const worker = async () => {
-    while (!stop()) {
-      const i = next++
-      if (i >= items.length) return
-      await work(items[i] as T)
-    }
-  }
-  await Promise.all(Array.from({ length: concurrency }, worker))
-}
 
 // ---------------------------------------------------------------------------------------------
 // Generated traffic: lifecycles without withdrawals (so that redelivering everything is a no-op
@@ -224,18 +90,6 @@ function generate (rng: () => number): { sends: Delivery[]; distinct: Delivery[]
 // ---------------------------------------------------------------------------------------------
 // Checks against the file, with the server stopped
 
-async function readFile (file: string): Promise<{ rows: LogRow[]; report: RebuildReport }> {
-  const store = sqliteStore({ filename: file })
-  try {
-    const rows: LogRow[] = []
-    for await (const row of readLogStream(store)) rows.push(row)
-    const report = await store.rebuild({ dryRun: true })
-    return { rows, report }
-  } finally {
-    await store.close()
-  }
-}
-
 /** Every acknowledged (seq, body) is the log row with that seq, byte for byte; no seq acknowledged twice. */
 function checkAcks (t: Test, rows: LogRow[], acks: Ack[], label: string): void {
   const bySeq = new Map(rows.map((row) => [row.seq, row]))
@@ -267,16 +121,7 @@ function checkRebuild (t: Test, report: RebuildReport, label: string): void {
 interface JobView { jobId: number; jobName: string; status: JobStatus; guardianPhone: string | null; lastEventType: string; version: number; eventCount: number }
 
 async function projection (agent: Agent, port: number): Promise<Map<number, JobView>> {
-  const jobs = new Map<number, JobView>()
-  let after: number | null = 0
-  while (after !== null) {
-    const reply = await send(agent, port, 'GET', `/jobs?limit=500&after=${after}`)
-    if (reply.status !== 200) throw new Error(`GET /jobs answered ${reply.status}: ${reply.text}`)
-    const page = JSON.parse(reply.text) as { jobs: JobView[]; next: number | null }
-    for (const job of page.jobs) jobs.set(job.jobId, job)
-    after = page.next
-  }
-  return jobs
+  return new Map((await allJobs<JobView>(agent, port)).map((job) => [job.jobId, job]))
 }
 
 /** Sends every delivery once, concurrently; every answer must be a 2xx with a seq. */
@@ -307,7 +152,7 @@ async function redeliverAll (t: Test, agent: Agent, port: number, sends: Deliver
 for (let run = 1; run <= RUNS; run++) {
   t.test(`crash run ${run}: SIGKILL under load, restart, nothing acknowledged is lost`, async (t) => {
     const seed = (MASTER_SEED + run * 7919) >>> 0
-    const rng = prng(seed)
+    const rng = mulberry32(seed)
     const killAfter = KILL_MIN_MS + Math.floor(rng() * (KILL_MAX_MS - KILL_MIN_MS))
     const { sends, distinct, finalStatus } = generate(rng)
     t.comment(`run ${run}: seed ${seed}, ${sends.length} deliveries of ${distinct.length} distinct bodies over ${JOBS} jobs, SIGKILL after ${killAfter} ms`)
@@ -315,7 +160,7 @@ for (let run = 1; run <= RUNS; run++) {
 
     // 1. Load, then SIGKILL at the chosen moment.
     const port = await freePort()
-    const server = startServer(t, file, port)
+    const server = startOn(t, file, port)
     await listening(server)
     const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY })
     t.teardown(() => agent.destroy())
@@ -364,7 +209,7 @@ for (let run = 1; run <= RUNS; run++) {
     t.ok(acks.length > 0, 'some deliveries were acknowledged before the kill')
 
     // 2. The file as the crash left it (opening it is what a restart does first).
-    const afterCrash = await readFile(file)
+    const afterCrash = await readLogFile(file)
     checkAcks(t, afterCrash.rows, acks, 'after the crash')
     checkRebuild(t, afterCrash.report, 'after the crash')
     const rowsPerBody = new Map<string, number>()
@@ -380,7 +225,7 @@ for (let run = 1; run <= RUNS; run++) {
 
     // 3. Restart on the same file; redeliver everything, twice.
     const port2 = await freePort()
-    const restarted = startServer(t, file, port2)
+    const restarted = startOn(t, file, port2)
     await listening(restarted)
     const agent2 = new Agent({ keepAlive: true, maxSockets: CONCURRENCY })
     t.teardown(() => agent2.destroy())
@@ -415,11 +260,10 @@ for (let run = 1; run <= RUNS; run++) {
     t.same(changed.slice(0, 10), [], 'the second full redelivery changed no job\'s status, version or fields; only delivery counts grew, by exactly the deliveries sent')
 
     // 4. A clean stop, then the whole file checked once more.
-    restarted.child.kill('SIGTERM')
-    t.same(await exitWithin(restarted, 10_000), { code: 0, signal: null }, 'the restarted server stops cleanly')
+    t.same(await stop(restarted), { code: 0, signal: null }, 'the restarted server stops cleanly')
     agent2.destroy()
     t.same(restarted.errors.slice(0, 5), [], 'the restarted server logged no error')
-    const final = await readFile(file)
+    const final = await readLogFile(file)
     checkAcks(t, final.rows, acks, 'at the end')
     checkRebuild(t, final.report, 'at the end')
     t.equal(final.rows.length, afterCrash.rows.length + 2 * sends.length, 'the log grew by exactly the two full redeliveries')

@@ -1,119 +1,10 @@
 // The example server as a newcomer runs it: `node --import tsx examples/server.ts` in a child
 // process, configured by environment variables, driven by the real simulator CLI entry
 // (bin/g2sentry.js → dist/bin.js, built by `npm test` before tap runs).
-import t, { type Test } from 'tap'
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import t from 'tap'
 import { existsSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { promisify } from 'node:util'
-
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
-const BIN = join(ROOT, 'bin', 'g2sentry.js')
-const execFileAsync = promisify(execFile)
-
-/** The environment without any of the variables the example reads, so each test sets only its own. */
-function baseEnv (): NodeJS.ProcessEnv {
-  const env = { ...process.env }
-  for (const name of ['NODE_ENV', 'PORT', 'HOST', 'G2SENTRY_DB', 'G2SENTRY_CALLBACK_SECRET', 'G2SENTRY_CALLBACK_SECRET_PREVIOUS']) delete env[name]
-  return env
-}
-
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', resolve)
-  })
-  const address = server.address()
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  if (address === null || typeof address === 'string') throw new Error('no port')
-  return address.port
-}
-
-interface LogLine { level: number; msg: string; [key: string]: unknown }
-
-interface Server {
-  child: ChildProcess
-  port: number
-  /** Everything the server wrote, stdout and stderr. */
-  output: () => string
-  /** Its stdout lines that parsed as JSON log lines. */
-  logs: LogLine[]
-  /** Resolves with the exit code (or the signal) once the process has exited. */
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
-  url: (path: string) => string
-}
-
-/** Starts examples/server.ts; killed in teardown whatever happens. Does not wait for it to listen. */
-function startServer (t: Test, env: Record<string, string>, port: number): Server {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'examples/server.ts'], {
-    cwd: ROOT,
-    env: { ...baseEnv(), PORT: String(port), HOST: '127.0.0.1', ...env },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  })
-  let output = ''
-  let pending = ''
-  const logs: LogLine[] = []
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-    output += chunk
-    pending += chunk
-    const parts = pending.split('\n')
-    pending = parts.pop() ?? ''
-    for (const line of parts) {
-      try {
-        const parsed = JSON.parse(line) as LogLine
-        if (typeof parsed === 'object' && parsed !== null && typeof parsed.msg === 'string') logs.push(parsed)
-      } catch {}
-    }
-  })
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal }))
-  })
-  return { child, port, output: () => output, logs, exited, url: (path) => `http://127.0.0.1:${port}${path}` }
-}
-
-/** Waits for the "Server listening" log line; fails on exit or after `ms`. */
-async function listening (server: Server, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms
-  let exited = false
-  void server.exited.then(() => { exited = true })
-  while (!server.logs.some((line) => line.msg.startsWith('Server listening'))) {
-    if (exited) throw new Error(`the server exited before listening:\n${server.output()}`)
-    if (Date.now() > deadline) throw new Error(`the server did not listen within ${ms} ms:\n${server.output()}`)
-    await new Promise((resolve) => setTimeout(resolve, 25))
-  }
-}
-
-async function exitWithin (server: Server, ms: number): Promise<{ code: number | null; signal: NodeJS.Signals | null } | 'timeout'> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), ms) })
-  try {
-    return await Promise.race([server.exited, timeout])
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
-interface Run { code: number; stdout: string; stderr: string }
-
-/** The simulator through the published CLI entry, with no secret in its environment. */
-async function simulate (port: number, ...args: string[]): Promise<Run> {
-  const argv = [BIN, 'simulate', '--url', `http://127.0.0.1:${port}/callbacks/g2sentry`, ...args]
-  try {
-    const { stdout, stderr } = await execFileAsync(process.execPath, argv, { cwd: ROOT, env: baseEnv(), timeout: 15_000 })
-    return { code: 0, stdout, stderr }
-  } catch (error) {
-    const e = error as { code?: unknown; stdout?: string; stderr?: string }
-    if (typeof e.code !== 'number') throw error
-    return { code: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? '' }
-  }
-}
+import { exitWithin, freePort, listening, simulate, startServer, stop } from './example-process.js'
 
 /** The simulator's per-delivery lines ("job N EventType ... → STATUS ..."). */
 const deliveryLines = (stdout: string) => stdout.split('\n').filter((line) => /^job \d+ /.test(line))
@@ -130,7 +21,7 @@ t.test('a newcomer runs the example server and the simulator', async (t) => {
   const port = await freePort()
   const env = { G2SENTRY_DB: database }
 
-  const server = startServer(t, env, port)
+  const server = startServer(t, { port, env })
   await listening(server)
   t.ok(existsSync(database), 'the server created the data directory and the database')
   const warning = server.logs.find((line) => line.level === 40 && /DEVELOPMENT secret/.test(line.msg))
@@ -184,17 +75,16 @@ t.test('a newcomer runs the example server and the simulator', async (t) => {
   t.ok(server.logs.some((line) => line.msg === 'job status changed' && line.jobId === 101 && line.status === 'Completed'),
     'the example\'s onEvent logged the change to Completed')
 
-  const generated = await simulate(port, '--seed', '7', '--jobs', '25', '--first-job', '1001')
+  const generated = await simulate(port, ['--seed', '7', '--jobs', '25', '--first-job', '1001'])
   t.equal(generated.code, 0, 'a generated schedule (redeliveries, reordering, withdrawals) converges: exit 0')
   t.match(generated.stdout, /^seed 7: \d+ deliveries for 25 jobs → \d+ applied/m, 'it says what the deliveries got')
   t.match(generated.stdout, /^25 of 25 jobs show their true status$/m, 'and that every job shows its true status')
 
-  server.child.kill('SIGTERM')
-  const stopped = await exitWithin(server, 10_000)
+  const stopped = await stop(server)
   t.same(stopped, { code: 0, signal: null }, 'SIGTERM closes the server cleanly with exit code 0')
   t.ok(server.logs.some((line) => line.msg === 'closing' && line.signal === 'SIGTERM'), 'it logged that it was closing')
 
-  const again = startServer(t, env, port)
+  const again = startServer(t, { port, env })
   await listening(again)
   const restarted = await getJson(again.url('/jobs/101'))
   t.equal(restarted.status, 200)
@@ -202,14 +92,13 @@ t.test('a newcomer runs the example server and the simulator', async (t) => {
   t.equal(restarted.body.version, job101.body.version, 'with the same version')
   t.same(restarted.body, job101.body, 'and exactly the same view')
   t.notOk(again.logs.some((line) => /error/i.test(line.msg) || line.level >= 50), 'the restart logged no error')
-  again.child.kill('SIGTERM')
-  t.same(await exitWithin(again, 10_000), { code: 0, signal: null }, 'the restarted server also stops with exit code 0')
+  t.same(await stop(again), { code: 0, signal: null }, 'the restarted server also stops with exit code 0')
 })
 
 t.test('in production without a secret the server refuses to start', async (t) => {
   const dir = t.testdir()
   const port = await freePort()
-  const server = startServer(t, { NODE_ENV: 'production', G2SENTRY_DB: join(dir, 'data', 'g2.db') }, port)
+  const server = startServer(t, { port, env: { NODE_ENV: 'production', G2SENTRY_DB: join(dir, 'data', 'g2.db') } })
   const exit = await exitWithin(server, 10_000)
   t.not(exit, 'timeout', 'it exits quickly')
   if (exit !== 'timeout') {
@@ -227,7 +116,7 @@ t.test('a configured secret: the development secret is refused, the configured o
   const SECRET = 's3cr3t-value-xyz'
   const dir = t.testdir()
   const port = await freePort()
-  const server = startServer(t, { G2SENTRY_DB: join(dir, 'g2.db'), G2SENTRY_CALLBACK_SECRET: SECRET }, port)
+  const server = startServer(t, { port, env: { G2SENTRY_DB: join(dir, 'g2.db'), G2SENTRY_CALLBACK_SECRET: SECRET } })
   await listening(server)
   t.notOk(server.logs.some((line) => /DEVELOPMENT secret/.test(line.msg)), 'no development-secret warning when a secret is set')
 
@@ -241,7 +130,7 @@ t.test('a configured secret: the development secret is refused, the configured o
   const jobsAfterRefusal = await getJson(server.url('/jobs/101'))
   t.equal(jobsAfterRefusal.status, 404, 'a refused delivery stored nothing')
 
-  const signed = await simulate(port, '--secret', SECRET)
+  const signed = await simulate(port, ['--secret', SECRET])
   t.equal(signed.code, 0, 'with --secret the simulator exits 0')
   t.notMatch(signed.stdout, /development secret/)
   const accepted = deliveryLines(signed.stdout)
@@ -249,8 +138,7 @@ t.test('a configured secret: the development secret is refused, the configured o
   t.ok(accepted.every((line) => line.includes('→ 200 ')), 'every delivery was answered 200')
   t.match((await getJson(server.url('/jobs/101'))).body, { status: 'Completed' })
 
-  server.child.kill('SIGTERM')
-  t.same(await exitWithin(server, 10_000), { code: 0, signal: null })
+  t.same(await stop(server), { code: 0, signal: null })
   t.ok(server.logs.some((line) => line.msg === 'g2sentry: callback refused, bad signature'), 'the refusals were logged')
   t.notOk(server.output().includes(SECRET), 'the secret never appears in the server\'s output')
   t.notOk(unsigned.stdout.includes(SECRET) || signed.stdout.includes(SECRET) || signed.stderr.includes(SECRET),
@@ -263,16 +151,19 @@ t.test('during a rotation both the new and the previous secret are accepted', as
   const dir = t.testdir()
   const port = await freePort()
   const server = startServer(t, {
-    G2SENTRY_DB: join(dir, 'g2.db'),
-    G2SENTRY_CALLBACK_SECRET: NEW,
-    G2SENTRY_CALLBACK_SECRET_PREVIOUS: OLD
-  }, port)
+    port,
+    env: {
+      G2SENTRY_DB: join(dir, 'g2.db'),
+      G2SENTRY_CALLBACK_SECRET: NEW,
+      G2SENTRY_CALLBACK_SECRET_PREVIOUS: OLD
+    }
+  })
   await listening(server)
 
   const [old, current, wrong] = await Promise.all([
-    simulate(port, '--secret', OLD, '--first-job', '201'),
-    simulate(port, '--secret', NEW, '--first-job', '301'),
-    simulate(port, '--secret', 'not-either-secret', '--first-job', '401')
+    simulate(port, ['--secret', OLD, '--first-job', '201']),
+    simulate(port, ['--secret', NEW, '--first-job', '301']),
+    simulate(port, ['--secret', 'not-either-secret', '--first-job', '401'])
   ])
   t.equal(old.code, 0, '--secret <previous> is accepted')
   t.ok(deliveryLines(old.stdout).every((line) => line.includes('→ 200 ')))
@@ -289,7 +180,6 @@ t.test('during a rotation both the new and the previous secret are accepted', as
   t.ok(stored.some((line) => line.jobId === 201 && line.secretIndex === 1), 'the previous secret matched as secret #1')
   t.ok(stored.some((line) => line.jobId === 301 && line.secretIndex === 0), 'the new secret matched as secret #0')
 
-  server.child.kill('SIGTERM')
-  t.same(await exitWithin(server, 10_000), { code: 0, signal: null })
+  t.same(await stop(server), { code: 0, signal: null })
   t.notOk(server.output().includes(NEW) || server.output().includes(OLD), 'neither secret appears in the server\'s output')
 })

@@ -9,32 +9,19 @@ import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { exportLog, parseExportBound, EXPORT_COLUMNS } from '../src/export.js'
 import { signBody, sqliteStore } from '../src/index.js'
 import { simulatedDeliveries } from '../src/simulate.js'
 import type { LogRow } from '../src/types.js'
+import { BIN, ROOT, runCli, type Run } from './cli-process.js'
 import { assigned, buildApp, completed, post, SECRET } from './helpers.js'
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
-const BIN = join(ROOT, 'bin', 'g2sentry.js')
 const execFileAsync = promisify(execFile)
 const HAS_SCRIPT = await execFileAsync('script', ['--version']).then(() => true, () => false)
 
-interface Run { code: number; stdout: string; stderr: string }
-
-/** Runs the published CLI entry with `args`; never rejects, reports the exit code instead. */
-async function cli (...args: string[]): Promise<Run> {
-  try {
-    const { stdout, stderr } = await execFileAsync(process.execPath, [BIN, ...args], { cwd: ROOT, timeout: 30_000, maxBuffer: 64 * 1024 * 1024 })
-    return { code: 0, stdout, stderr }
-  } catch (error) {
-    const e = error as { code?: unknown; stdout?: string; stderr?: string }
-    if (typeof e.code !== 'number') throw error
-    return { code: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? '' }
-  }
-}
+/** The published CLI entry with `args`, reporting the exit code; exports of large logs need a large buffer. */
+const cli = (...args: string[]) => runCli(args, { maxBuffer: 64 * 1024 * 1024 })
 
 type CsvRecord = { [column in (typeof EXPORT_COLUMNS)[number]]: string }
 type NdjsonRecord = { [column in (typeof EXPORT_COLUMNS)[number]]: string | number | null }

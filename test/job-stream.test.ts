@@ -8,13 +8,14 @@ import { request as httpRequest, type IncomingHttpHeaders, type ClientRequest } 
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import g2sentry from '../src/index.js'
+import { mulberry32 } from '../src/schedules.js'
 import { postgresStore } from '../src/store/postgres-store.js'
 import { sqliteStore } from '../src/store/sqlite-store.js'
 import type { AppendResult, G2SentryStore, JobStatus, LogRow } from '../src/types.js'
 import { signBody } from '../src/verify-signature.js'
 import { assigned, buildApp, CALLBACK_PATH, completed, SECRET, started, withdrawn, type BuildOptions, type CallbackPayload } from './helpers.js'
 import { freshSchema, pgUnavailable, pgUrl, redact } from './pg.js'
-import { prng, readWholeLog } from './store-contract.js'
+import { readWholeLog } from './store-contract.js'
 
 t.setTimeout(120_000)
 
@@ -351,7 +352,7 @@ async function sendAll (base: string, payloads: CallbackPayload[], concurrency: 
  * changes after its Last-Event-ID, in seq order, each once.
  */
 async function raceRounds (t: Test, app: FastifyInstance, base: string, seed: number, scale: { prefill: number; perRound: number; rounds: number; clients: number; workers: number }, reader = app.g2sentry.store): Promise<void> {
-  const random = prng(seed)
+  const random = mulberry32(seed)
   const store = app.g2sentry.store
   const JOBS = 12
   t.comment(`seed ${seed}`)

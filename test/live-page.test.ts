@@ -2,81 +2,18 @@
 // Chromium, driven by playwright-core, against the example server started as a newcomer runs it
 // (a child process) and fed by the real simulator CLI. Skipped with one line where no Chromium
 // is installed; .ci/run installs it.
-import t, { type Test } from 'tap'
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import t from 'tap'
 import { copyFileSync, existsSync, mkdirSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { promisify } from 'node:util'
 import { chromium, type BrowserContext, type Page } from 'playwright-core'
+import { freePort, listening, simulate, startServer, stop } from './example-process.js'
 
 const CHROMIUM = '/usr/bin/chromium'
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
-const BIN = join(ROOT, 'bin', 'g2sentry.js')
-const execFileAsync = promisify(execFile)
 // Without the background-networking flags Chromium keeps trying hosts this machine cannot reach.
 const CHROMIUM_ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'
 ]
-
-function baseEnv (): NodeJS.ProcessEnv {
-  const env = { ...process.env }
-  for (const name of ['NODE_ENV', 'PORT', 'HOST', 'G2SENTRY_DB', 'G2SENTRY_CALLBACK_SECRET', 'G2SENTRY_CALLBACK_SECRET_PREVIOUS']) delete env[name]
-  return env
-}
-
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', resolve)
-  })
-  const address = server.address()
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  if (address === null || typeof address === 'string') throw new Error('no port')
-  return address.port
-}
-
-interface Server {
-  child: ChildProcess
-  output: () => string
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
-}
-
-/** Starts examples/server.ts on `port` and waits until it listens; killed in teardown. */
-async function startServer (t: Test, port: number, database: string): Promise<Server> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'examples/server.ts'], {
-    cwd: ROOT,
-    env: { ...baseEnv(), PORT: String(port), HOST: '127.0.0.1', G2SENTRY_DB: database },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  })
-  let output = ''
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => { output += chunk })
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal }))
-  })
-  const server = { child, output: () => output, exited }
-  const deadline = Date.now() + 20_000
-  while (!/"msg":"Server listening/.test(output)) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`the server exited before listening:\n${output}`)
-    if (Date.now() > deadline) throw new Error(`the server did not listen within 20 s:\n${output}`)
-    await new Promise((resolve) => setTimeout(resolve, 25))
-  }
-  return server
-}
-
-/** The simulator through the published CLI entry (development secret, as the example server). */
-async function simulate (port: number, ...args: string[]): Promise<string> {
-  const { stdout } = await execFileAsync(process.execPath, [BIN, 'simulate', '--url', `http://127.0.0.1:${port}/callbacks/g2sentry`, ...args],
-    { cwd: ROOT, env: baseEnv(), timeout: 15_000 })
-  return stdout
-}
 
 interface Row { jobId: number; name: string; status: string | undefined; badge: string; phone: string; event: string }
 
@@ -138,7 +75,8 @@ if (!existsSync(CHROMIUM)) {
     const database = join(dir, 'data', 'g2.db')
     const port = await freePort()
     const origin = `http://127.0.0.1:${port}`
-    let server = await startServer(t, port, database)
+    let server = startServer(t, { port, env: { G2SENTRY_DB: database } })
+    await listening(server)
 
     const context: BrowserContext = await chromium.launchPersistentContext(join(dir, 'chromium-profile'), {
       executablePath: CHROMIUM,
@@ -163,7 +101,7 @@ if (!existsSync(CHROMIUM)) {
     t.equal(await page.textContent('#connection'), 'Live', 'the indicator says the stream is live')
     t.ok(await page.isVisible('#empty'), 'with no job yet, the page says so')
 
-    const simulated = await simulate(port)
+    const simulated = (await simulate(port, [], { expectSuccess: true })).stdout
     t.match(simulated, /job 101 JobStarted .*→ 200 duplicate/, 'the simulator ran against the example server')
     await waitForStatuses(page, { 101: 'Completed', 102: 'InProgress', 103: 'Assigned' })
 
@@ -182,8 +120,7 @@ if (!existsSync(CHROMIUM)) {
     t.ok(existsSync(first), `screenshot: ${first}`)
 
     // The server stops: the page says it is reconnecting.
-    server.child.kill('SIGTERM')
-    const stopped = await Promise.race([server.exited, new Promise((resolve) => setTimeout(() => resolve('timeout'), 5000))])
+    const stopped = await stop(server, 5000)
     t.same(stopped, { code: 0, signal: null }, 'SIGTERM closes the server within 5 s, with the browser\'s stream open')
     await page.waitForSelector('#connection[data-state="reconnecting"]', { timeout: 10_000 })
     t.equal(await page.textContent('#connection'), 'Reconnecting…', 'the indicator says the page is reconnecting')
@@ -192,9 +129,10 @@ if (!existsSync(CHROMIUM)) {
     // Back on the same file; deliveries made at once, most likely before the browser's retry
     // (2 s): the page then gets them from the log, through Last-Event-ID.
     const consoleErrorsBefore = consoleErrors.length
-    server = await startServer(t, port, database)
+    server = startServer(t, { port, env: { G2SENTRY_DB: database } })
+    await listening(server)
     const restartedAt = Date.now()
-    await simulate(port, '--first-job', '201')
+    await simulate(port, ['--first-job', '201'], { expectSuccess: true })
     const simulatedIn = Date.now() - restartedAt
     await page.waitForSelector('#connection[data-state="live"]', { timeout: 15_000 })
     t.comment(`the second simulation finished ${simulatedIn} ms after the restart; the page reconnected after ${Date.now() - restartedAt} ms or less`)

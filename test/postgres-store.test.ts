@@ -6,27 +6,23 @@
 import t from 'tap'
 import type { Test } from 'tap'
 import { createHash } from 'node:crypto'
-import { execFile } from 'node:child_process'
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { promisify } from 'node:util'
-import Fastify from 'fastify'
-import g2sentry from '../src/index.js'
 import { projectEvent } from '../src/project-status.js'
+import { mulberry32 } from '../src/schedules.js'
 import { MIGRATIONS_ROOT } from '../src/store/migrations.js'
 import { isPostgresUrl, openStore } from '../src/store/open-store.js'
 import { postgresStore } from '../src/store/postgres-store.js'
-import { simulatedDeliveries } from '../src/simulate.js'
 import type { AppendResult, G2SentryStore, IncomingEvent, JobState, RebuildReport } from '../src/types.js'
 import { signBody } from '../src/verify-signature.js'
+import { cli, SIMULATED_OUTCOMES, writeSimulatedLog } from './cli-process.js'
 import * as http from './helpers.js'
 import { drop, freshDatabase, freshSchema, pgUrl, requirePg, track, uniqueName, withClient, withDatabase } from './pg.js'
+import { shuffle } from './random.js'
 import {
-  assigned, completed, incoming, prng, readWholeLog, shuffle, started, storeContract, T0, withdrawn
+  assigned, completed, incoming, readWholeLog, seedLog, started, storeContract, T0, withdrawn
 } from './store-contract.js'
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const PG_MIGRATIONS = join(MIGRATIONS_ROOT, 'postgres')
 const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex')
 
@@ -49,23 +45,6 @@ const sql = <R = Record<string, unknown>>(text: string, values: unknown[] = [], 
 /** The four fields of a rebuild report this suite checks (a backend may report more). */
 const summary = ({ events, jobs, outcomeMismatches, differingJobs }: RebuildReport): RebuildReport =>
   ({ events, jobs, outcomeMismatches, differingJobs })
-
-/** A few jobs in various states, with a duplicate and a stale delivery in the log (as in the SQLite tests). */
-async function seed (store: G2SentryStore): Promise<AppendResult[]> {
-  const events = [
-    incoming(assigned(1, '+44 7700 900001'), T0),
-    incoming(assigned(2, '+44 7700 900002'), T0 + 1),
-    incoming(started(1), T0 + 2),
-    incoming(assigned(1, '+44 7700 900001'), T0 + 3), // stale: job 1 is in progress
-    incoming(assigned(2, '+44 7700 900002'), T0 + 4), // duplicate
-    incoming(completed(3), T0 + 5),
-    incoming(withdrawn(2), T0 + 6),
-    incoming({ jobId: 4, eventType: 'JobGuardianRate', jobName: 'Job 4', jobStatus: 'Completed' }, T0 + 7)
-  ]
-  const results: AppendResult[] = []
-  for (const event of events) results.push(await store.append(event))
-  return results
-}
 
 const GHOST = (schema: string) => `INSERT INTO ${schema}.jobs (job_id, job_name, status, guardian_phone, last_event_type, version, event_count, created_at, updated_at)
   VALUES (77, 'ghost', 'Assigned', NULL, 'JobAssigned', 1, 1, 0, 0)`
@@ -146,7 +125,7 @@ if (await requirePg(t)) {
     t.test('a restart on the same schema keeps the log and the projection, and seq continues', async (t) => {
       const schema = freshSchema(t)
       const first = await open(schema)
-      const results = await seed(first)
+      const results = await seedLog(first)
       const jobs = await first.listJobs({ limit: 100 })
       const log = await readWholeLog(first)
       await first.close()
@@ -253,7 +232,7 @@ if (await requirePg(t)) {
 
     t.test('rebuild repairs a projection tampered with plain SQL; a dry run only reports it', async (t) => {
       const { store, schema } = await freshStore(t)
-      await seed(store)
+      await seedLog(store)
       const truth = await store.listJobs({ limit: 100 })
       t.same(summary(await store.rebuild({ dryRun: true })), { events: 8, jobs: 3, outcomeMismatches: [], differingJobs: [] },
         'an untouched store replays clean')
@@ -282,7 +261,7 @@ if (await requirePg(t)) {
 
     t.test('a single changed field (the phone) is a difference too', async (t) => {
       const { store, schema } = await freshStore(t)
-      await seed(store)
+      await seedLog(store)
       await sql(`UPDATE ${schema}.jobs SET guardian_phone = NULL WHERE job_id = 1`)
       await sql(`UPDATE ${schema}.jobs SET updated_at = updated_at + 1 WHERE job_id = 2`)
       t.same((await store.rebuild({ dryRun: true })).differingJobs, [1, 2])
@@ -292,7 +271,7 @@ if (await requirePg(t)) {
 
     t.test('a projected job with no event in the log is reported by a dry run and removed by rebuild', async (t) => {
       const { store, schema } = await freshStore(t)
-      await seed(store)
+      await seedLog(store)
       const truth = await store.listJobs({ limit: 100 })
       await sql(GHOST(schema))
       t.same((await store.rebuild({ dryRun: true })).differingJobs, [77], 'the phantom job is reported')
@@ -303,7 +282,7 @@ if (await requirePg(t)) {
 
     t.test('an outcome edited with plain SQL in the log shows up as an outcome mismatch', async (t) => {
       const { store, schema } = await freshStore(t)
-      const results = await seed(store)
+      const results = await seedLog(store)
       const duplicate = results[4] as AppendResult
       const stale = results[3] as AppendResult
       t.equal(duplicate.outcome, 'duplicate')
@@ -347,7 +326,7 @@ if (await requirePg(t)) {
       t.teardown(() => Promise.all([one.close(), two.close()]))
       const seedValue = Number(process.env.G2SENTRY_TEST_SEED ?? Date.now() % 1_000_000)
       t.comment(`seed ${seedValue} (G2SENTRY_TEST_SEED=${seedValue} replays it)`)
-      const random = prng(seedValue)
+      const random = mulberry32(seedValue)
 
       // Job 1: a lifecycle without withdrawals. Job 2: assignments, withdrawals (with and without a
       // phone), start and completion. Job 3: withdrawals and assignments only, so it never ends.
@@ -398,7 +377,7 @@ if (await requirePg(t)) {
       const schema = freshSchema(t)
       const [one, two, checker] = await Promise.all([open(schema), open(schema), open(schema)])
       t.teardown(() => Promise.all([one.close(), two.close(), checker.close()]))
-      const random = prng(7)
+      const random = mulberry32(7)
       const events: IncomingEvent[] = []
       for (let jobId = 1; jobId <= 60; jobId++) {
         const lifecycle = [incoming(assigned(jobId, `+44 7700 ${900000 + jobId}`)), incoming(withdrawn(jobId)), incoming(assigned(jobId)),
@@ -568,28 +547,9 @@ if (await requirePg(t)) {
       const url = await freshDatabase(t)
       // The plugin writes the log, as in test/cli.test.ts, then the published entry reads it.
       const SECRET = 'cli-test-secret'
-      const app = Fastify()
-      await app.register(g2sentry, { secret: SECRET, database: url })
-      const bodies: string[] = []
-      const outcomes: string[] = []
-      try {
-        for (const delivery of simulatedDeliveries()) {
-          const body = JSON.stringify(delivery.payload)
-          const response = await app.inject({
-            method: 'POST',
-            url: '/callbacks/g2sentry',
-            headers: { 'content-type': 'application/json', 'x-signature': signBody(body, SECRET) },
-            payload: body
-          })
-          t.equal(response.statusCode, 200, `delivery ${bodies.length + 1} accepted`)
-          bodies.push(body)
-          outcomes.push((response.json() as { outcome: string }).outcome)
-        }
-      } finally {
-        await app.close()
-      }
-      t.same(outcomes, ['applied', 'applied', 'duplicate', 'applied', 'stale', 'applied', 'stale',
-        'applied', 'applied', 'applied', 'unsupported'], 'the simulated deliveries got their expected outcomes')
+      const { bodies, outcomes } = await writeSimulatedLog(url, SECRET,
+        (response, i) => t.equal(response.statusCode, 200, `delivery ${i + 1} accepted`))
+      t.same(outcomes, SIMULATED_OUTCOMES, 'the simulated deliveries got their expected outcomes')
 
       const replay = await cli('replay', '--db', url)
       t.equal(replay.code, 0, `replay exits 0 ${replay.stderr}`)
@@ -633,7 +593,7 @@ if (await requirePg(t)) {
       const url = await freshDatabase(t)
       const schema = 'g2s_cli'
       const store = await open(schema, url)
-      await seed(store)
+      await seedLog(store)
       await store.close()
 
       const target = `${url}?schema=${schema}`
@@ -649,19 +609,4 @@ if (await requirePg(t)) {
   // Last: the contract's final subtest (appends queued at close) leaves a promise that never
   // settles if the store drops them, and the process then ends with nothing left to run.
   storeContract(t, 'postgres', async (t) => open(freshSchema(t)))
-}
-
-interface Run { code: number; stdout: string; stderr: string }
-const execFileAsync = promisify(execFile)
-
-/** Runs the published CLI entry (bin/g2sentry.js → dist, built before tap runs); reports the exit code. */
-async function cli (...args: string[]): Promise<Run> {
-  try {
-    const { stdout, stderr } = await execFileAsync(process.execPath, [join(ROOT, 'bin', 'g2sentry.js'), ...args], { cwd: ROOT, timeout: 30_000 })
-    return { code: 0, stdout, stderr }
-  } catch (error) {
-    const e = error as { code?: unknown; stdout?: string; stderr?: string }
-    if (typeof e.code !== 'number') throw error
-    return { code: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? '' }
-  }
 }

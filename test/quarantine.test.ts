@@ -3,38 +3,15 @@
 // quarantine), retried through the published CLI entry in a child process and through
 // retryQuarantine, with the audit still passing afterwards.
 import t from 'tap'
-import { execFile } from 'node:child_process'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { promisify } from 'node:util'
 import { signBody, sqliteStore } from '../src/index.js'
 import { retryQuarantine } from '../src/quarantine.js'
 import { simulatedDeliveries } from '../src/simulate.js'
 import type { G2SentryStore, QuarantineInput } from '../src/types.js'
 import { openStore } from '../src/store/open-store.js'
+import { cliEnv, runCli } from './cli-process.js'
 import { assigned, buildApp, bytesOf, completed, post, SECRET, started } from './helpers.js'
 import { freshSchema, pgUrl, requirePg } from './pg.js'
-
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
-const BIN = join(ROOT, 'bin', 'g2sentry.js')
-const execFileAsync = promisify(execFile)
-
-interface Run { code: number; stdout: string; stderr: string }
-
-/** Runs the published CLI entry with `args` and no secret in the environment unless `env` gives one. */
-async function cli (args: string[], env: Record<string, string> = {}): Promise<Run> {
-  const base = { ...process.env }
-  delete base.G2SENTRY_CALLBACK_SECRET
-  delete base.G2SENTRY_CALLBACK_SECRET_PREVIOUS
-  try {
-    const { stdout, stderr } = await execFileAsync(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...base, ...env }, timeout: 30_000 })
-    return { code: 0, stdout, stderr }
-  } catch (error) {
-    const e = error as { code?: unknown; stdout?: string; stderr?: string }
-    if (typeof e.code !== 'number') throw error
-    return { code: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? '' }
-  }
-}
 
 const lines = (text: string) => text.split('\n').filter((line) => line !== '')
 const PHONE = '+15550001111'
@@ -75,7 +52,7 @@ t.test('quarantine list and retry on a real database', async (t) => {
   await app.close()
 
   t.test('list shows the pending rows', async (t) => {
-    const table = await cli(['quarantine', 'list', '--db', db])
+    const table = await runCli(['quarantine', 'list', '--db', db])
     t.equal(table.code, 0)
     t.equal(table.stderr, '')
     const out = lines(table.stdout)
@@ -84,7 +61,7 @@ t.test('quarantine list and retry on a real database', async (t) => {
     t.match(out[1], new RegExp(`^1\\s+\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z\\s+invalid_json\\s+not JSON\\s+application/json\\s+${NOT_JSON.length}$`))
     t.match(out[2], new RegExp(`^2\\s+\\S+Z\\s+invalid_payload\\s+/jobStatus Expected union value\\s+application/json\\s+${bytesOf(BAD_STATUS).length}$`))
 
-    const ndjson = await cli(['quarantine', 'list', '--db', db, '--format', 'ndjson'])
+    const ndjson = await runCli(['quarantine', 'list', '--db', db, '--format', 'ndjson'])
     const rows = lines(ndjson.stdout).map((line) => JSON.parse(line) as Record<string, unknown>)
     t.match(rows, [
       { id: 1, reason: 'invalid_json', detail: 'not JSON', contentType: 'application/json', bytes: NOT_JSON.length, retriedSeq: null, body: NOT_JSON, signature: signBody(NOT_JSON, SECRET) },
@@ -95,7 +72,7 @@ t.test('quarantine list and retry on a real database', async (t) => {
 
   t.test('retry with the same schema appends nothing and says why', async (t) => {
     const before = await withStore(db, (store) => store.chainHead())
-    const r = await cli(['quarantine', 'retry', '--db', db, '--secret', SECRET])
+    const r = await runCli(['quarantine', 'retry', '--db', db, '--secret', SECRET])
     t.equal(r.code, 0)
     t.same(lines(r.stdout), [
       'id 1: still invalid (invalid_json: not JSON)',
@@ -103,7 +80,7 @@ t.test('quarantine list and retry on a real database', async (t) => {
       'retried: 0 appended, 2 still invalid, 0 unsigned'
     ])
     t.same(await withStore(db, (store) => store.chainHead()), before, 'the log did not grow')
-    t.equal(lines((await cli(['quarantine', 'list', '--db', db])).stdout).length, 3, 'both are still pending')
+    t.equal(lines((await runCli(['quarantine', 'list', '--db', db])).stdout).length, 3, 'both are still pending')
   })
 
   t.test('bodies a stricter version refused: retry appends them, once', async (t) => {
@@ -117,10 +94,10 @@ t.test('quarantine list and retry on a real database', async (t) => {
     ])
     t.same([assignId, startId, foreignId], [3, 4, 5])
 
-    const listed = await cli(['quarantine', 'list', '--db', db])
+    const listed = await runCli(['quarantine', 'list', '--db', db])
     t.same(lines(listed.stdout).slice(1).map((line) => line.split(/\s+/)[0]), ['1', '2', '3', '4', '5'], 'five pending')
 
-    const r = await cli(['quarantine', 'retry', '--db', db, '--secret', 'old-secret', '--secret', SECRET])
+    const r = await runCli(['quarantine', 'retry', '--db', db, '--secret', 'old-secret', '--secret', SECRET])
     t.equal(r.code, 0, 'exit 0')
     t.same(lines(r.stdout), [
       'id 3: appended as seq 12 (job 401, applied)',
@@ -144,23 +121,23 @@ t.test('quarantine list and retry on a real database', async (t) => {
       t.equal(await store.quarantineSize(), 3, 'three bodies still pending')
     })
 
-    const pending = await cli(['quarantine', 'list', '--db', db])
+    const pending = await runCli(['quarantine', 'list', '--db', db])
     t.same(lines(pending.stdout).slice(1).map((line) => line.split(/\s+/)[0]), ['1', '2', '5'], 'list no longer shows the retried ones')
-    const all = lines((await cli(['quarantine', 'list', '--db', db, '--all'])).stdout)
+    const all = lines((await runCli(['quarantine', 'list', '--db', db, '--all'])).stdout)
     t.same(all.slice(1).map((line) => line.split(/\s+/)[0]), ['1', '2', '3', '4', '5'], '--all shows every body')
     t.match(all[3], /\s12$/, 'with the seq a retried body became')
     t.match(all[4], /\s13$/)
     t.match(all[1], /\s\d+$/, 'and only the size where nothing was retried')
-    const allNdjson = lines((await cli(['quarantine', 'list', '--db', db, '--all', '--format', 'ndjson'])).stdout).map((line) => JSON.parse(line) as { id: number; retriedSeq: number | null })
+    const allNdjson = lines((await runCli(['quarantine', 'list', '--db', db, '--all', '--format', 'ndjson'])).stdout).map((line) => JSON.parse(line) as { id: number; retriedSeq: number | null })
     t.same(allNdjson.map((row) => [row.id, row.retriedSeq]), [[1, null], [2, null], [3, 12], [4, 13], [5, null]])
 
     const head = await withStore(db, (store) => store.chainHead())
-    const again = await cli(['quarantine', 'retry', '--db', db, '--secret', SECRET])
+    const again = await runCli(['quarantine', 'retry', '--db', db, '--secret', SECRET])
     t.equal(again.code, 0)
     t.match(again.stdout, /^retried: 0 appended, 2 still invalid, 1 unsigned$/m, 'a second retry appends nothing')
     t.same(await withStore(db, (store) => store.chainHead()), head, 'the log did not grow')
 
-    const byId = await cli(['quarantine', 'retry', '--db', db, '--secret', SECRET, '--id', '3', '--id', '5', '--id', '99'])
+    const byId = await runCli(['quarantine', 'retry', '--db', db, '--secret', SECRET, '--id', '3', '--id', '5', '--id', '99'])
     t.equal(byId.code, 1, 'exit 1: an --id that is not in the quarantine')
     t.same(lines(byId.stdout), [
       'id 5: signed by none of the given secrets, not appended',
@@ -170,29 +147,29 @@ t.test('quarantine list and retry on a real database', async (t) => {
     ])
     t.same(await withStore(db, (store) => store.chainHead()), head, 'still nothing appended')
 
-    const audit = await cli(['verify', '--db', db, '--secret', SECRET])
+    const audit = await runCli(['verify', '--db', db, '--secret', SECRET])
     t.equal(audit.code, 0, 'g2sentry verify still passes after the retries')
     t.match(audit.stdout, /^chain: ok, 13 rows linked$/m)
     t.match(audit.stdout, /^signatures: ok/m)
     t.match(audit.stdout, /^ok: /m)
 
     // A retried row keeps the time it was first received, far before its neighbours in seq.
-    const early = await cli(['export', '--db', db, '--to', new Date(firstSeen + 60_000).toISOString()])
+    const early = await runCli(['export', '--db', db, '--to', new Date(firstSeen + 60_000).toISOString()])
     t.same(lines(early.stdout).map((line) => (JSON.parse(line) as { seq: number }).seq), [12, 13], 'an export by time finds them by that time')
   })
 
   t.test('the secret from the environment, and usage', async (t) => {
     const [fromEnv, noSecret, noSub, badSub, help, subHelp, mainHelp, badFormat, badId, noDb] = await Promise.all([
-      cli(['quarantine', 'retry', '--db', db, '--id', '5'], { G2SENTRY_CALLBACK_SECRET: 'nobody', G2SENTRY_CALLBACK_SECRET_PREVIOUS: 'another-secret' }),
-      cli(['quarantine', 'retry', '--db', db]),
-      cli(['quarantine', '--db', db]),
-      cli(['quarantine', 'purge', '--db', db]),
-      cli(['quarantine', '--help']),
-      cli(['quarantine', 'retry', '--help']),
-      cli(['--help']),
-      cli(['quarantine', 'list', '--db', db, '--format', 'csv']),
-      cli(['quarantine', 'retry', '--db', db, '--secret', SECRET, '--id', 'x']),
-      cli(['quarantine', 'list'])
+      runCli(['quarantine', 'retry', '--db', db, '--id', '5'], { env: cliEnv({ G2SENTRY_CALLBACK_SECRET: 'nobody', G2SENTRY_CALLBACK_SECRET_PREVIOUS: 'another-secret' }) }),
+      runCli(['quarantine', 'retry', '--db', db]),
+      runCli(['quarantine', '--db', db]),
+      runCli(['quarantine', 'purge', '--db', db]),
+      runCli(['quarantine', '--help']),
+      runCli(['quarantine', 'retry', '--help']),
+      runCli(['--help']),
+      runCli(['quarantine', 'list', '--db', db, '--format', 'csv']),
+      runCli(['quarantine', 'retry', '--db', db, '--secret', SECRET, '--id', 'x']),
+      runCli(['quarantine', 'list'])
     ])
     t.equal(fromEnv.code, 0)
     t.same(lines(fromEnv.stdout), ['id 5: appended as seq 14 (job 402, applied)', 'retried: 1 appended, 0 still invalid, 0 unsigned'],
@@ -270,21 +247,21 @@ t.test('on PostgreSQL: retry, list and export through the CLI', async (t) => {
   const firstSeen = Date.now() - 86_400_000
   t.equal(await withStore(db, (store) => store.quarantine(strictlyRefused(assigned(801, { phone: PHONE }), firstSeen))), 2)
 
-  const retry = await cli(['quarantine', 'retry', '--db', db, '--secret', SECRET])
+  const retry = await runCli(['quarantine', 'retry', '--db', db, '--secret', SECRET])
   t.equal(retry.code, 0, `exit 0 ${retry.stderr}`)
   t.same(lines(retry.stdout), [
     'id 2: appended as seq 12 (job 801, applied)',
     'id 1: still invalid (invalid_payload: /jobStatus Expected union value)',
     'retried: 1 appended, 1 still invalid, 0 unsigned'
   ])
-  t.match((await cli(['quarantine', 'retry', '--db', db, '--secret', SECRET])).stdout, /^retried: 0 appended/m, 'a second retry appends nothing')
-  const all = lines((await cli(['quarantine', 'list', '--db', db, '--all'])).stdout)
+  t.match((await runCli(['quarantine', 'retry', '--db', db, '--secret', SECRET])).stdout, /^retried: 0 appended/m, 'a second retry appends nothing')
+  const all = lines((await runCli(['quarantine', 'list', '--db', db, '--all'])).stdout)
   t.match(all[2], /^2\s.*\s12$/, 'list --all shows the seq it became')
   const rows = await withStore(db, (store) => store.readLog({ limit: 100 }))
-  const exported = lines((await cli(['export', '--db', db])).stdout).map((line) => JSON.parse(line) as { seq: number; hash: string; receivedAt: string })
+  const exported = lines((await runCli(['export', '--db', db])).stdout).map((line) => JSON.parse(line) as { seq: number; hash: string; receivedAt: string })
   t.same(exported.map((row) => [row.seq, row.hash]), rows.map((row) => [row.seq, row.hash]), 'the export carries the log\'s hashes')
   t.equal(exported.at(-1)?.receivedAt, new Date(firstSeen).toISOString(), 'the retried row keeps its first received-at time')
-  const audit = await cli(['verify', '--db', db, '--secret', SECRET])
+  const audit = await runCli(['verify', '--db', db, '--secret', SECRET])
   t.equal(audit.code, 0, 'verify passes')
 })
 

@@ -6,12 +6,14 @@ import t from 'tap'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { AddressInfo } from 'node:net'
 import g2sentry from '../src/index.js'
+import { mulberry32 } from '../src/schedules.js'
 import { postgresStore } from '../src/store/postgres-store.js'
 import type { AppendResult, G2SentryStore, JobState } from '../src/types.js'
 import { signBody } from '../src/verify-signature.js'
 import { assigned, completed, started, withdrawn, type CallbackPayload } from './helpers.js'
 import { freshSchema, pgUrl, requirePg } from './pg.js'
-import { prng, readWholeLog, shuffle } from './store-contract.js'
+import { shuffle } from './random.js'
+import { readWholeLog } from './store-contract.js'
 
 const SECRET = 'several-instances-secret'
 const INSTANCES = 3
@@ -67,7 +69,7 @@ if (await requirePg(t)) {
   t.test(`${INSTANCES} app instances on one PostgreSQL database, deliveries spread over all of them`, async (t) => {
     const seed = Number(process.env.G2SENTRY_TEST_SEED ?? Date.now() % 1_000_000)
     t.comment(`seed ${seed} (G2SENTRY_TEST_SEED=${seed} replays this schedule)`)
-    const random = prng(seed)
+    const random = mulberry32(seed)
 
     const schema = freshSchema(t)
     // Opened together: the instances race to migrate the fresh schema.

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { sqliteStore, type SqliteStoreOptions } from '../src/store/sqlite-store.js'
 import type { AppendResult, IncomingEvent, JobState } from '../src/types.js'
 import {
-  assigned, completed, incoming, readWholeLog, started, storeContract, T0, withdrawn
+  assigned, completed, incoming, readWholeLog, seedLog, started, storeContract, T0, withdrawn
 } from './store-contract.js'
 
 type SqliteStore = ReturnType<typeof sqliteStore>
@@ -20,23 +20,6 @@ function openStore (t: Test, options: Partial<SqliteStoreOptions> = {}): { store
 }
 
 storeContract(t, 'sqlite', async (t) => sqliteStore({ filename: join(t.testdir(), 'g2.db') }))
-
-/** A few jobs in various states, with a duplicate and a stale delivery in the log. */
-async function seed (store: SqliteStore): Promise<AppendResult[]> {
-  const events = [
-    incoming(assigned(1, '+44 7700 900001'), T0),
-    incoming(assigned(2, '+44 7700 900002'), T0 + 1),
-    incoming(started(1), T0 + 2),
-    incoming(assigned(1, '+44 7700 900001'), T0 + 3), // stale: job 1 is in progress
-    incoming(assigned(2, '+44 7700 900002'), T0 + 4), // duplicate
-    incoming(completed(3), T0 + 5),
-    incoming(withdrawn(2), T0 + 6),
-    incoming({ jobId: 4, eventType: 'JobGuardianRate', jobName: 'Job 4', jobStatus: 'Completed' }, T0 + 7)
-  ]
-  const results: AppendResult[] = []
-  for (const event of events) results.push(await store.append(event))
-  return results
-}
 
 t.test('sqlite specifics', async (t) => {
   t.test('the file is in WAL mode with synchronous FULL and a 5 s busy timeout by default', async (t) => {
@@ -71,7 +54,7 @@ t.test('sqlite specifics', async (t) => {
   t.test('a restart on the same file keeps the log and the projection, and seq continues', async (t) => {
     const file = join(t.testdir(), 'g2.db')
     const first = sqliteStore({ filename: file })
-    const results = await seed(first)
+    const results = await seedLog(first)
     const jobs = await first.listJobs({ limit: 100 })
     const log = await readWholeLog(first)
     await first.close()
@@ -102,7 +85,7 @@ t.test('sqlite specifics', async (t) => {
 
   t.test('rebuild repairs a projection tampered with plain SQL; a dry run only reports it', async (t) => {
     const { store } = openStore(t)
-    await seed(store)
+    await seedLog(store)
     const truth = await store.listJobs({ limit: 100 })
     t.same(await store.rebuild({ dryRun: true }), { events: 8, jobs: 3, outcomeMismatches: [], differingJobs: [] },
       'an untouched store replays clean')
@@ -132,7 +115,7 @@ t.test('sqlite specifics', async (t) => {
 
   t.test('a projected job with no event in the log is reported by a dry run and removed by rebuild', async (t) => {
     const { store } = openStore(t)
-    await seed(store)
+    await seedLog(store)
     const truth = await store.listJobs({ limit: 100 })
     store.db.prepare(`INSERT INTO jobs (job_id, job_name, status, guardian_phone, last_event_type, version, event_count, created_at, updated_at)
       VALUES (77, 'ghost', 'Assigned', NULL, 'JobAssigned', 1, 1, 0, 0)`).run()
@@ -144,7 +127,7 @@ t.test('sqlite specifics', async (t) => {
 
   t.test('an outcome edited with plain SQL in the log shows up as an outcome mismatch', async (t) => {
     const { store } = openStore(t)
-    const results = await seed(store)
+    const results = await seedLog(store)
     const duplicate = results[4] as AppendResult
     const stale = results[3] as AppendResult
     t.equal(duplicate.outcome, 'duplicate')

@@ -8,8 +8,10 @@
  */
 import { createHash } from 'node:crypto'
 import type { Test } from 'tap'
+import { mulberry32 } from '../src/schedules.js'
+import type { AppendResult, G2SentryStore, IncomingEvent, JobEvent, JobState, JobStatus, LogRow } from '../src/types.js'
 import { signBody } from '../src/verify-signature.js'
-import type { G2SentryStore, IncomingEvent, JobEvent, JobState, JobStatus, LogRow } from '../src/types.js'
+import { shuffle } from './random.js'
 
 /** Opens a new, empty store for one subtest. */
 export type OpenStore = (t: Test) => Promise<G2SentryStore>
@@ -38,27 +40,21 @@ export const withdrawn = (jobId: number, jobName = `Job ${jobId}`): JobEvent =>
 
 export const sha256 = (body: Buffer): string => createHash('sha256').update(body).digest('hex')
 
-/** A small seeded PRNG (mulberry32) so that a failing schedule can be replayed. */
-export function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
-
-export function shuffle<T> (items: T[], random: () => number): T[] {
-  const out = items.slice()
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1))
-    const tmp = out[i] as T
-    out[i] = out[j] as T
-    out[j] = tmp
-  }
-  return out
+/** A few jobs in various states, with a duplicate and a stale delivery in the log: 8 events, 3 jobs. */
+export async function seedLog (store: G2SentryStore): Promise<AppendResult[]> {
+  const events = [
+    incoming(assigned(1, '+44 7700 900001'), T0),
+    incoming(assigned(2, '+44 7700 900002'), T0 + 1),
+    incoming(started(1), T0 + 2),
+    incoming(assigned(1, '+44 7700 900001'), T0 + 3), // stale: job 1 is in progress
+    incoming(assigned(2, '+44 7700 900002'), T0 + 4), // duplicate
+    incoming(completed(3), T0 + 5),
+    incoming(withdrawn(2), T0 + 6),
+    incoming({ jobId: 4, eventType: 'JobGuardianRate', jobName: 'Job 4', jobStatus: 'Completed' }, T0 + 7)
+  ]
+  const results: AppendResult[] = []
+  for (const event of events) results.push(await store.append(event))
+  return results
 }
 
 /** Every row of the log, read through the store's own paging. */
@@ -334,7 +330,7 @@ export function storeContract (t: Test, name: string, open: OpenStore): void {
 
     t.test('500 concurrent appends over 50 jobs, with redeliveries, all commit consistently', async (t) => {
       const store = await fresh(t)
-      const random = prng(0xc0ffee)
+      const random = mulberry32(0xc0ffee)
       const jobIds = Array.from({ length: 50 }, (_, i) => 1000 + i)
       const deliveries: IncomingEvent[] = []
       for (const jobId of jobIds) {

@@ -5,19 +5,20 @@
 // lock for longer than the busy timeout part way through), and the projection must equal a rebuild. Set G2SENTRY_FAULT_SEED to replay a run.
 import t, { type Test } from 'tap'
 import Database from 'better-sqlite3'
-import { spawn, type ChildProcess } from 'node:child_process'
-import { Agent, request as httpRequest } from 'node:http'
-import { createServer } from 'node:net'
+import { spawn } from 'node:child_process'
+import { Agent } from 'node:http'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { readLogStream } from '../src/replay.js'
-import { sqliteStore } from '../src/store/sqlite-store.js'
-import type { JobStatus, LogRow, RebuildReport } from '../src/types.js'
+import { mulberry32 } from '../src/schedules.js'
+import type { JobStatus } from '../src/types.js'
 import { signBody } from '../src/verify-signature.js'
+import { ROOT } from './cli-process.js'
+import {
+  allJobs, type ExampleServer, exitWithin, freePort, listening, pool, readLogFile, type Reply, send as sendTo, startServer, stop
+} from './example-process.js'
+import { shuffle } from './random.js'
 
 t.setTimeout(120_000)
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const SECRET = 'two-processes-secret'
 const CALLBACK_PATH = '/callbacks/g2sentry'
 const JOBS = 200
@@ -30,139 +31,24 @@ const LOCK_MS = 6000
 const SEED = Number(process.env.G2SENTRY_FAULT_SEED ?? Math.floor(Math.random() * 2 ** 31))
 t.comment(`two-processes seed ${SEED} (G2SENTRY_FAULT_SEED=${SEED} replays this run)`)
 
-function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0
-    let x = Math.imul(a ^ (a >>> 15), 1 | a)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
-
-function shuffle<T> (items: T[], rng: () => number): T[] {
-  const out = [...items]
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = Math.floor(rng() * (i + 1))
-    ;[out[i], out[j]] = [out[j] as T, out[i] as T]
-  }
-  return out
-}
-
 // ---------------------------------------------------------------------------------------------
-// The example server as a child process
+// The example server as a child process, each with its own keep-alive agent
 
-function baseEnv (): NodeJS.ProcessEnv {
-  const env = { ...process.env }
-  for (const name of ['NODE_ENV', 'PORT', 'HOST', 'G2SENTRY_DB', 'G2SENTRY_CALLBACK_SECRET', 'G2SENTRY_CALLBACK_SECRET_PREVIOUS']) delete env[name]
-  return env
-}
-
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', resolve)
-  })
-  const address = server.address()
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  if (address === null || typeof address === 'string') throw new Error('no port')
-  return address.port
-}
-
-type Exit = { code: number | null; signal: NodeJS.Signals | null }
-
-interface Server {
+interface Server extends ExampleServer {
   name: string
-  child: ChildProcess
-  port: number
   agent: Agent
-  exited: Promise<Exit>
-  tail: () => string
-  /** Its log lines at level error (50) or above. */
-  errors: string[]
-  isListening: () => boolean
 }
 
-/** Starts examples/server.ts on `file`; SIGKILLed in teardown whatever happens. */
-function startServer (t: Test, name: string, file: string, port: number): Server {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'examples/server.ts'], {
-    cwd: ROOT,
-    env: { ...baseEnv(), PORT: String(port), HOST: '127.0.0.1', G2SENTRY_DB: file, G2SENTRY_CALLBACK_SECRET: SECRET },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
+/** Starts examples/server.ts on `file`; it logs every request at info, so only the tail of its output is kept. */
+function startOn (t: Test, name: string, file: string, port: number): Server {
+  const server = startServer(t, { port, name, keep: 'tail', env: { G2SENTRY_DB: file, G2SENTRY_CALLBACK_SECRET: SECRET } })
   const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY })
-  t.teardown(() => {
-    agent.destroy()
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  })
-  let tail = ''
-  let pending = ''
-  let listening = false
-  const errors: string[] = []
-  const keep = (chunk: string) => { tail = (tail + chunk).slice(-8000) }
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-    keep(chunk)
-    const parts = (pending + chunk).split('\n')
-    pending = parts.pop() ?? ''
-    for (const line of parts) {
-      if (!listening && line.includes('"msg":"Server listening')) listening = true
-      if (/"level":(5|6)\d/.test(line)) errors.push(line)
-    }
-  })
-  child.stderr?.setEncoding('utf8').on('data', keep)
-  const exited = new Promise<Exit>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
-  return { name, child, port, agent, exited, tail: () => tail, errors, isListening: () => listening }
+  t.teardown(() => agent.destroy())
+  return { ...server, name, agent }
 }
 
-async function listening (server: Server, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!server.isListening()) {
-    if (server.child.exitCode !== null || server.child.signalCode !== null) throw new Error(`server ${server.name} exited before listening:\n${server.tail()}`)
-    if (Date.now() > deadline) throw new Error(`server ${server.name} did not listen within ${ms} ms:\n${server.tail()}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
-
-async function exitWithin (server: Server, ms: number): Promise<Exit | 'timeout'> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), ms) })
-  try {
-    return await Promise.race([server.exited, timeout])
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
-interface Reply { status: number; text: string }
-
-function send (server: Server, method: 'GET' | 'POST', path: string, body?: Buffer, headers: Record<string, string> = {}): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({
-      host: '127.0.0.1',
-      port: server.port,
-      method,
-      path,
-      agent: server.agent,
-      headers: body === undefined ? headers : { ...headers, 'content-length': String(body.length) }
-    }, (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (chunk: Buffer) => chunks.push(chunk))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }))
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end(body)
-  })
-}
-
-async function pool<T> (items: readonly T[], concurrency: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0
-  const worker = async () => {
-    for (let i = next++; i < items.length; i = next++) await work(items[i] as T)
-  }
-  await Promise.all(Array.from({ length: concurrency }, worker))
-}
+const send = (server: Server, method: 'GET' | 'POST', path: string, body?: Buffer, headers: Record<string, string> = {}): Promise<Reply> =>
+  sendTo(server.agent, server.port, method, path, body, headers)
 
 // ---------------------------------------------------------------------------------------------
 // Traffic: lifecycles for the same jobs, some with withdrawals and re-assignments, each delivery
@@ -210,42 +96,20 @@ function generate (rng: () => number): { sends: Delivery[]; distinct: Delivery[]
   return { sends: shuffle(sends, rng), distinct, plainFinal }
 }
 
-async function readFile (file: string): Promise<{ rows: LogRow[]; report: RebuildReport }> {
-  const store = sqliteStore({ filename: file })
-  try {
-    const rows: LogRow[] = []
-    for await (const row of readLogStream(store)) rows.push(row)
-    return { rows, report: await store.rebuild({ dryRun: true }) }
-  } finally {
-    await store.close()
-  }
-}
-
-async function projection (server: Server): Promise<unknown[]> {
-  const jobs: unknown[] = []
-  let after: number | null = 0
-  while (after !== null) {
-    const reply = await send(server, 'GET', `/jobs?limit=500&after=${after}`)
-    if (reply.status !== 200) throw new Error(`GET /jobs on ${server.name} answered ${reply.status}: ${reply.text}`)
-    const page = JSON.parse(reply.text) as { jobs: unknown[]; next: number | null }
-    jobs.push(...page.jobs)
-    after = page.next
-  }
-  return jobs
-}
+const projection = (server: Server): Promise<unknown[]> => allJobs(server.agent, server.port, server.name)
 
 // ---------------------------------------------------------------------------------------------
 
 t.test('two servers on one SQLite file, interleaved traffic for the same jobs', async (t) => {
-  const rng = prng(SEED)
+  const rng = mulberry32(SEED)
   const { sends, distinct, plainFinal } = generate(rng)
   const file = join(t.testdir(), 'g2.db')
   t.comment(`${sends.length} deliveries of ${distinct.length} distinct bodies over ${JOBS} jobs, to two servers`)
 
   // The first creates the file; the second opens it once it exists (a simultaneous first start is tested below).
-  const a = startServer(t, 'A', file, await freePort())
+  const a = startOn(t, 'A', file, await freePort())
   await listening(a)
-  const b = startServer(t, 'B', file, await freePort())
+  const b = startOn(t, 'B', file, await freePort())
   await listening(b)
   const servers = [a, b]
 
@@ -365,7 +229,7 @@ t.test('two servers on one SQLite file, interleaved traffic for the same jobs', 
   }
 
   // The file, with both stopped.
-  const { rows, report } = await readFile(file)
+  const { rows, report } = await readLogFile(file)
   const bySeq = new Map(rows.map((row) => [row.seq, row]))
   const seen = new Set<number>()
   const doubled = acks.filter((ack) => seen.has(ack.seq) || (seen.add(ack.seq), false))
@@ -402,7 +266,7 @@ t.test('a server starting on a new file while another process holds its write lo
     release()
     holder.close()
   })
-  const server = startServer(t, 'late', file, await freePort())
+  const server = startOn(t, 'late', file, await freePort())
   // The server boots in about a second; the lock goes 3 s after the spawn, well within its busy timeout.
   const timer = setTimeout(release, 3000)
   t.teardown(() => clearTimeout(timer))
@@ -419,6 +283,5 @@ t.test('a server starting on a new file while another process holds its write lo
   const body = Buffer.from(JSON.stringify({ jobId: 1, eventType: 'JobAssigned', jobName: 'x', jobStatus: 'Assigned' }))
   const reply = await send(server, 'POST', CALLBACK_PATH, body, { 'content-type': 'application/json', 'x-signature': signBody(body, SECRET) })
   t.equal(reply.status, 200, 'and it takes deliveries')
-  server.child.kill('SIGTERM')
-  t.same(await exitWithin(server, 10_000), { code: 0, signal: null })
+  t.same(await stop(server), { code: 0, signal: null })
 })
