@@ -3,7 +3,7 @@ import { isUtf8 } from 'node:buffer'
 import { existsSync } from 'node:fs'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { auditLog } from './audit.js'
-import { exportLog, parseExportBound, type ExportBound } from './export.js'
+import { exportLog, logRecord, parseExportBound, type ExportBound } from './export.js'
 import { retryQuarantine, type RetryReport } from './quarantine.js'
 import { readLogStream } from './replay.js'
 import { DEVELOPMENT_SECRET, simulate, simulateRandom } from './simulate.js'
@@ -110,19 +110,7 @@ async function open (db: string | undefined) {
   return openStore(db)
 }
 
-const NDJSON_ROW = (row: LogRow) => JSON.stringify({
-  seq: row.seq,
-  receivedAt: new Date(row.receivedAt).toISOString(),
-  jobId: row.jobId,
-  eventType: row.eventType,
-  jobStatus: row.jobStatus,
-  jobName: row.jobName,
-  guardianPhone: row.guardianPhone,
-  outcome: row.outcome,
-  sameAs: row.sameAs,
-  signature: row.signature,
-  body: row.rawBody.toString('utf8')
-})
+const NDJSON_ROW = (row: LogRow) => JSON.stringify(logRecord(row))
 
 const TABLE_COLUMNS = ['seq', 'receivedAt', 'jobId', 'eventType', 'jobStatus', 'outcome', 'jobName'] as const
 const TABLE_WIDTHS = [8, 24, 8, 15, 10, 11, 0]

@@ -30,7 +30,8 @@ export interface ExportReport {
 /** Chunks are gathered up to about this many characters, so a long export is not one write per row. */
 const CHUNK_CHARS = 64 * 1024
 
-const record = (row: LogRow) => ({
+/** One log row as the CLI prints it (replay and export NDJSON, export CSV columns). */
+export const logRecord = (row: LogRow) => ({
   seq: row.seq,
   receivedAt: new Date(row.receivedAt).toISOString(),
   jobId: row.jobId,
@@ -73,7 +74,7 @@ export async function exportLog (store: G2SentryStore, options: ExportOptions): 
   const total = Math.max(Math.min(options.toSeq ?? head, head) - afterSeq, 0)
 
   let rows = 0
-  let pending: Array<ReturnType<typeof record>> = []
+  let pending: Array<ReturnType<typeof logRecord>> = []
   let pendingText = ''
   let pendingChars = 0
   const flush = async () => {
@@ -88,7 +89,7 @@ export async function exportLog (store: G2SentryStore, options: ExportOptions): 
   for await (const row of readLogStream(store, { jobId, afterSeq, toSeq: options.toSeq })) {
     progress?.(row.seq - afterSeq, total)
     if ((fromTime !== undefined && row.receivedAt < fromTime) || (toTime !== undefined && row.receivedAt > toTime)) continue
-    const fields = record(row)
+    const fields = logRecord(row)
     rows++
     if (format === 'csv') pending.push(fields)
     else pendingText += JSON.stringify(fields) + '\n'
