@@ -1,106 +1,31 @@
-import Database from 'better-sqlite3'
-import { join } from 'node:path'
-import { projectEvent } from '../project-status.js'
+import type Database from 'better-sqlite3'
 import type { AppendResult, G2SentryStore, IncomingEvent, ListJobsQuery, QuarantineInput, ReadLogQuery, RebuildReport } from '../types.js'
-import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from './migrations.js'
 import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from './replay-core.js'
 import {
-  contentHash, EVENT_INSERT_COLUMNS, eventParams, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, REPLAY_COLUMNS,
-  toJob, toLogRow, toQuarantine, UPDATE_JOB_ON_CONFLICT, type ChainHead,
+  jobParams, REPLAY_COLUMNS, toJob, toLogRow, toQuarantine, type ChainHead,
   type EventRow, type JobRow, type QuarantineDbRow, type ReplayRow
 } from './rows.js'
+import { createWriter, HEAD_SQL, openConnection, UPSERT_JOB, type ConnectionSettings } from './sqlite-writer.js'
 
-export interface SqliteStoreOptions {
+export interface SqliteStoreOptions extends ConnectionSettings {
   /** Path of the database file, or `:memory:`. */
   filename: string
-  /** `FULL` (default) flushes the WAL to disk on every commit, so an acknowledged event survives a power cut. */
-  synchronous?: 'FULL' | 'NORMAL'
-  /** How long a writer waits for another process's lock before the append fails (ms, default 5000). */
-  busyTimeout?: number
   /** The most appends that share one transaction (default 256). */
   maxBatch?: number
   /** Job states a rebuild keeps in memory before writing the least recently used out (default 100,000). */
   replayCacheSize?: number
 }
 
-const UPSERT_JOB = `INSERT INTO jobs (${JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ${UPDATE_JOB_ON_CONFLICT}`
-
 type Pending = { event: IncomingEvent; resolve: (result: AppendResult) => void; reject: (error: unknown) => void }
 
 /** Opens (and migrates) a SQLite event store. */
 export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { readonly db: Database.Database } {
-  const db = new Database(options.filename)
-  const busyTimeout = options.busyTimeout ?? 5000
-  try {
-    db.pragma(`busy_timeout = ${busyTimeout}`)
-    enableWal(db, busyTimeout)
-    db.pragma(`synchronous = ${options.synchronous ?? 'FULL'}`)
-    migrate(db)
-  } catch (error) {
-    db.close()
-    throw error
-  }
+  const db = openConnection(options.filename, options, true)
+  const writer = createWriter(db)
   const maxBatch = options.maxBatch ?? 256
 
-  const selectJob = db.prepare<[number], JobRow>('SELECT * FROM jobs WHERE job_id = ?')
-  const upsertJob = db.prepare(UPSERT_JOB)
-  const insertEvent = db.prepare(`INSERT INTO events (${EVENT_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-  // AUTOINCREMENT records the last seq handed out, and rolls back with a failed transaction: a
-  // seq missing from the log was deleted.
-  const selectHead = db.prepare<[], ChainHead>(`SELECT s.seq AS seq, (SELECT hash FROM events ORDER BY seq DESC LIMIT 1) AS hash
-    FROM sqlite_sequence s WHERE s.name = 'events'`)
-  // The chain's head, read again at the start of every write transaction (another process may
-  // have appended) and moved only once an event is fully written.
-  let head: ChainHead | undefined
-  const firstSameContent = db.prepare<[number, string], { seq: number }>(
-    'SELECT seq FROM events WHERE job_id = ? AND content_hash = ? ORDER BY seq LIMIT 1')
-
-  const append = (event: IncomingEvent): AppendResult => {
-    const current = selectJob.get(event.jobId)
-    const decision = projectEvent(current && toJob(current), event)
-    const bodyHash = contentHash(event.rawBody)
-    const sameAs = decision.outcome === 'duplicate' ? firstSameContent.get(event.jobId, bodyHash)?.seq ?? null : null
-    const { params, next } = eventParams(event, bodyHash, head, decision.outcome, sameAs)
-    insertEvent.run(params)
-    if (decision.outcome !== 'unsupported') upsertJob.run(jobParams(decision.state))
-    head = next
-    return { outcome: decision.outcome, seq: next.seq, jobId: event.jobId, status: decision.state?.status ?? null }
-  }
-
   // One transaction and one disk flush for every append that arrives in the same turn of the
-  // event loop. A batch runs straight through; only if an event fails is it run again with a
-  // savepoint per event, so that one failure fails only its own caller.
-  let began = false
-  const appendAll = db.transaction((batch: Pending[]) => {
-    began = true
-    head = selectHead.get()
-    return batch.map((item) => ({ ok: true as const, result: append(item.event) }))
-  })
-  const appendOne = db.transaction(append)
-  const appendEach = db.transaction((batch: Pending[]) => {
-    head = selectHead.get()
-    return batch.map((item) => {
-      try {
-        return { ok: true as const, result: appendOne(item.event) }
-      } catch (error) {
-        // Some failures (a full disk) make SQLite roll back the whole transaction, not just the
-        // savepoint: every event of the batch is then undone, and none may run outside it.
-        if (!db.inTransaction) throw error
-        return { ok: false as const, error }
-      }
-    })
-  })
-  const appendBatch = (batch: Pending[]) => {
-    began = false
-    try {
-      return appendAll.immediate(batch)
-    } catch (error) {
-      // The lock could not be had (SQLITE_BUSY after busyTimeout): the whole batch fails at once.
-      if (!began) throw error
-      return appendEach.immediate(batch)
-    }
-  }
-
+  // event loop, up to maxBatch.
   const commitListeners = new Set<(batchSize: number, seconds: number) => void>()
   let pending: Pending[] = []
   let scheduled = false
@@ -115,7 +40,7 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
     let outcomes
     const started = process.hrtime.bigint()
     try {
-      outcomes = appendBatch(batch)
+      outcomes = writer.appendBatch(batch.map((item) => item.event))
     } catch (error) {
       for (const item of batch) item.reject(error)
       return
@@ -135,7 +60,8 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
     setImmediate(flush)
   }
 
-  const insertQuarantine = db.prepare(`INSERT INTO quarantine (${QUARANTINE_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)`)
+  const selectJob = db.prepare<[number], JobRow>('SELECT * FROM jobs WHERE job_id = ?')
+  const selectHead = db.prepare<[], ChainHead>(HEAD_SQL)
   const selectJobsAfter = db.prepare<[number, number], JobRow>('SELECT * FROM jobs WHERE job_id > ? ORDER BY job_id LIMIT ?')
   const selectJobsByStatus = db.prepare<[string, number, number], JobRow>(
     'SELECT * FROM jobs WHERE status = ? AND job_id > ? ORDER BY job_id LIMIT ?')
@@ -145,7 +71,6 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
   const selectQuarantine = db.prepare<[number, number], QuarantineDbRow>('SELECT * FROM quarantine WHERE id > ? ORDER BY id LIMIT ?')
   const selectPendingQuarantine = db.prepare<[number, number], QuarantineDbRow>(
     'SELECT * FROM quarantine WHERE id > ? AND retried_seq IS NULL ORDER BY id LIMIT ?')
-  const updateQuarantine = db.prepare('UPDATE quarantine SET retried_seq = ? WHERE id = ?')
   const countPendingQuarantine = db.prepare<[], { n: number }>('SELECT count(*) AS n FROM quarantine WHERE retried_seq IS NULL')
 
   const rebuild = (dryRun: boolean): RebuildReport => {
@@ -193,9 +118,7 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
       })
     },
     async quarantine (entry: QuarantineInput) {
-      const { lastInsertRowid } = insertQuarantine.run(entry.reason, entry.detail, entry.rawBody, entry.signature,
-        entry.contentType, entry.receivedAt)
-      return Number(lastInsertRowid)
+      return writer.quarantine(entry)
     },
     async getJob (jobId) {
       const row = selectJob.get(jobId)
@@ -217,7 +140,7 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
       return (pending === true ? selectPendingQuarantine : selectQuarantine).all(afterId ?? 0, limit).map(toQuarantine)
     },
     async resolveQuarantine (id, seq) {
-      updateQuarantine.run(seq, id)
+      writer.resolveQuarantine(id, seq)
     },
     async quarantineSize () {
       return (countPendingQuarantine.get() as { n: number }).n
@@ -241,35 +164,4 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
       db.close()
     }
   }
-}
-
-/**
- * Switches a file to WAL. SQLite does not apply the busy timeout to this switch, so when another
- * process holds the lock (two instances starting on a new file) it is retried until the timeout.
- */
-function enableWal (db: Database.Database, busyTimeout: number): void {
-  const deadline = Date.now() + busyTimeout
-  for (;;) {
-    try {
-      db.pragma('journal_mode = WAL')
-      return
-    } catch (error) {
-      if ((error as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() >= deadline) throw error
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10)
-    }
-  }
-}
-
-function migrate (db: Database.Database): void {
-  const all = loadMigrations(join(MIGRATIONS_ROOT, 'sqlite'))
-  db.transaction(() => {
-    db.exec(`CREATE TABLE IF NOT EXISTS g2sentry_migrations (
-      version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at INTEGER NOT NULL)`)
-    const applied = db.prepare<[], AppliedMigration>('SELECT version, name, checksum FROM g2sentry_migrations ORDER BY version').all()
-    const record = db.prepare('INSERT INTO g2sentry_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)')
-    for (const migration of pendingMigrations(all, applied)) {
-      db.exec(migration.sql)
-      record.run(migration.version, migration.name, migration.checksum, Date.now())
-    }
-  }).immediate()
 }

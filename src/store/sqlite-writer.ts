@@ -1,0 +1,160 @@
+// The write side of the SQLite store: a connection's settings, and the group commit that appends
+// a batch of events in one transaction (src/store/sqlite-store.ts gathers the batches).
+import Database from 'better-sqlite3'
+import { join } from 'node:path'
+import { projectEvent } from '../project-status.js'
+import type { AppendResult, IncomingEvent, JobState, QuarantineInput } from '../types.js'
+import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from './migrations.js'
+import {
+  contentHash, EVENT_INSERT_COLUMNS, eventParams, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, toJob,
+  UPDATE_JOB_ON_CONFLICT, type ChainHead, type JobRow
+} from './rows.js'
+
+export interface ConnectionSettings {
+  /** `FULL` (default) flushes the WAL to disk on every commit, so an acknowledged event survives a power cut. */
+  synchronous?: 'FULL' | 'NORMAL' | undefined
+  /** How long a writer waits for another connection's lock before the append fails (ms, default 5000). */
+  busyTimeout?: number | undefined
+}
+
+export const UPSERT_JOB = `INSERT INTO jobs (${JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ${UPDATE_JOB_ON_CONFLICT}`
+
+/**
+ * Opens a connection with the store's settings: WAL, the busy timeout, `synchronous`; with
+ * `migrate`, brings the schema up to date first.
+ */
+export function openConnection (filename: string, settings: ConnectionSettings, migrate = false): Database.Database {
+  const db = new Database(filename)
+  const busyTimeout = settings.busyTimeout ?? 5000
+  try {
+    db.pragma(`busy_timeout = ${busyTimeout}`)
+    enableWal(db, busyTimeout)
+    db.pragma(`synchronous = ${settings.synchronous ?? 'FULL'}`)
+    if (migrate) migrateSchema(db)
+  } catch (error) {
+    db.close()
+    throw error
+  }
+  return db
+}
+
+/** What one event of a batch came to: its result once committed, or its own error. */
+export type BatchOutcome = { ok: true; result: AppendResult } | { ok: false; error: unknown }
+
+export interface SqliteWriter {
+  /**
+   * Appends `events` in one `BEGIN IMMEDIATE … COMMIT`, in order. Throws when the batch failed
+   * as a whole (the lock could not be had, or SQLite rolled the whole transaction back);
+   * otherwise each event has its own outcome, and one failing event fails only itself.
+   */
+  appendBatch (events: readonly IncomingEvent[]): BatchOutcome[]
+  quarantine (entry: QuarantineInput): number
+  resolveQuarantine (id: number, seq: number): void
+}
+
+/** The group commit over `db`, a connection opened with `openConnection`. */
+export function createWriter (db: Database.Database): SqliteWriter {
+  const selectJob = db.prepare<[number], JobRow>('SELECT * FROM jobs WHERE job_id = ?')
+  const upsertJob = db.prepare(UPSERT_JOB)
+  const insertEvent = db.prepare(`INSERT INTO events (${EVENT_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+  const selectHead = db.prepare<[], ChainHead>(HEAD_SQL)
+  const firstSameContent = db.prepare<[number, string], { seq: number }>(
+    'SELECT seq FROM events WHERE job_id = ? AND content_hash = ? ORDER BY seq LIMIT 1')
+  const insertQuarantine = db.prepare(`INSERT INTO quarantine (${QUARANTINE_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)`)
+  const updateQuarantine = db.prepare('UPDATE quarantine SET retried_seq = ? WHERE id = ?')
+
+  // The chain's head, read again at the start of every write transaction (another connection may
+  // have appended) and moved only once an event is fully written.
+  let head: ChainHead | undefined
+  const append = (event: IncomingEvent): AppendResult => {
+    const current = selectJob.get(event.jobId)
+    const decision = projectEvent(current && toJob(current), event)
+    const bodyHash = contentHash(event.rawBody)
+    const sameAs = decision.outcome === 'duplicate' ? firstSameContent.get(event.jobId, bodyHash)?.seq ?? null : null
+    const { params, next } = eventParams(event, bodyHash, head, decision.outcome, sameAs)
+    insertEvent.run(params)
+    if (decision.outcome !== 'unsupported') upsertJob.run(jobParams(decision.state as JobState))
+    head = next
+    return { outcome: decision.outcome, seq: next.seq, jobId: event.jobId, status: decision.state?.status ?? null }
+  }
+
+  // A batch runs straight through; only if an event fails is it run again with a savepoint per
+  // event, so that one failure fails only its own caller.
+  let began = false
+  const appendAll = db.transaction((events: readonly IncomingEvent[]): BatchOutcome[] => {
+    began = true
+    head = selectHead.get()
+    return events.map((event) => ({ ok: true as const, result: append(event) }))
+  })
+  const appendOne = db.transaction(append)
+  const appendEach = db.transaction((events: readonly IncomingEvent[]): BatchOutcome[] => {
+    head = selectHead.get()
+    return events.map((event) => {
+      try {
+        return { ok: true as const, result: appendOne(event) }
+      } catch (error) {
+        // Some failures (a full disk) make SQLite roll back the whole transaction, not just the
+        // savepoint: every event of the batch is then undone, and none may run outside it.
+        if (!db.inTransaction) throw error
+        return { ok: false as const, error }
+      }
+    })
+  })
+
+  return {
+    appendBatch (events) {
+      began = false
+      try {
+        return appendAll.immediate(events)
+      } catch (error) {
+        // The lock could not be had (SQLITE_BUSY after busyTimeout): the whole batch fails at once.
+        if (!began) throw error
+        return appendEach.immediate(events)
+      }
+    },
+    quarantine (entry) {
+      const { lastInsertRowid } = insertQuarantine.run(entry.reason, entry.detail, entry.rawBody, entry.signature,
+        entry.contentType, entry.receivedAt)
+      return Number(lastInsertRowid)
+    },
+    resolveQuarantine (id, seq) {
+      updateQuarantine.run(seq, id)
+    }
+  }
+}
+
+// AUTOINCREMENT records the last seq handed out, and rolls back with a failed transaction: a seq
+// missing from the log was deleted.
+export const HEAD_SQL = `SELECT s.seq AS seq, (SELECT hash FROM events ORDER BY seq DESC LIMIT 1) AS hash
+  FROM sqlite_sequence s WHERE s.name = 'events'`
+
+/**
+ * Switches a file to WAL. SQLite does not apply the busy timeout to this switch, so when another
+ * process holds the lock (two instances starting on a new file) it is retried until the timeout.
+ */
+function enableWal (db: Database.Database, busyTimeout: number): void {
+  const deadline = Date.now() + busyTimeout
+  for (;;) {
+    try {
+      db.pragma('journal_mode = WAL')
+      return
+    } catch (error) {
+      if ((error as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() >= deadline) throw error
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10)
+    }
+  }
+}
+
+function migrateSchema (db: Database.Database): void {
+  const all = loadMigrations(join(MIGRATIONS_ROOT, 'sqlite'))
+  db.transaction(() => {
+    db.exec(`CREATE TABLE IF NOT EXISTS g2sentry_migrations (
+      version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at INTEGER NOT NULL)`)
+    const applied = db.prepare<[], AppliedMigration>('SELECT version, name, checksum FROM g2sentry_migrations ORDER BY version').all()
+    const record = db.prepare('INSERT INTO g2sentry_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)')
+    for (const migration of pendingMigrations(all, applied)) {
+      db.exec(migration.sql)
+      record.run(migration.version, migration.name, migration.checksum, Date.now())
+    }
+  }).immediate()
+}
