@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { hash } from 'node:crypto'
 import type { Outcome } from '../types.js'
 
 /** The previous hash of the first row of a chain. */
@@ -21,7 +21,5 @@ export interface ChainedFields {
  * type, status, name, phone) are not hashed; verify checks them against the body instead.
  */
 export function rowHash (prevHash: string, row: ChainedFields): string {
-  return createHash('sha256')
-    .update(JSON.stringify([prevHash, row.seq, row.receivedAt, row.signature, row.contentHash, row.outcome, row.sameAs]))
-    .digest('hex')
+  return hash('sha256', JSON.stringify([prevHash, row.seq, row.receivedAt, row.signature, row.contentHash, row.outcome, row.sameAs]), 'hex')
 }

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { hash } from 'node:crypto'
 // Table and column names, and the mapping between rows and the store's types, shared by every
 // SQL backend: the SQLite and PostgreSQL schemas use the same names.
 import type { IncomingEvent, JobState, JobStatus, LogRow, Outcome, QuarantineRow } from '../types.js'
@@ -107,7 +107,7 @@ export const toQuarantine = (row: QuarantineDbRow): QuarantineRow => ({
 })
 
 /** The SHA-256 of a raw body, stored with each row so a repeat can name the first row with the same bytes. */
-export const contentHash = (rawBody: Buffer): string => createHash('sha256').update(rawBody).digest('hex')
+export const contentHash = (rawBody: Buffer): string => hash('sha256', rawBody, 'hex')
 
 /** The chain's head: the last seq handed out and the hash the next row links to. */
 export interface ChainHead { seq: number; hash: string | null }
