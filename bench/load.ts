@@ -3,7 +3,7 @@ import autocannon from 'autocannon'
 import Database from 'better-sqlite3'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { signBody } from '../src/verify-signature.js'
@@ -41,7 +41,24 @@ export interface RoundResult {
   sent2xx: number
   other: number
   committed: number | null
+  /** CPU time (user + system) the server process used per request during the measured run, in µs; null off Linux. */
+  serverCpuUs: number | null
+  /** Mean number of appends per commit; null for a target without group commit counts. */
+  meanBatch: number | null
 }
+
+/** CPU seconds (user + system) a process has used so far, from /proc (Linux); null elsewhere. */
+function cpuSeconds (pid: number): number | null {
+  try {
+    // Fields after the command name, which may hold spaces: state is the 3rd, utime the 14th, stime the 15th.
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS
+  } catch {
+    return null
+  }
+}
+// Linux reports CPU times in USER_HZ, 100 per second on every architecture it runs on.
+const CLOCK_TICKS = 100
 
 async function startServer (args: string[]): Promise<{ child: ChildProcess; url: string; output: () => string }> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'bench/server.ts', ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
@@ -92,6 +109,11 @@ async function countCommitted (args: string[], file: string, schema: string): Pr
   return null
 }
 
+function batchesOf (output: string): number | null {
+  const [, batches, appends] = /batches (\d+) (\d+)/.exec(output) ?? []
+  return batches === undefined || Number(batches) === 0 ? null : Number(appends) / Number(batches)
+}
+
 /** One round against one target: a fresh server (and database), a warm-up, then the measured run. */
 export async function round (target: Target, connections: number, duration: number, jobs: number): Promise<RoundResult> {
   const dir = mkdtempSync(join(tmpdir(), 'g2sentry-bench-'))
@@ -102,7 +124,9 @@ export async function round (target: Target, connections: number, duration: numb
   try {
     const counter = { n: 0 }
     const warm = await fire(url, connections, 2, jobs, counter)
+    const cpuBefore = cpuSeconds(child.pid as number)
     const result = await fire(url, connections, duration, jobs, counter)
+    const cpuAfter = cpuSeconds(child.pid as number)
     child.kill('SIGTERM')
     await once(child, 'exit')
     const committed = await countCommitted(args, file, schema)
@@ -113,6 +137,8 @@ export async function round (target: Target, connections: number, duration: numb
       p50: result.latency.p50,
       p99: result.latency.p99,
       sent2xx: Number(/sent2xx (\d+)/.exec(output())?.[1] ?? NaN),
+      serverCpuUs: cpuBefore === null || cpuAfter === null ? null : (cpuAfter - cpuBefore) * 1e6 / result.requests.total,
+      meanBatch: batchesOf(output()),
       other: warm.non2xx + warm.errors + warm.timeouts + result.non2xx + result.errors + result.timeouts,
       committed
     }

@@ -34,6 +34,7 @@ const TARGETS: Target[] = values.store === 'sqlite'
     ]
 
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] as number }
+const medianOrDash = (xs: Array<number | null>, digits = 0) => xs.some((x) => x === null) ? '-' : fmt(median(xs as number[]), digits)
 const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
 const row = (cells: string[], widths: number[]) => cells.map((c, i) => i === 0 ? c.padEnd(widths[i] as number) : c.padStart(widths[i] as number)).join('  ')
 
@@ -46,8 +47,9 @@ if (!values['skip-load']) {
   const jobs = Number(values.jobs)
   const connectionsList = values.connections.split(',').map(Number)
   console.log(`\nHTTP load: autocannon, ${duration} s per run after a 2 s warm-up, ${rounds} rounds, targets alternating, ${fmt(jobs)} jobs, distinct signed bodies\n`)
-  const widths = [40, 5, 22, 7, 7, 9, 11, 11]
-  console.log(row(['target', 'conns', 'req/s median [range]', 'p50 ms', 'p99 ms', '× bare', '2xx sent', 'committed'], widths))
+  const widths = [40, 5, 22, 7, 7, 7, 11, 7, 11, 11]
+  console.log(row(['target', 'conns', 'req/s median [range]', 'p50 ms', 'p99 ms', '× bare', 'server CPU', 'batch', '2xx sent', 'committed'], widths))
+  console.log(row(['', '', '', '', '', '', 'µs/request', 'mean', '', ''], widths))
   for (const connections of connectionsList) {
     const results = new Map<string, RoundResult[]>()
     for (let r = 0; r < rounds; r++) {
@@ -67,7 +69,8 @@ if (!values['skip-load']) {
         target.name, String(connections),
         `${fmt(median(rps))} [${fmt(Math.min(...rps))}–${fmt(Math.max(...rps))}]`,
         fmt(median(rs.map((r) => r.p50)), 2), fmt(median(rs.map((r) => r.p99)), 2),
-        `${fmt(median(rps) / bare, 2)}×`, fmt(ok) + (other > 0 ? ` (+${other} other)` : ''), committed
+        `${fmt(median(rps) / bare, 2)}×`, medianOrDash(rs.map((r) => r.serverCpuUs)), medianOrDash(rs.map((r) => r.meanBatch), 1),
+        fmt(ok) + (other > 0 ? ` (+${other} other)` : ''), committed
       ], widths))
       if (committed !== '-') {
         const lost = rs.filter((r) => (r.committed ?? 0) < r.sent2xx).length
