@@ -238,6 +238,21 @@ t.test('sqlite specifics', async (t) => {
     t.same(await store.rebuild({ dryRun: true }).then((r) => [r.outcomeMismatches, r.differingJobs]), [[], []])
   })
 
+  t.test('group commit: appends from one turn of the event loop and the next share one commit', async (t) => {
+    const { store } = openStore(t)
+    const sizes: number[] = []
+    store.onCommit?.((size) => { sizes.push(size) })
+    const sameTurn = [store.append(incoming(assigned(1), T0)), store.append(incoming(assigned(2), T0 + 1))]
+    const nextTurn = await new Promise<Promise<AppendResult>>((resolve) => {
+      setImmediate(() => resolve(store.append(incoming(assigned(3), T0 + 2))))
+    })
+    const results = await Promise.all([...sameTurn, nextTurn])
+    t.same(sizes, [3], 'one transaction for the three')
+    t.same(results.map((r) => r.seq), [1, 2, 3], 'in arrival order')
+    await store.append(incoming(assigned(4), T0 + 3))
+    t.same(sizes, [3, 1], 'an append after that commit gets a commit of its own')
+  })
+
   t.test('appends beyond maxBatch are spread over several transactions', async (t) => {
     const { store } = openStore(t, { maxBatch: 3 })
     const results = await Promise.all(Array.from({ length: 10 }, (_, i) => store.append(incoming(assigned(i + 1), T0 + i))))
