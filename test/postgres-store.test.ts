@@ -8,6 +8,7 @@ import type { Test } from 'tap'
 import { createHash } from 'node:crypto'
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { auditLog } from '../src/audit.js'
 import { projectEvent } from '../src/project-status.js'
 import { mulberry32 } from '../src/schedules.js'
 import { MIGRATIONS_ROOT } from '../src/store/migrations.js'
@@ -299,6 +300,28 @@ if (await requirePg(t)) {
       t.equal(real.outcomeMismatches.length, 2, 'a real rebuild reports them too')
       t.same((await readWholeLog(store)).filter((r) => r.seq === duplicate.seq).map((r) => r.outcome), ['applied'],
         'and never rewrites the log')
+    })
+
+    t.test('group commit: appends made together share one transaction and come out as if made one by one', async (t) => {
+      const [{ store: together }, { store: oneByOne }] = await Promise.all([freshStore(t), freshStore(t)])
+      const redelivered = incoming(started(1), T0 + 1)
+      // Redeliveries within the batch and of an earlier body, a stale event and a new job.
+      const events = [
+        redelivered, incoming(assigned(2), T0 + 2), redelivered, incoming(assigned(1, '+44 7700 900001'), T0 + 3),
+        incoming(completed(2), T0 + 4), incoming(completed(2), T0 + 5), incoming(withdrawn(1), T0 + 6)
+      ]
+      for (const store of [together, oneByOne]) await store.append(incoming(assigned(1, '+44 7700 900001'), T0))
+      const sizes: number[] = []
+      together.onCommit?.((size) => { sizes.push(size) })
+      const batched = await Promise.all(events.map((event) => together.append(event)))
+      const sequential: AppendResult[] = []
+      for (const event of events) sequential.push(await oneByOne.append(event))
+      t.same(sizes, [events.length], 'one transaction for the batch')
+      t.same(batched, sequential, 'the same outcomes, seqs and statuses')
+      t.same(new Set(batched.map((r) => r.outcome)), new Set(['applied', 'duplicate', 'stale']))
+      t.same(await readWholeLog(together), await readWholeLog(oneByOne), 'the same log, sameAs and hash chain included')
+      t.same(await together.listJobs({ limit: 10 }), await oneByOne.listJobs({ limit: 10 }), 'the same projection')
+      t.ok((await auditLog(together, { secrets: [] })).chain.ok, 'the hash chain links through the batch')
     })
 
     t.test('a failing append rejects only its own caller and leaves nothing half-written', async (t) => {

@@ -16,6 +16,8 @@ export interface PostgresStoreOptions {
   schema?: string
   /** Most connections in the pool (default 10). */
   max?: number
+  /** The most appends that share one transaction (default 256). */
+  maxBatch?: number
   /** Job states a rebuild keeps in memory before writing the least recently used out (default 100,000). */
   replayCacheSize?: number
 }
@@ -49,13 +51,27 @@ const APPEND = `WITH event AS (
   SELECT $2, $16::text, $17::text, $18::text, $19::text, $20::int, $21::int, $22::bigint, $23::bigint WHERE $15::boolean
   ${UPDATE_JOB_ON_CONFLICT}`
 
+// A batch's events, its projection rows (the last state of each job it touched) and the new
+// head, in one statement.
+const APPEND_BATCH = `WITH event AS (
+    INSERT INTO events (${EVENT_INSERT_COLUMNS})
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[],
+      $8::text[], $9::text[], $10::bigint[], $11::text[], $12::bigint[], $13::text[], $14::text[])),
+  head AS (UPDATE g2sentry_chain SET seq = $15, hash = $16 WHERE id = 1)
+  INSERT INTO jobs (${JOB_COLUMNS})
+  SELECT * FROM unnest($17::bigint[], $18::text[], $19::text[], $20::text[], $21::text[], $22::int[], $23::int[], $24::bigint[], $25::bigint[])
+  ${UPDATE_JOB_ON_CONFLICT}`
+
+/** Rows as columns, for unnest. */
+const columnsOf = (rows: unknown[][], width: number): unknown[][] => Array.from({ length: width }, (_, c) => rows.map((row) => row[c]))
+
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/
 
 /**
  * Opens (and migrates) a PostgreSQL event store, for several app instances sharing one log.
- * Appends to the same job are serialised by a transaction-scoped advisory lock on the job, so
- * the read of the projection and the writes that follow it can never interleave with another
- * instance's.
+ * Every append transaction locks the chain's head row first, so appends from all instances take
+ * turns: the read of the projection and the writes that follow it can never interleave with
+ * another instance's, and seq follows commit order.
  */
 export async function postgresStore (options: PostgresStoreOptions): Promise<G2SentryStore> {
   const schema = options.schema ?? 'public'
@@ -141,36 +157,125 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
 
   let closed = false
   const commitListeners = new Set<(batchSize: number, seconds: number) => void>()
+  const committed = (batchSize: number, started: bigint) => {
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9
+    for (const listener of commitListeners) listener(batchSize, seconds)
+  }
+
+  /** One append in its own transaction: a batch that failed is run again this way. */
+  async function appendOne (event: IncomingEvent): Promise<AppendResult> {
+    const started = process.hrtime.bigint()
+    const result = await transaction('BEGIN', async (client) => {
+      // Two round trips besides begin and commit: lock the chain's head and read the job and an
+      // earlier row with the same body; write the event, the head and the projection in one
+      // statement. The job id is a checked integer and the body hash is hex, both safe to inline.
+      const bodyHash = contentHash(event.rawBody)
+      const [{ rows: [head] }, { rows: [current] }, { rows: [same] }] = await client.query(`${SELECT_HEAD} FOR UPDATE;
+        SELECT * FROM jobs WHERE job_id = ${event.jobId};
+        SELECT seq FROM events WHERE job_id = ${event.jobId} AND content_hash = '${bodyHash}' ORDER BY seq LIMIT 1`
+      ) as unknown as [QueryResult<ChainHead>, QueryResult<JobRow>, QueryResult<{ seq: number }>]
+      const decision = projectEvent(current && toJob(current), event)
+      const sameAs = decision.outcome === 'duplicate' ? same?.seq ?? null : null
+      const { params, next } = eventParams(event, bodyHash, head, decision.outcome, sameAs)
+      const writeJob = decision.outcome !== 'unsupported'
+      await client.query(APPEND, [...params, writeJob, ...(writeJob ? jobParams(decision.state).slice(1) : Array(8).fill(null))])
+      return { outcome: decision.outcome, seq: next.seq, jobId: event.jobId, status: decision.state?.status ?? null }
+    })
+    committed(1, started)
+    return result
+  }
+
+  /**
+   * A batch in one transaction, under one lock of the chain's head: one round trip reads the
+   * head, the batch's jobs and their earlier rows with the same bodies; the projection runs in
+   * memory, in order, on those states; one statement writes every event, the last state of each
+   * job and the new head.
+   */
+  async function appendMany (events: IncomingEvent[]): Promise<AppendResult[]> {
+    const started = process.hrtime.bigint()
+    const results = await transaction('BEGIN', async (client) => {
+      const hashes = events.map((event) => contentHash(event.rawBody))
+      // Job ids are checked integers and hashes hex: both safe to inline.
+      const ids = [...new Set(events.map((event) => event.jobId))].join(',')
+      const [{ rows: [head] }, { rows: jobRows }, { rows: firsts }] = await client.query(`${SELECT_HEAD} FOR UPDATE;
+        SELECT * FROM jobs WHERE job_id = ANY('{${ids}}'::bigint[]);
+        SELECT job_id, content_hash, min(seq) AS seq FROM events
+          WHERE job_id = ANY('{${ids}}'::bigint[]) AND content_hash = ANY('{${[...new Set(hashes)].join(',')}}'::text[])
+          GROUP BY job_id, content_hash`
+      ) as unknown as [QueryResult<ChainHead>, QueryResult<JobRow>, QueryResult<{ job_id: number; content_hash: string; seq: number }>]
+      const states = new Map(jobRows.map((row) => [row.job_id, toJob(row)]))
+      const touched = new Set<number>()
+      // The first row of each job with each body: from the log, else from this batch.
+      const firstSeq = new Map(firsts.map((row) => [`${row.job_id} ${row.content_hash}`, row.seq]))
+      const rows: unknown[][] = []
+      const results: AppendResult[] = []
+      let at: ChainHead | undefined = head
+      events.forEach((event, i) => {
+        const bodyHash = hashes[i] as string
+        const decision = projectEvent(states.get(event.jobId), event)
+        const key = `${event.jobId} ${bodyHash}`
+        const sameAs = decision.outcome === 'duplicate' ? firstSeq.get(key) ?? null : null
+        const { params, next } = eventParams(event, bodyHash, at, decision.outcome, sameAs)
+        if (!firstSeq.has(key)) firstSeq.set(key, next.seq)
+        if (decision.outcome !== 'unsupported') {
+          states.set(event.jobId, decision.state)
+          touched.add(event.jobId)
+        }
+        rows.push(params)
+        at = next
+        results.push({ outcome: decision.outcome, seq: next.seq, jobId: event.jobId, status: decision.state?.status ?? null })
+      })
+      const jobs = [...touched].map((jobId) => jobParams(states.get(jobId) as JobState))
+      await client.query(APPEND_BATCH, [...columnsOf(rows, 14), at?.seq, at?.hash, ...columnsOf(jobs, 9)])
+      return results
+    })
+    committed(events.length, started)
+    return results
+  }
+
+  // Group commit: the appends of two turns of the event loop, up to maxBatch, share one
+  // transaction and one disk flush, one batch at a time per store. A batch that fails is run
+  // again one event per transaction, in order, so one bad event fails only its own caller.
+  type Pending = { event: IncomingEvent; resolve: (result: AppendResult) => void; reject: (error: unknown) => void }
+  const maxBatch = options.maxBatch ?? 256
+  let pending: Pending[] = []
+  let scheduled = false
+  let committing = false
+
+  async function commit (batch: Pending[]): Promise<void> {
+    try {
+      const results = await appendMany(batch.map((item) => item.event))
+      batch.forEach((item, i) => item.resolve(results[i] as AppendResult))
+    } catch {
+      for (const item of batch) await appendOne(item.event).then(item.resolve, item.reject)
+    }
+  }
+
+  function flush (): void {
+    scheduled = false
+    if (committing || pending.length === 0) return
+    const batch = pending.slice(0, maxBatch)
+    pending = pending.slice(maxBatch)
+    committing = true
+    void commit(batch).finally(() => {
+      committing = false
+      if (pending.length > 0) schedule()
+    })
+  }
+
+  function schedule (): void {
+    if (scheduled) return
+    scheduled = true
+    setImmediate(() => setImmediate(flush))
+  }
+
   const store: G2SentryStore = {
-    async append (event: IncomingEvent): Promise<AppendResult> {
-      if (!Number.isSafeInteger(event.jobId)) throw new TypeError('jobId must be a safe integer')
-      const client = await pool.connect()
-      const started = process.hrtime.bigint()
-      try {
-        // Three round trips: begin, lock the chain's head and read the job and an earlier row
-        // with the same body; write the event, the head and the projection in one statement;
-        // commit. The job id is a checked integer and the body hash is hex, both safe to inline.
-        const bodyHash = contentHash(event.rawBody)
-        const [, { rows: [head] }, { rows: [current] }, { rows: [same] }] = await client.query(`BEGIN;
-          ${SELECT_HEAD} FOR UPDATE;
-          SELECT * FROM jobs WHERE job_id = ${event.jobId};
-          SELECT seq FROM events WHERE job_id = ${event.jobId} AND content_hash = '${bodyHash}' ORDER BY seq LIMIT 1`
-        ) as unknown as [unknown, QueryResult<ChainHead>, QueryResult<JobRow>, QueryResult<{ seq: number }>]
-        const decision = projectEvent(current && toJob(current), event)
-        const sameAs = decision.outcome === 'duplicate' ? same?.seq ?? null : null
-        const { params, next } = eventParams(event, bodyHash, head, decision.outcome, sameAs)
-        const writeJob = decision.outcome !== 'unsupported'
-        await client.query(APPEND, [...params, writeJob, ...(writeJob ? jobParams(decision.state).slice(1) : Array(8).fill(null))])
-        await client.query('COMMIT')
-        client.release()
-        const seconds = Number(process.hrtime.bigint() - started) / 1e9
-        for (const listener of commitListeners) listener(1, seconds)
-        return { outcome: decision.outcome, seq: next.seq, jobId: event.jobId, status: decision.state?.status ?? null }
-      } catch (error) {
-        await client.query('ROLLBACK').catch(() => {})
-        client.release(true)
-        throw error
-      }
+    append (event: IncomingEvent): Promise<AppendResult> {
+      if (!Number.isSafeInteger(event.jobId)) return Promise.reject(new TypeError('jobId must be a safe integer'))
+      return new Promise((resolve, reject) => {
+        pending.push({ event, resolve, reject })
+        schedule()
+      })
     },
     async quarantine (entry) {
       const { rows: [row] } = await pool.query<{ id: number }>(
