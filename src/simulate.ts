@@ -57,6 +57,10 @@ async function post (url: string, secret: string, payload: CallbackEvent): Promi
   return { status: response.status, answer: await response.json().catch(() => null) }
 }
 
+/** Said when the URL answers 404: usually the server's address was given, not the callback's. */
+const notFoundHint = (url: string): string =>
+  `${url} answered 404: --url takes the callback URL itself, e.g. http://127.0.0.1:3000/callbacks/g2sentry`
+
 /** Signs and posts the simulated deliveries one after another; returns each answer. */
 export async function simulate (options: SimulateOptions): Promise<Array<{ delivery: SimulatedDelivery; status: number; body: unknown }>> {
   const print = options.print ?? (() => {})
@@ -70,6 +74,7 @@ export async function simulate (options: SimulateOptions): Promise<Array<{ deliv
     print(`job ${jobId} ${eventType.padEnd(15)} ${delivery.note.padEnd(52)} → ${status} ${summary}`)
     answers.push({ delivery, status, body: answer })
   }
+  if (answers.some((a) => a.status === 404)) print(notFoundHint(options.url))
   return answers
 }
 
@@ -94,6 +99,7 @@ export async function simulateRandom (options: RandomSimulationOptions): Promise
     outcomes.set(key, (outcomes.get(key) ?? 0) + 1)
   }
   print(`seed ${options.seed}: ${deliveries.length} deliveries for ${jobs.length} jobs → ${[...outcomes].map(([k, n]) => `${n} ${k}`).join(', ')}`)
+  if (outcomes.has('HTTP 404')) print(notFoundHint(options.url))
   const jobsUrl = options.jobsUrl ?? new URL('/jobs/', options.url).href
   let converged = 0
   for (const job of jobs) {

@@ -112,6 +112,17 @@ t.test('in production without a secret the server refuses to start', async (t) =
   await t.rejects(fetch(`http://127.0.0.1:${port}/jobs/1`), 'nothing answers on the port')
 })
 
+t.test('the simulator pointed at the server instead of its callback URL says so', async (t) => {
+  const port = await freePort()
+  const server = startServer(t, { port, env: { G2SENTRY_DB: join(t.testdir(), 'g2.db') } })
+  await listening(server)
+  for (const args of [[], ['--seed', '3', '--jobs', '2']]) {
+    const run = await simulate(port, ['--url', `http://127.0.0.1:${port}`, ...args])
+    t.equal(run.code, 1, `simulate ${args.join(' ')} exits 1`)
+    t.match(run.stdout, `http://127.0.0.1:${port} answered 404: --url takes the callback URL itself`, 'and tells what --url takes')
+  }
+})
+
 t.test('a configured secret: the development secret is refused, the configured one accepted', async (t) => {
   const SECRET = 's3cr3t-value-xyz'
   const dir = t.testdir()
