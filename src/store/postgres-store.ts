@@ -2,6 +2,7 @@ import { join } from 'node:path'
 import { projectEvent } from '../project-status.js'
 import type { AppendResult, G2SentryStore, IncomingEvent, JobState, RebuildReport } from '../types.js'
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from './migrations.js'
+import { groupCommit, type BatchOutcome } from './group-commit.js'
 import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from './replay-core.js'
 import {
   contentHash, EVENT_INSERT_COLUMNS, eventParams, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, REPLAY_COLUMNS,
@@ -233,49 +234,24 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
     return results
   }
 
-  // Group commit: the appends of two turns of the event loop, up to maxBatch, share one
-  // transaction and one disk flush, one batch at a time per store. A batch that fails is run
-  // again one event per transaction, in order, so one bad event fails only its own caller.
-  type Pending = { event: IncomingEvent; resolve: (result: AppendResult) => void; reject: (error: unknown) => void }
-  const maxBatch = options.maxBatch ?? 256
-  let pending: Pending[] = []
-  let scheduled = false
-  let committing = false
-
-  async function commit (batch: Pending[]): Promise<void> {
+  // Group commit (src/store/group-commit.ts): a batch in one transaction; a batch that fails is
+  // run again one event per transaction, in order, so one bad event fails only its own caller.
+  const queue = groupCommit(options.maxBatch ?? 256, async (events) => {
     try {
-      const results = await appendMany(batch.map((item) => item.event))
-      batch.forEach((item, i) => item.resolve(results[i] as AppendResult))
+      return (await appendMany(events)).map((result) => ({ ok: true as const, result }))
     } catch {
-      for (const item of batch) await appendOne(item.event).then(item.resolve, item.reject)
+      const outcomes: BatchOutcome[] = []
+      for (const event of events) {
+        outcomes.push(await appendOne(event).then((result) => ({ ok: true as const, result }), (error: unknown) => ({ ok: false as const, error })))
+      }
+      return outcomes
     }
-  }
-
-  function flush (): void {
-    scheduled = false
-    if (committing || pending.length === 0) return
-    const batch = pending.slice(0, maxBatch)
-    pending = pending.slice(maxBatch)
-    committing = true
-    void commit(batch).finally(() => {
-      committing = false
-      if (pending.length > 0) schedule()
-    })
-  }
-
-  function schedule (): void {
-    if (scheduled) return
-    scheduled = true
-    setImmediate(() => setImmediate(flush))
-  }
+  })
 
   const store: G2SentryStore = {
     append (event: IncomingEvent): Promise<AppendResult> {
       if (!Number.isSafeInteger(event.jobId)) return Promise.reject(new TypeError('jobId must be a safe integer'))
-      return new Promise((resolve, reject) => {
-        pending.push({ event, resolve, reject })
-        schedule()
-      })
+      return queue.append(event)
     },
     async quarantine (entry) {
       const { rows: [row] } = await pool.query<{ id: number }>(

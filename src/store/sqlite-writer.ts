@@ -1,9 +1,10 @@
 // The write side of the SQLite store: a connection's settings, and the group commit that appends
-// a batch of events in one transaction (src/store/sqlite-store.ts gathers the batches).
+// a batch of events in one transaction (src/store/group-commit.ts gathers the batches).
 import Database from 'better-sqlite3'
 import { join } from 'node:path'
 import { projectEvent } from '../project-status.js'
 import type { AppendResult, IncomingEvent, JobState, QuarantineInput } from '../types.js'
+import type { BatchOutcome } from './group-commit.js'
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from './migrations.js'
 import {
   contentHash, EVENT_INSERT_COLUMNS, eventParams, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, toJob,
@@ -37,9 +38,6 @@ export function openConnection (filename: string, settings: ConnectionSettings, 
   }
   return db
 }
-
-/** What one event of a batch came to: its result once committed, or its own error. */
-export type BatchOutcome = { ok: true; result: AppendResult } | { ok: false; error: unknown }
 
 export interface SqliteWriter {
   /**
