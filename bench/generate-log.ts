@@ -2,8 +2,8 @@
 // the tests and the simulator use: lifecycles with withdrawals, redeliveries and reordering, a
 // thousand jobs at a time (at any moment G2 Sentry has a bounded number of jobs in flight).
 import { sqliteStore } from '../src/index.js'
-import { randomSchedule } from '../src/schedules.js'
-import { signBody } from '../src/verify-signature.js'
+import { randomSchedule } from '../src/simulator/schedules.js'
+import { signBody } from '../src/domain/verify-signature.js'
 
 /** Appends `events` deliveries; returns how many jobs they cover. About ten deliveries per job. */
 export async function generateLog (file: string, events: number, seed = 1): Promise<{ jobs: number }> {

@@ -6,7 +6,7 @@ import { once } from 'node:events'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { signBody } from '../src/verify-signature.js'
+import { signBody } from '../src/domain/verify-signature.js'
 
 const SECRET = 'bench-secret'
 const STEPS = [

@@ -9,9 +9,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { randomSchedule, type CallbackEvent } from '../src/schedules.js'
+import { randomSchedule, type CallbackEvent } from '../src/simulator/schedules.js'
 import { sqliteStore } from '../src/index.js'
-import { signBody } from '../src/verify-signature.js'
+import { signBody } from '../src/domain/verify-signature.js'
 
 const { values } = parseArgs({
   options: {

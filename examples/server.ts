@@ -5,7 +5,7 @@ import Fastify from 'fastify'
 import { mkdirSync, readFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 import g2sentry from '../src/index.js'
-import { DEVELOPMENT_SECRET } from '../src/simulate.js'
+import { DEVELOPMENT_SECRET } from '../src/simulator/simulate.js'
 import { isPostgresUrl } from '../src/store/open-store.js'
 
 const port = Number(process.env.PORT ?? 3000)

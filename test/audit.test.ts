@@ -5,7 +5,7 @@ import Database from 'better-sqlite3'
 import { copyFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { auditLog, sqliteStore } from '../src/index.js'
-import { simulatedDeliveries } from '../src/simulate.js'
+import { simulatedDeliveries } from '../src/simulator/simulate.js'
 import { runCli } from './cli-process.js'
 import { buildApp, post, SECRET } from './helpers.js'
 

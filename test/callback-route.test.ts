@@ -7,9 +7,9 @@ import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import g2sentry from '../src/index.js'
-import type { CommittedEvent } from '../src/options.js'
-import { sqliteStore } from '../src/store/sqlite-store.js'
-import { signBody } from '../src/verify-signature.js'
+import type { CommittedEvent } from '../src/plugin/options.js'
+import { sqliteStore } from '../src/store/sqlite/sqlite-store.js'
+import { signBody } from '../src/domain/verify-signature.js'
 import {
   assigned, buildApp, bytesOf, CALLBACK_PATH, completed, logRows, memoryStream, post, quarantineRows,
   SECRET, started, withdrawn, type CallbackPayload

@@ -1,5 +1,5 @@
 /**
- * The published CLI entry (bin/g2sentry.js → dist/bin.js, built by `npm test` before tap runs)
+ * The published CLI entry (bin/g2sentry.js → dist/cli/bin.js, built by `npm test` before tap runs)
  * in a child process, and a real database written by the plugin for it to read.
  */
 import Fastify, { type LightMyRequestResponse } from 'fastify'
@@ -8,8 +8,8 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import g2sentry from '../src/index.js'
-import { simulatedDeliveries } from '../src/simulate.js'
-import { signBody } from '../src/verify-signature.js'
+import { simulatedDeliveries } from '../src/simulator/simulate.js'
+import { signBody } from '../src/domain/verify-signature.js'
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url))
 export const BIN = join(ROOT, 'bin', 'g2sentry.js')
@@ -57,7 +57,7 @@ export async function runCli (args: string[], options: CliOptions = {}): Promise
 /** `runCli(args)` with the defaults. */
 export const cli = (...args: string[]): Promise<Run> => runCli(args)
 
-/** What each simulated delivery gets, in order (see src/simulate.ts and DESIGN.md's rules table). */
+/** What each simulated delivery gets, in order (see src/simulator/simulate.ts and DESIGN.md's rules table). */
 export const SIMULATED_OUTCOMES = ['applied', 'applied', 'duplicate', 'applied', 'stale', 'applied', 'stale',
   'applied', 'applied', 'applied', 'unsupported']
 

@@ -1,5 +1,5 @@
 // The CLI end to end: a real database written by the plugin in-process, then the published
-// entry (bin/g2sentry.js → dist/bin.js, built by `npm test` before tap runs) in a child process.
+// entry (bin/g2sentry.js → dist/cli/bin.js, built by `npm test` before tap runs) in a child process.
 import t from 'tap'
 import Database from 'better-sqlite3'
 import { copyFileSync, existsSync, readdirSync } from 'node:fs'

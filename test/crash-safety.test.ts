@@ -7,9 +7,9 @@
 import t, { type Test } from 'tap'
 import { Agent } from 'node:http'
 import { join } from 'node:path'
-import { mulberry32 } from '../src/schedules.js'
-import type { JobStatus, LogRow, RebuildReport } from '../src/types.js'
-import { signBody } from '../src/verify-signature.js'
+import { mulberry32 } from '../src/simulator/schedules.js'
+import type { JobStatus, LogRow, RebuildReport } from '../src/domain/types.js'
+import { signBody } from '../src/domain/verify-signature.js'
 import { allJobs, exitWithin, freePort, listening, pool, readLogFile, send, startServer, stop } from './example-process.js'
 import { shuffle } from './random.js'
 

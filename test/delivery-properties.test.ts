@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import {
   MAX_DELIVERIES, finalStatus, formatSchedule, interleave, invalidStepAt, lifecycle, mulberry32, randomArrivals,
   randomLifecycle, randomSchedule, schedule, type Bound, type CallbackEvent
-} from '../src/schedules.js'
+} from '../src/simulator/schedules.js'
 import { arrivalsArb, deliveryProperties, stepsArb } from './delivery-properties.js'
 
 // About 12 s alone on 2 cores, nearer 25 s with coverage while other test files share the CPU:

@@ -9,9 +9,9 @@ import g2sentry, { type G2SentryOptions } from '../src/index.js'
 import {
   MAX_DELIVERIES, finalStatus, formatSchedule, interleave, lifecycle, rank, schedule,
   type Bound, type CallbackEvent, type Delivery, type JobPlan, type Step
-} from '../src/schedules.js'
-import type { AppendResult, JobState } from '../src/types.js'
-import { signBody } from '../src/verify-signature.js'
+} from '../src/simulator/schedules.js'
+import type { AppendResult, JobState } from '../src/domain/types.js'
+import { signBody } from '../src/domain/verify-signature.js'
 
 const SECRET = 'property-test-secret'
 

@@ -8,9 +8,9 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { type Agent, request as httpRequest } from 'node:http'
 import { createServer } from 'node:net'
 import type { Test } from 'tap'
-import { readLogStream } from '../src/replay.js'
-import { sqliteStore } from '../src/store/sqlite-store.js'
-import type { LogRow, RebuildReport } from '../src/types.js'
+import { readLogStream } from '../src/log/read-log.js'
+import { sqliteStore } from '../src/store/sqlite/sqlite-store.js'
+import type { LogRow, RebuildReport } from '../src/domain/types.js'
 import { ROOT, runCli, type Run } from './cli-process.js'
 
 /** The environment without any of the variables the example reads, so each test sets only its own. */

@@ -1,6 +1,6 @@
 // The example server as a newcomer runs it: `node --import tsx examples/server.ts` in a child
 // process, configured by environment variables, driven by the real simulator CLI entry
-// (bin/g2sentry.js → dist/bin.js, built by `npm test` before tap runs).
+// (bin/g2sentry.js → dist/cli/bin.js, built by `npm test` before tap runs).
 import t from 'tap'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'

@@ -1,5 +1,5 @@
 // g2sentry export end to end: a real database written through the plugin, the published CLI
-// entry (bin/g2sentry.js → dist/bin.js, built by `npm test` before tap runs) in a child process,
+// entry (bin/g2sentry.js → dist/cli/bin.js, built by `npm test` before tap runs) in a child process,
 // and the CSV read back as a spreadsheet would read it.
 import t, { type Test } from 'tap'
 import { parse } from 'csv-parse/sync'
@@ -10,10 +10,10 @@ import { Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
-import { exportLog, parseExportBound, EXPORT_COLUMNS } from '../src/export.js'
+import { exportLog, parseExportBound, EXPORT_COLUMNS } from '../src/log/export.js'
 import { signBody, sqliteStore } from '../src/index.js'
-import { simulatedDeliveries } from '../src/simulate.js'
-import type { LogRow } from '../src/types.js'
+import { simulatedDeliveries } from '../src/simulator/simulate.js'
+import type { LogRow } from '../src/domain/types.js'
 import { BIN, ROOT, runCli, type Run } from './cli-process.js'
 import { assigned, buildApp, completed, post, SECRET } from './helpers.js'
 

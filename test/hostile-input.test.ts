@@ -11,7 +11,7 @@ import { connect } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { signBody } from '../src/verify-signature.js'
+import { signBody } from '../src/domain/verify-signature.js'
 import {
   assigned, buildApp, bytesOf, CALLBACK_PATH, logRows, post, quarantineRows, SECRET, type CallbackPayload
 } from './helpers.js'

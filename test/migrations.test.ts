@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto'
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type Migration } from '../src/store/migrations.js'
-import { sqliteStore } from '../src/store/sqlite-store.js'
+import { sqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import { assigned, incoming, T0 } from './store-contract.js'
 
 const SQLITE_DIR = join(MIGRATIONS_ROOT, 'sqlite')

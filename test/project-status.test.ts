@@ -1,7 +1,7 @@
 // Table-driven tests of the pure projection function against DESIGN.md, "Projection rules (the contract)".
 import t from 'tap'
-import { projectEvent, type Decision, type ProjectedEvent } from '../src/project-status.js'
-import type { JobState, JobStatus, Outcome } from '../src/types.js'
+import { projectEvent, type Decision, type ProjectedEvent } from '../src/domain/project-status.js'
+import type { JobState, JobStatus, Outcome } from '../src/domain/types.js'
 
 type Current = JobStatus | 'none'
 type Move = 'create' | 'apply' | 'update' | 'stale'

@@ -1,8 +1,8 @@
 /**
- * Seeded randomness for the tests. The generator is `mulberry32` from src/schedules.ts; this is
+ * Seeded randomness for the tests. The generator is `mulberry32` from src/simulator/schedules.ts; this is
  * the shuffle that draws from it (or any `Rng`), so a failing run can be replayed from its seed.
  */
-import type { Rng } from '../src/schedules.js'
+import type { Rng } from '../src/simulator/schedules.js'
 
 /** A shuffled copy of `items` (Fisher–Yates), drawing from `rng`; `items` is left as it is. */
 export function shuffle<T> (items: readonly T[], rng: Rng): T[] {

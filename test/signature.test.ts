@@ -5,7 +5,7 @@ import t from 'tap'
 import type { Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { createHmac } from 'node:crypto'
-import { signBody, verifySignature } from '../src/verify-signature.js'
+import { signBody, verifySignature } from '../src/domain/verify-signature.js'
 import { assigned, buildApp, bytesOf, logRows, post, quarantineRows, SECRET } from './helpers.js'
 
 const PAYLOAD = assigned(5, { phone: '+12345678901' })

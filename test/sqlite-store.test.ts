@@ -3,8 +3,8 @@ import type { Test } from 'tap'
 import Database from 'better-sqlite3'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { sqliteStore, type SqliteStoreOptions } from '../src/store/sqlite-store.js'
-import type { AppendResult, IncomingEvent, JobState } from '../src/types.js'
+import { sqliteStore, type SqliteStoreOptions } from '../src/store/sqlite/sqlite-store.js'
+import type { AppendResult, IncomingEvent, JobState } from '../src/domain/types.js'
 import {
   assigned, completed, incoming, readWholeLog, seedLog, started, storeContract, T0, withdrawn
 } from './store-contract.js'

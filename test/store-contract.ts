@@ -8,9 +8,9 @@
  */
 import { createHash } from 'node:crypto'
 import type { Test } from 'tap'
-import { mulberry32 } from '../src/schedules.js'
-import type { AppendResult, G2SentryStore, IncomingEvent, JobEvent, JobState, JobStatus, LogRow } from '../src/types.js'
-import { signBody } from '../src/verify-signature.js'
+import { mulberry32 } from '../src/simulator/schedules.js'
+import type { AppendResult, G2SentryStore, IncomingEvent, JobEvent, JobState, JobStatus, LogRow } from '../src/domain/types.js'
+import { signBody } from '../src/domain/verify-signature.js'
 import { shuffle } from './random.js'
 
 /** Opens a new, empty store for one subtest. */

@@ -8,9 +8,9 @@ import Database from 'better-sqlite3'
 import { spawn } from 'node:child_process'
 import { Agent } from 'node:http'
 import { join } from 'node:path'
-import { mulberry32 } from '../src/schedules.js'
-import type { JobStatus } from '../src/types.js'
-import { signBody } from '../src/verify-signature.js'
+import { mulberry32 } from '../src/simulator/schedules.js'
+import type { JobStatus } from '../src/domain/types.js'
+import { signBody } from '../src/domain/verify-signature.js'
 import { ROOT } from './cli-process.js'
 import {
   allJobs, type ExampleServer, exitWithin, freePort, listening, pool, readLogFile, type Reply, send as sendTo, startServer, stop

@@ -1,5 +1,5 @@
 import { hash } from 'node:crypto'
-import type { Outcome } from '../types.js'
+import type { Outcome } from '../domain/types.js'
 
 /** The previous hash of the first row of a chain. */
 export const GENESIS = ''

@@ -1,6 +1,6 @@
 // Group commit, shared by the stores: appends wait in a queue and are committed in batches, one
 // batch at a time, each caller learning its own outcome.
-import type { AppendResult, IncomingEvent } from '../types.js'
+import type { AppendResult, IncomingEvent } from '../domain/types.js'
 
 /** What one event of a batch came to: its result once committed, or its own error. */
 export type BatchOutcome = { ok: true; result: AppendResult } | { ok: false; error: unknown }

@@ -1,6 +1,6 @@
-import type { G2SentryStore } from '../types.js'
-import { postgresStore } from './postgres-store.js'
-import { sqliteStore } from './sqlite-store.js'
+import type { G2SentryStore } from '../domain/types.js'
+import { postgresStore } from './postgres/postgres-store.js'
+import { sqliteStore } from './sqlite/sqlite-store.js'
 
 const POSTGRES_URL = /^postgres(ql)?:\/\//
 

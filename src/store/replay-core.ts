@@ -1,5 +1,5 @@
-import { projectEvent } from '../project-status.js'
-import type { JobState, RebuildReport } from '../types.js'
+import { projectEvent } from '../domain/project-status.js'
+import type { JobState, RebuildReport } from '../domain/types.js'
 import type { ReplayRow } from './rows.js'
 
 /** Rows a backend reads per page when it replays the log. */

@@ -1,7 +1,7 @@
 import { hash } from 'node:crypto'
 // Table and column names, and the mapping between rows and the store's types, shared by every
 // SQL backend: the SQLite and PostgreSQL schemas use the same names.
-import type { IncomingEvent, JobState, JobStatus, LogRow, Outcome, QuarantineRow } from '../types.js'
+import type { IncomingEvent, JobState, JobStatus, LogRow, Outcome, QuarantineRow } from '../domain/types.js'
 import { GENESIS, rowHash } from './chain.js'
 
 export interface JobRow {

@@ -2,14 +2,14 @@
 // a batch of events in one transaction (src/store/group-commit.ts gathers the batches).
 import Database from 'better-sqlite3'
 import { join } from 'node:path'
-import { projectEvent } from '../project-status.js'
-import type { AppendResult, IncomingEvent, JobState, QuarantineInput } from '../types.js'
-import type { BatchOutcome } from './group-commit.js'
-import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from './migrations.js'
+import { projectEvent } from '../../domain/project-status.js'
+import type { AppendResult, IncomingEvent, JobState, QuarantineInput } from '../../domain/types.js'
+import type { BatchOutcome } from '../group-commit.js'
+import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from '../migrations.js'
 import {
   contentHash, EVENT_INSERT_COLUMNS, eventParams, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, toJob,
   UPDATE_JOB_ON_CONFLICT, type ChainHead, type JobRow
-} from './rows.js'
+} from '../rows.js'
 
 export interface ConnectionSettings {
   /** `FULL` (default) flushes the WAL to disk on every commit, so an acknowledged event survives a power cut. */

@@ -6,7 +6,7 @@
  * delivery arrives, which job speaks next), so fast-check can drive it in the tests and the small
  * seeded PRNG below can drive it where fast-check is not available. No runtime dependency.
  */
-import type { JobStatus } from './types.js'
+import type { JobStatus } from '../domain/types.js'
 
 /** One thing that happens to a job at G2 Sentry, named for the reader of a shrunk counterexample. */
 export type Step = 'assign' | 'assignWithPhone' | 'withdraw' | 'start' | 'complete'

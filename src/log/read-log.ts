@@ -1,4 +1,4 @@
-import type { G2SentryStore, LogRow } from './types.js'
+import type { G2SentryStore, LogRow } from '../domain/types.js'
 
 export interface ReadLogOptions {
   /** Only this job's rows. */

@@ -1,14 +1,14 @@
 import { join } from 'node:path'
-import { projectEvent } from '../project-status.js'
-import type { AppendResult, G2SentryStore, IncomingEvent, JobState, RebuildReport } from '../types.js'
-import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from './migrations.js'
-import { groupCommit, type BatchOutcome } from './group-commit.js'
-import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from './replay-core.js'
+import { projectEvent } from '../../domain/project-status.js'
+import type { AppendResult, G2SentryStore, IncomingEvent, JobState, RebuildReport } from '../../domain/types.js'
+import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from '../migrations.js'
+import { groupCommit, type BatchOutcome } from '../group-commit.js'
+import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from '../replay-core.js'
 import {
   contentHash, EVENT_INSERT_COLUMNS, eventParams, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, REPLAY_COLUMNS,
   toJob, toLogRow, toQuarantine, UPDATE_JOB_ON_CONFLICT, type ChainHead, type EventRow, type JobRow, type QuarantineDbRow,
   type ReplayRow
-} from './rows.js'
+} from '../rows.js'
 
 export interface PostgresStoreOptions {
   /** e.g. `postgres://user@host:5432/db`. */

@@ -1,12 +1,12 @@
 import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify'
-import { decodeCallback } from './decode-callback.js'
-import { errors } from './errors.js'
-import { changeOf, type ChangeFeed } from './live.js'
+import { decodeCallback } from '../domain/decode-callback.js'
+import { errors } from '../errors.js'
+import { changeOf, type ChangeFeed } from './change-feed.js'
 import type { G2SentryMetrics } from './metrics.js'
 import type { ResolvedOptions } from './options.js'
 import { CallbackResponse } from './schemas.js'
-import type { G2SentryStore } from './types.js'
-import { verifySignature } from './verify-signature.js'
+import type { G2SentryStore } from '../domain/types.js'
+import { verifySignature } from '../domain/verify-signature.js'
 
 const EMPTY = Buffer.alloc(0)
 

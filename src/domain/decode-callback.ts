@@ -1,6 +1,6 @@
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import secureJson from 'secure-json-parse'
-import { CallbackPayload } from './schemas.js'
+import { CallbackPayload } from '../plugin/schemas.js'
 import type { JobEvent, QuarantineReason } from './types.js'
 
 const checkPayload = TypeCompiler.Compile(CallbackPayload)

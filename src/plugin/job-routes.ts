@@ -1,12 +1,12 @@
 import type { FastifyError, FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import { errors } from './errors.js'
+import { errors } from '../errors.js'
 import type { JobRouteOptions } from './options.js'
 import { JobEventsView, JobIdParams, JobListView, JobView, ListJobsQuerystring } from './schemas.js'
 import { jobStream } from './job-stream.js'
-import type { ChangeFeed } from './live.js'
-import { readLogStream } from './replay.js'
-import type { G2SentryStore, JobState, LogRow } from './types.js'
+import type { ChangeFeed } from './change-feed.js'
+import { readLogStream } from '../log/read-log.js'
+import type { G2SentryStore, JobState, LogRow } from '../domain/types.js'
 
 const iso = (ms: number) => new Date(ms).toISOString()
 

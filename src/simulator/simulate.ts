@@ -1,6 +1,6 @@
 import { randomSchedule, type CallbackEvent } from './schedules.js'
-import { signBody } from './verify-signature.js'
-import type { JobStatus } from './types.js'
+import { signBody } from '../domain/verify-signature.js'
+import type { JobStatus } from '../domain/types.js'
 
 /** The secret the example server and the simulator share when none is configured. Never use it in production. */
 export const DEVELOPMENT_SECRET = 'g2sentry-development-secret-not-for-production'

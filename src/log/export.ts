@@ -1,6 +1,6 @@
 import { stringify } from 'csv-stringify/sync'
-import { readLogStream } from './replay.js'
-import type { G2SentryStore, LogRow } from './types.js'
+import { readLogStream } from './read-log.js'
+import type { G2SentryStore, LogRow } from '../domain/types.js'
 
 /** The columns of an export, in order: the CSV header and the NDJSON keys. */
 export const EXPORT_COLUMNS = ['seq', 'receivedAt', 'jobId', 'eventType', 'jobStatus', 'jobName', 'guardianPhone',

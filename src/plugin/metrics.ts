@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
-import type { G2SentryStore, Outcome } from './types.js'
+import type { G2SentryStore, Outcome } from '../domain/types.js'
 
 /** Why a delivery was refused, as the `reason` label of `g2sentry_rejections_total`. */
 export const REJECTION_REASONS: Readonly<Record<string, string>> = {

@@ -1,9 +1,9 @@
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import { Type } from '@sinclair/typebox'
-import type { ChangeFeed, JobChange } from './live.js'
+import type { ChangeFeed, JobChange } from './change-feed.js'
 import type { JobRouteOptions } from './options.js'
-import { readLogStream } from './replay.js'
-import type { G2SentryStore, LogRow } from './types.js'
+import { readLogStream } from '../log/read-log.js'
+import type { G2SentryStore, LogRow } from '../domain/types.js'
 
 const HEARTBEAT_MS = 15_000
 

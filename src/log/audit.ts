@@ -1,9 +1,9 @@
-import { decodeCallback } from './decode-callback.js'
-import { readLogStream } from './replay.js'
-import { GENESIS, rowHash } from './store/chain.js'
-import { contentHash } from './store/rows.js'
-import type { G2SentryStore, LogRow, RebuildReport } from './types.js'
-import { verifySignature } from './verify-signature.js'
+import { decodeCallback } from '../domain/decode-callback.js'
+import { readLogStream } from './read-log.js'
+import { GENESIS, rowHash } from '../store/chain.js'
+import { contentHash } from '../store/rows.js'
+import type { G2SentryStore, LogRow, RebuildReport } from '../domain/types.js'
+import { verifySignature } from '../domain/verify-signature.js'
 
 /** What `auditLog` found: the chain, the signatures and the projection. */
 export interface AuditReport {

@@ -1,7 +1,7 @@
 import type { FastifyRequest, RouteShorthandOptions } from 'fastify'
 import { Registry } from 'prom-client'
-import { errors } from './errors.js'
-import type { AppendResult, G2SentryStore, JobEvent } from './types.js'
+import { errors } from '../errors.js'
+import type { AppendResult, G2SentryStore, JobEvent } from '../domain/types.js'
 
 /** Route options a user may put on the job routes, e.g. an `onRequest` hook for authentication. */
 export type JobRouteOptions = Pick<RouteShorthandOptions,

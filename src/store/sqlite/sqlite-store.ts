@@ -1,11 +1,11 @@
 import type Database from 'better-sqlite3'
-import type { G2SentryStore, ListJobsQuery, QuarantineInput, ReadLogQuery, RebuildReport } from '../types.js'
-import { groupCommit } from './group-commit.js'
-import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from './replay-core.js'
+import type { G2SentryStore, ListJobsQuery, QuarantineInput, ReadLogQuery, RebuildReport } from '../../domain/types.js'
+import { groupCommit } from '../group-commit.js'
+import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from '../replay-core.js'
 import {
   jobParams, REPLAY_COLUMNS, toJob, toLogRow, toQuarantine, type ChainHead,
   type EventRow, type JobRow, type QuarantineDbRow, type ReplayRow
-} from './rows.js'
+} from '../rows.js'
 import { createWriter, HEAD_SQL, openConnection, UPSERT_JOB, type ConnectionSettings } from './sqlite-writer.js'
 
 export interface SqliteStoreOptions extends ConnectionSettings {

@@ -1,7 +1,7 @@
-import { decodeCallback } from './decode-callback.js'
-import { readLogStream } from './replay.js'
-import type { AppendResult, G2SentryStore, JobEvent, Outcome, QuarantineReason, QuarantineRow } from './types.js'
-import { verifySignature } from './verify-signature.js'
+import { decodeCallback } from '../domain/decode-callback.js'
+import { readLogStream } from './read-log.js'
+import type { AppendResult, G2SentryStore, JobEvent, Outcome, QuarantineReason, QuarantineRow } from '../domain/types.js'
+import { verifySignature } from '../domain/verify-signature.js'
 
 export interface RetryQuarantineOptions {
   /** The callback secrets in use; a body none of them signs is not appended, as in live delivery. */

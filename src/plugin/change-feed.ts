@@ -1,4 +1,4 @@
-import type { AppendResult, JobEvent, JobStatus } from './types.js'
+import type { AppendResult, JobEvent, JobStatus } from '../domain/types.js'
 
 /**
  * A change of a job's projection, as the live stream sends it. It names the change, not the
