@@ -1,4 +1,4 @@
-// POST /callbacks/g2sentry against every row of DESIGN.md, "What each input gets": the answer,
+// POST /callbacks/g2sentry against every row of docs/design.md, "What each input gets": the answer,
 // and what was or was not kept (log rows, quarantine rows, projection).
 import t from 'tap'
 import type { Test } from 'tap'
