@@ -9,7 +9,7 @@ import { Writable } from 'node:stream'
 import type { Test } from 'tap'
 import g2sentry from '../src/index.js'
 import type { G2SentryOptions } from '../src/plugin/options.js'
-import type { LogRow, QuarantineRow } from '../src/domain/types.js'
+import type { JobEvent, JobStatus, LogRow, QuarantineRow } from '../src/domain/types.js'
 import { signBody } from '../src/domain/verify-signature.js'
 
 export const SECRET = 'test-secret'
@@ -100,21 +100,15 @@ export function quarantineRows (app: FastifyInstance): Promise<QuarantineRow[]> 
   return app.g2sentry.store.listQuarantine({ limit: 100 })
 }
 
-export interface CallbackPayload {
-  jobId: number
-  eventType: string
-  jobName: string
-  jobStatus: string
-  guardianPhone?: string
-  [extra: string]: unknown
-}
+/** A callback body as the builders below make it: the callback's one shape (src/domain/callback.ts). */
+export type CallbackPayload = JobEvent
 
 interface EventFields {
   phone?: string
   name?: string
 }
 
-function payload (jobId: number, eventType: string, jobStatus: string, { phone, name = JOB_NAME }: EventFields): CallbackPayload {
+function payload (jobId: number, eventType: string, jobStatus: JobStatus, { phone, name = JOB_NAME }: EventFields): CallbackPayload {
   const body: CallbackPayload = { jobId, eventType, jobName: name, jobStatus }
   if (phone !== undefined) body.guardianPhone = phone
   return body

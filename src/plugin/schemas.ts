@@ -1,17 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox'
-import { JOB_STATUSES } from '../domain/types.js'
+import { JobStatusSchema } from '../domain/callback.js'
 
-const JobStatusSchema = Type.Union(JOB_STATUSES.map((status) => Type.Literal(status)))
-
-/** A callback body as G2 Sentry documents it. Unknown extra fields are allowed and kept in the log. */
-export const CallbackPayload = Type.Object({
-  jobId: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }),
-  eventType: Type.String({ minLength: 1 }),
-  jobName: Type.String(),
-  jobStatus: JobStatusSchema,
-  guardianPhone: Type.Optional(Type.String())
-})
-export type CallbackPayload = Static<typeof CallbackPayload>
 
 export const CallbackResponse = Type.Object({
   outcome: Type.Union([Type.Literal('applied'), Type.Literal('duplicate'), Type.Literal('stale'), Type.Literal('unsupported')]),

@@ -1,6 +1,6 @@
-import { randomSchedule, type CallbackEvent } from './schedules.js'
+import { randomSchedule } from './schedules.js'
 import { signBody } from '../domain/verify-signature.js'
-import type { JobStatus } from '../domain/types.js'
+import type { JobEvent, JobStatus } from '../domain/types.js'
 
 /** The secret the example server and the simulator share when none is configured. Never use it in production. */
 export const DEVELOPMENT_SECRET = 'g2sentry-development-secret-not-for-production'
@@ -8,7 +8,7 @@ export const DEVELOPMENT_SECRET = 'g2sentry-development-secret-not-for-productio
 export interface SimulatedDelivery {
   /** What this delivery shows, for the printout. */
   note: string
-  payload: { jobId: number; eventType: string; jobName: string; jobStatus: JobStatus; guardianPhone?: string }
+  payload: JobEvent
 }
 
 const event = (jobId: number, jobName: string, eventType: string, jobStatus: JobStatus, guardianPhone?: string) =>
@@ -47,7 +47,7 @@ export interface SimulateOptions {
   print?: (line: string) => void
 }
 
-async function post (url: string, secret: string, payload: CallbackEvent): Promise<{ status: number; answer: unknown }> {
+async function post (url: string, secret: string, payload: JobEvent): Promise<{ status: number; answer: unknown }> {
   const body = JSON.stringify(payload)
   const response = await fetch(url, {
     method: 'POST',
