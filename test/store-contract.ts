@@ -1,7 +1,9 @@
 /**
  * The behaviour every G2SentryStore backend must show. A backend's test file calls
- * `storeContract(t, 'sqlite', async (t) => openAFreshStore(t))`; every subtest opens its own
+ * `storeContract(t, 'sqlite', openAFreshStore, location)`; every subtest opens its own
  * empty store through the factory, and the contract closes it when the subtest ends.
+ *
+ * `location` opens stores on the same storage again, for what must survive a restart.
  *
  * Rebuild after tampering with the stored projection is backend-specific (it needs the backend's
  * own SQL) and lives in the backend's test file.
@@ -11,6 +13,7 @@ import type { Test } from 'tap'
 import { mulberry32 } from '../src/simulator/schedules.js'
 import type { AppendResult, G2SentryStore, IncomingEvent, JobEvent, JobState, JobStatus, LogRow } from '../src/domain/types.js'
 import { signBody } from '../src/domain/verify-signature.js'
+import { readLogStream } from '../src/log/read-log.js'
 import { shuffle } from './random.js'
 
 /** Opens a new, empty store for one subtest. */
@@ -57,19 +60,20 @@ export async function seedLog (store: G2SentryStore): Promise<AppendResult[]> {
   return results
 }
 
-/** Every row of the log, read through the store's own paging. */
+/** Every row of the log (or of one job's), read with `readLogStream` in pages of `pageSize`. */
 export async function readWholeLog (store: G2SentryStore, jobId?: number, pageSize = 100): Promise<LogRow[]> {
   const rows: LogRow[] = []
-  let afterSeq = 0
-  for (;;) {
-    const page = await store.readLog({ jobId, afterSeq, limit: pageSize })
-    rows.push(...page)
-    if (page.length < pageSize) return rows
-    afterSeq = (page[page.length - 1] as LogRow).seq
-  }
+  for await (const row of readLogStream(store, { jobId, pageSize })) rows.push(row)
+  return rows
 }
 
-export function storeContract (t: Test, name: string, open: OpenStore): void {
+/**
+ * Where a backend keeps a store between two opens (a file, a schema): the returned function opens
+ * a store on the same storage every time it is called, as a restarted process would.
+ */
+export type StoreLocation = (t: Test) => () => Promise<G2SentryStore>
+
+export function storeContract (t: Test, name: string, open: OpenStore, location: StoreLocation): void {
   t.test(`${name}: G2SentryStore contract`, async (t) => {
     /** A fresh store for one subtest, closed when it ends. */
     const fresh = async (t: Test): Promise<G2SentryStore> => {
@@ -200,6 +204,32 @@ export function storeContract (t: Test, name: string, open: OpenStore): void {
       const other = await store.append(incoming({ jobId: 5, eventType: 'JobClientRate', jobName: 'Renamed', jobStatus: 'Completed' }, T0 + 2))
       t.same(other, { outcome: 'unsupported', seq: other.seq, jobId: 5, status: 'Assigned' })
       t.same(await store.getJob(5), before, 'the projection is untouched')
+    })
+
+    t.test('a restart on the same storage keeps the log and the projection, and seq continues', async (t) => {
+      const reopen = location(t)
+      const first = await reopen()
+      const results = await seedLog(first)
+      const jobs = await first.listJobs({ limit: 100 })
+      const log = await readWholeLog(first)
+      await first.close()
+      t.equal(jobs.length, 3)
+      t.equal(log.length, 8)
+
+      const store = await reopen()
+      t.teardown(() => store.close())
+      for (const job of jobs) t.same(await store.getJob(job.jobId), job, `job ${job.jobId} survives the restart`)
+      t.same(await store.listJobs({ limit: 100 }), jobs)
+      t.same(await readWholeLog(store), log, 'the log is unchanged, bodies byte for byte')
+
+      const lastSeq = Math.max(...results.map((r) => r.seq))
+      const next = await store.append(incoming(assigned(1, '+44 7700 900001'), T0 + 100))
+      t.equal(next.outcome, 'stale', 'the projection after restart is the one decisions are made on')
+      t.ok(next.seq > lastSeq, `seq continues after the restart (${next.seq} > ${lastSeq})`)
+      const redelivery = await store.append(incoming(started(1), T0 + 101))
+      t.equal(redelivery.outcome, 'duplicate')
+      t.equal(redelivery.status, 'InProgress')
+      t.same(await store.rebuild({ dryRun: true }).then((r) => [r.outcomeMismatches, r.differingJobs]), [[], []])
     })
 
     t.test('seq strictly increases across jobs, and the log reads back in seq order', async (t) => {
