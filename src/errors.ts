@@ -12,5 +12,8 @@ export const errors = {
   STORAGE_UNAVAILABLE: createError('FST_G2SENTRY_STORAGE_UNAVAILABLE', 'The event could not be stored; retry later', 503),
   INVALID_REQUEST: createError('FST_G2SENTRY_INVALID_REQUEST', '%s', 400),
   JOB_NOT_FOUND: createError('FST_G2SENTRY_JOB_NOT_FOUND', 'Job %d has no events', 404),
+  STORE_CLOSED: createError('FST_G2SENTRY_STORE_CLOSED', 'The store is closed', 503),
+  INVALID_EVENT: createError('FST_G2SENTRY_INVALID_EVENT', 'The event cannot be appended: %s', 500, TypeError),
+  MISSING_DRIVER: createError('FST_G2SENTRY_MISSING_DRIVER', '%s', 500),
   MIGRATION_REFUSED: createError('FST_G2SENTRY_MIGRATION_REFUSED', '%s', 500)
 } as const

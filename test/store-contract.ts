@@ -423,6 +423,24 @@ export function storeContract (t: Test, name: string, open: OpenStore, location:
       t.same(await store.listJobs({ limit: 100 }), jobs, 'a dry run changes nothing')
     })
 
+    t.test('an onCommit listener that throws fails no append: the batch is committed once and every caller gets its result', async (t) => {
+      const store = await open(t)
+      const warnings: Error[] = []
+      const onWarning = (warning: Error) => { warnings.push(warning) }
+      process.on('warning', onWarning)
+      t.teardown(() => { process.off('warning', onWarning) })
+      const unsubscribe = store.onCommit?.(() => { throw new Error('a listener bug') })
+      t.ok(unsubscribe, 'the store takes commit listeners')
+      const events = [incoming(assigned(1), T0), incoming(assigned(2), T0 + 1), incoming(started(1), T0 + 2)]
+      const settled = await Promise.allSettled(events.map((event) => store.append(event)))
+      t.same(settled.map((s) => s.status), ['fulfilled', 'fulfilled', 'fulfilled'], 'every append resolves')
+      t.same((await readWholeLog(store)).map((row) => [row.seq, row.jobId, row.outcome]),
+        [[1, 1, 'applied'], [2, 2, 'applied'], [3, 1, 'applied']], 'each event is in the log once')
+      await new Promise((resolve) => setImmediate(resolve))
+      t.match(warnings, [{ code: 'FST_G2SENTRY_COMMIT_LISTENER_FAILED', message: /a listener bug/ }], 'the listener\'s error is reported as a process warning')
+      unsubscribe?.()
+    })
+
     t.test('appends still queued when close is called settle, and after close append rejects', async (t) => {
       const store = await open(t)
       const queued = store.append(incoming(assigned(1), T0))

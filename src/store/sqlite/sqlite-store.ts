@@ -1,5 +1,7 @@
 import type Database from 'better-sqlite3'
 import type { G2SentryStore, ListJobsQuery, QuarantineInput, ReadLogQuery, RebuildReport } from '../../domain/types.js'
+import { errors } from '../../errors.js'
+import { commitListeners } from '../commit-listeners.js'
 import { groupCommit } from '../group-commit.js'
 import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from '../replay-core.js'
 import {
@@ -23,13 +25,12 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
   const writer = createWriter(db)
 
   // Group commit (src/store/group-commit.ts): one transaction and one disk flush per batch.
-  const commitListeners = new Set<(batchSize: number, seconds: number) => void>()
+  const listeners = commitListeners()
   let closed = false
   const queue = groupCommit(options.maxBatch ?? 256, (events) => {
     const started = process.hrtime.bigint()
     const outcomes = writer.appendBatch(events)
-    const seconds = Number(process.hrtime.bigint() - started) / 1e9
-    for (const listener of commitListeners) listener(events.length, seconds)
+    listeners.committed(events.length, started)
     return outcomes
   })
 
@@ -84,7 +85,7 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
   return {
     db,
     append (event) {
-      if (closed) return Promise.reject(new Error('The store is closed'))
+      if (closed) return Promise.reject(new errors.STORE_CLOSED())
       return queue.append(event)
     },
     async quarantine (entry: QuarantineInput) {
@@ -118,10 +119,7 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
     async chainHead () {
       return selectHead.get()
     },
-    onCommit (listener) {
-      commitListeners.add(listener)
-      return () => { commitListeners.delete(listener) }
-    },
+    onCommit: listeners.onCommit,
     async rebuild (options) {
       const dryRun = options?.dryRun === true
       // A rebuild takes the write lock so no append slips in between the replay and the swap.
