@@ -47,7 +47,7 @@ t.test('sqlite specifics', async (t) => {
 
   t.test('an acknowledged append is committed: another connection sees it at once', async (t) => {
     const { store, file } = openStore(t)
-    const { seq } = await store.append(incoming(assigned(9, '+44 7700 900009'), T0))
+    const { seq } = await store.append(incoming(assigned(9, { phone: '+44 7700 900009' }), T0))
     const other = new Database(file, { readonly: true })
     t.teardown(() => other.close())
     t.same(other.prepare('SELECT seq, job_id, outcome FROM events').all(), [{ seq, job_id: 9, outcome: 'applied' }])
@@ -127,7 +127,7 @@ t.test('sqlite specifics', async (t) => {
     const results = await Promise.all(Array.from({ length: 12_000 }, (_, i) => {
       const jobId = 1 + (i % 300)
       const step = Math.floor(i / 300) % 4
-      const event = step === 0 ? assigned(jobId, `+44 7700 ${900000 + jobId}`) : step === 1 ? started(jobId) : step === 2 ? completed(jobId) : started(jobId)
+      const event = step === 0 ? assigned(jobId, { phone: `+44 7700 ${900000 + jobId}` }) : step === 1 ? started(jobId) : step === 2 ? completed(jobId) : started(jobId)
       return store.append(incoming(event, T0 + i))
     }))
     t.equal(new Set(results.map((r) => r.seq)).size, 12_000)
@@ -141,11 +141,11 @@ t.test('sqlite specifics', async (t) => {
     // A cache of 500 job states for 2 050 jobs: states are written out and read back.
     const { store } = openStore(t, { replayCacheSize: 500 })
     const jobs = 2_050
-    const firsts = Array.from({ length: jobs }, (_, i) => incoming(assigned(i + 1, `+44 7700 ${900000 + (i % 1000)}`), T0 + i))
+    const firsts = Array.from({ length: jobs }, (_, i) => incoming(assigned(i + 1, { phone: `+44 7700 ${900000 + (i % 1000)}` }), T0 + i))
     // Later events for jobs whose state was spilled out of the cache and must be read back.
     const laters = [
       ...Array.from({ length: 100 }, (_, i) => incoming(started(i + 1), T0 + jobs + i)),
-      ...Array.from({ length: 100 }, (_, i) => incoming(assigned(i + 1, `+44 7700 ${900000 + i}`), T0 + jobs + 100 + i)),
+      ...Array.from({ length: 100 }, (_, i) => incoming(assigned(i + 1, { phone: `+44 7700 ${900000 + i}` }), T0 + jobs + 100 + i)),
       ...Array.from({ length: 100 }, (_, i) => incoming(withdrawn(jobs - i), T0 + jobs + 200 + i))
     ]
     await Promise.all(firsts.map((event) => store.append(event)))
@@ -161,7 +161,7 @@ t.test('sqlite specifics', async (t) => {
 
   t.test('another connection holding the write lock makes append fail after busyTimeout; nothing half-written', async (t) => {
     const { store, file } = openStore(t, { busyTimeout: 50 })
-    await store.append(incoming(assigned(1, '+44 7700 900001'), T0))
+    await store.append(incoming(assigned(1, { phone: '+44 7700 900001' }), T0))
     const before = await store.getJob(1)
 
     const other = new Database(file)
@@ -189,7 +189,7 @@ t.test('sqlite specifics', async (t) => {
 
   t.test('one failing event in a batch fails only its own caller', async (t) => {
     const { store } = openStore(t)
-    await store.append(incoming(assigned(1, '+44 7700 900001'), T0))
+    await store.append(incoming(assigned(1, { phone: '+44 7700 900001' }), T0))
     const good1 = incoming(started(1), T0 + 1)
     const good2 = incoming(assigned(2), T0 + 2)
     const good3 = incoming(completed(1), T0 + 3)

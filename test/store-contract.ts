@@ -11,46 +11,27 @@
 import { createHash } from 'node:crypto'
 import type { Test } from 'tap'
 import { mulberry32 } from '../src/simulator/schedules.js'
-import type { AppendResult, G2SentryStore, IncomingEvent, JobEvent, JobState, JobStatus, LogRow } from '../src/domain/types.js'
+import type { AppendResult, G2SentryStore, IncomingEvent, JobState, JobStatus, LogRow } from '../src/domain/types.js'
 import { signBody } from '../src/domain/verify-signature.js'
+import { assigned, completed, incoming, SECRET, started, T0, withdrawn } from './fixtures.js'
 import { readLogStream } from '../src/log/read-log.js'
 import { shuffle } from './random.js'
 
 /** Opens a new, empty store for one subtest. */
 export type OpenStore = (t: Test) => Promise<G2SentryStore>
 
-export const SECRET = 'secret'
-
-/** A fixed epoch so that received-at times are predictable. */
-export const T0 = 1_700_000_000_000
-
-/** A verified event as the route hands it to the store: the real bytes, their signature, a time. */
-export function incoming (payload: JobEvent, receivedAt: number = T0): IncomingEvent {
-  const rawBody = Buffer.from(JSON.stringify(payload))
-  return { ...payload, rawBody, signature: signBody(rawBody, SECRET), receivedAt }
-}
-
-export const assigned = (jobId: number, guardianPhone?: string, jobName = `Job ${jobId}`): JobEvent =>
-  guardianPhone === undefined
-    ? { jobId, eventType: 'JobAssigned', jobName, jobStatus: 'Assigned' }
-    : { jobId, eventType: 'JobAssigned', jobName, jobStatus: 'Assigned', guardianPhone }
-export const started = (jobId: number, jobName = `Job ${jobId}`): JobEvent =>
-  ({ jobId, eventType: 'JobStarted', jobName, jobStatus: 'InProgress' })
-export const completed = (jobId: number, jobName = `Job ${jobId}`): JobEvent =>
-  ({ jobId, eventType: 'JobCompleted', jobName, jobStatus: 'Completed' })
-export const withdrawn = (jobId: number, jobName = `Job ${jobId}`): JobEvent =>
-  ({ jobId, eventType: 'JobWithdrawed', jobName, jobStatus: 'New' })
+export { assigned, completed, incoming, SECRET, started, T0, withdrawn } from './fixtures.js'
 
 export const sha256 = (body: Buffer): string => createHash('sha256').update(body).digest('hex')
 
 /** A few jobs in various states, with a duplicate and a stale delivery in the log: 8 events, 3 jobs. */
 export async function seedLog (store: G2SentryStore): Promise<AppendResult[]> {
   const events = [
-    incoming(assigned(1, '+44 7700 900001'), T0),
-    incoming(assigned(2, '+44 7700 900002'), T0 + 1),
+    incoming(assigned(1, { phone: '+44 7700 900001' }), T0),
+    incoming(assigned(2, { phone: '+44 7700 900002' }), T0 + 1),
     incoming(started(1), T0 + 2),
-    incoming(assigned(1, '+44 7700 900001'), T0 + 3), // stale: job 1 is in progress
-    incoming(assigned(2, '+44 7700 900002'), T0 + 4), // duplicate
+    incoming(assigned(1, { phone: '+44 7700 900001' }), T0 + 3), // stale: job 1 is in progress
+    incoming(assigned(2, { phone: '+44 7700 900002' }), T0 + 4), // duplicate
     incoming(completed(3), T0 + 5),
     incoming(withdrawn(2), T0 + 6),
     incoming({ jobId: 4, eventType: 'JobGuardianRate', jobName: 'Job 4', jobStatus: 'Completed' }, T0 + 7)
@@ -84,7 +65,7 @@ export function storeContract (t: Test, name: string, open: OpenStore, location:
 
     t.test('the first event of a job is applied and creates its projection', async (t) => {
       const store = await fresh(t)
-      const event = incoming(assigned(7, '+44 7700 900001'), T0 + 5)
+      const event = incoming(assigned(7, { phone: '+44 7700 900001', name: 'Job 7' }), T0 + 5)
       const result = await store.append(event)
       t.same(result, { outcome: 'applied', seq: result.seq, jobId: 7, status: 'Assigned' })
       t.ok(Number.isInteger(result.seq) && result.seq > 0, 'seq is a positive integer')
@@ -122,7 +103,7 @@ export function storeContract (t: Test, name: string, open: OpenStore, location:
 
     t.test('a redelivery is a duplicate: version unchanged, delivery counted, sameAs the first row', async (t) => {
       const store = await fresh(t)
-      const event = incoming(assigned(1, '+44 7700 900002'), T0)
+      const event = incoming(assigned(1, { phone: '+44 7700 900002' }), T0)
       const first = await store.append(event)
       const before = await store.getJob(1)
 
@@ -149,7 +130,7 @@ export function storeContract (t: Test, name: string, open: OpenStore, location:
 
     t.test('sameAs names the first earlier row with the same body, even across a re-assignment', async (t) => {
       const store = await fresh(t)
-      const assign = incoming(assigned(3, '+44 7700 900003'), T0)
+      const assign = incoming(assigned(3, { phone: '+44 7700 900003' }), T0)
       const a = await store.append(assign)
       const w = await store.append(incoming(withdrawn(3), T0 + 1))
       const reassign = await store.append({ ...assign, receivedAt: T0 + 2 })
@@ -167,7 +148,7 @@ export function storeContract (t: Test, name: string, open: OpenStore, location:
 
     t.test('a stale event is logged as stale and leaves the projection unchanged', async (t) => {
       const store = await fresh(t)
-      await store.append(incoming(assigned(2, '+44 7700 900004'), T0))
+      await store.append(incoming(assigned(2, { phone: '+44 7700 900004' }), T0))
       await store.append(incoming(completed(2), T0 + 10))
       const before = await store.getJob(2)
       t.equal(before?.status, 'Completed')
@@ -175,7 +156,7 @@ export function storeContract (t: Test, name: string, open: OpenStore, location:
 
       const late = await store.append(incoming(started(2), T0 + 20))
       t.same(late, { outcome: 'stale', seq: late.seq, jobId: 2, status: 'Completed' })
-      const lateAssign = await store.append(incoming(assigned(2, '+44 7700 900999'), T0 + 30))
+      const lateAssign = await store.append(incoming(assigned(2, { phone: '+44 7700 900999' }), T0 + 30))
       t.equal(lateAssign.outcome, 'stale')
 
       const after = await store.getJob(2)
@@ -223,7 +204,7 @@ export function storeContract (t: Test, name: string, open: OpenStore, location:
       t.same(await readWholeLog(store), log, 'the log is unchanged, bodies byte for byte')
 
       const lastSeq = Math.max(...results.map((r) => r.seq))
-      const next = await store.append(incoming(assigned(1, '+44 7700 900001'), T0 + 100))
+      const next = await store.append(incoming(assigned(1, { phone: '+44 7700 900001' }), T0 + 100))
       t.equal(next.outcome, 'stale', 'the projection after restart is the one decisions are made on')
       t.ok(next.seq > lastSeq, `seq continues after the restart (${next.seq} > ${lastSeq})`)
       const redelivery = await store.append(incoming(started(1), T0 + 101))
@@ -255,7 +236,7 @@ export function storeContract (t: Test, name: string, open: OpenStore, location:
       const byJob = new Map<number, number[]>()
       for (let i = 0; i < 11; i++) {
         const jobId = i % 3 === 0 ? 100 : 200
-        const event = i % 2 === 0 ? assigned(jobId, `+44 7700 9${String(i).padStart(5, '0')}`) : started(jobId)
+        const event = i % 2 === 0 ? assigned(jobId, { phone: `+44 7700 9${String(i).padStart(5, '0')}` }) : started(jobId)
         const { seq } = await store.append(incoming(event, T0 + i))
         seqs.push(seq)
         byJob.set(jobId, [...(byJob.get(jobId) ?? []), seq])
@@ -364,7 +345,7 @@ export function storeContract (t: Test, name: string, open: OpenStore, location:
       const jobIds = Array.from({ length: 50 }, (_, i) => 1000 + i)
       const deliveries: IncomingEvent[] = []
       for (const jobId of jobIds) {
-        const lifecycle = [incoming(assigned(jobId, `+44 7700 ${900000 + jobId}`)), incoming(started(jobId)), incoming(completed(jobId))]
+        const lifecycle = [incoming(assigned(jobId, { phone: `+44 7700 ${900000 + jobId}` })), incoming(started(jobId)), incoming(completed(jobId))]
         const mine = [...lifecycle]
         for (let i = 0; i < 7; i++) mine.push(lifecycle[Math.floor(random() * lifecycle.length)] as IncomingEvent)
         deliveries.push(...mine)
