@@ -1,4 +1,6 @@
 import createError from '@fastify/error'
+import type { FastifyError } from 'fastify'
+import { STATUS_CODES } from 'node:http'
 
 /** Every error this plugin answers or throws, with its code and HTTP status. */
 export const errors = {
@@ -15,3 +17,13 @@ export const errors = {
   STREAM_FULL: createError('FST_G2SENTRY_STREAM_FULL', 'The live stream already has %d clients; retry later', 503),
   MIGRATION_REFUSED: createError('FST_G2SENTRY_MIGRATION_REFUSED', '%s', 500)
 } as const
+
+/**
+ * The body Fastify would send for `error`. An error handler that sends the error object itself
+ * hands it on to the parent scope's handler, which logs it once more: sending this body instead
+ * keeps one log line per failure, the one written where the cause is known.
+ */
+export function errorBody (error: FastifyError): { statusCode: number; code: string; error: string; message: string } {
+  const statusCode = error.statusCode ?? 500
+  return { statusCode, code: error.code, error: STATUS_CODES[statusCode] ?? 'Error', message: error.message }
+}

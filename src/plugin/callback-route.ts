@@ -1,6 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify'
 import { decodeCallback } from '../domain/decode-callback.js'
-import { errors } from '../errors.js'
+import { errorBody, errors } from '../errors.js'
 import { changeOf, type ChangeFeed } from './change-feed.js'
 import type { G2SentryMetrics } from './metrics.js'
 import type { ResolvedOptions } from './options.js'
@@ -28,7 +28,10 @@ export async function callbackRoute (app: FastifyInstance, opts: {
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const known = translate(error, bodyLimit)
     metrics?.rejected(known.code)
-    if (known.statusCode === undefined || (known.statusCode >= 500 && known.code !== 'FST_G2SENTRY_STORAGE_UNAVAILABLE')) request.log.error({ err: error }, 'g2sentry: callback failed')
+    // A 503 was logged with its cause where the store failed: its body is sent as it is, so that
+    // Fastify does not log it a second time.
+    if (known.code === 'FST_G2SENTRY_STORAGE_UNAVAILABLE') return reply.code(503).send(errorBody(known))
+    if (known.statusCode === undefined || known.statusCode >= 500) request.log.error({ err: error }, 'g2sentry: callback failed')
     reply.code(known.statusCode ?? 500).send(known)
   })
 

@@ -1,6 +1,6 @@
 import type { FastifyError, FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import { errors } from '../errors.js'
+import { errorBody, errors } from '../errors.js'
 import type { JobRouteOptions, StreamLimits } from './options.js'
 import { JobEventsView, JobIdParams, JobListView, JobView, ListJobsQuerystring, toJobId } from './schemas.js'
 import { jobStream } from './job-stream.js'
@@ -32,8 +32,9 @@ export async function jobRoutes (instance: FastifyInstance, opts: { store: G2Sen
       reply.code(400).send(new errors.INVALID_REQUEST(error.message))
       return
     }
-    // A full stream is the cap doing its job, not a fault: the request log line shows the 503.
-    if (error.code !== 'FST_G2SENTRY_STREAM_FULL' && (error.statusCode === undefined || error.statusCode >= 500)) request.log.error({ err: error }, 'g2sentry: job route failed')
+    // A full stream is the cap doing its job, not a fault: the request's own log line shows the 503.
+    if (error.code === 'FST_G2SENTRY_STREAM_FULL') return reply.code(503).send(errorBody(error))
+    if (error.statusCode === undefined || error.statusCode >= 500) request.log.error({ err: error }, 'g2sentry: job route failed')
     reply.send(error)
   })
 
