@@ -15,6 +15,7 @@ export const errors = {
   INVALID_REQUEST: createError('FST_G2SENTRY_INVALID_REQUEST', '%s', 400),
   JOB_NOT_FOUND: createError('FST_G2SENTRY_JOB_NOT_FOUND', 'Job %d has no events', 404),
   STREAM_FULL: createError('FST_G2SENTRY_STREAM_FULL', 'The live stream already has %d clients; retry later', 503),
+  READ_TOKEN_REQUIRED: createError('FST_G2SENTRY_READ_TOKEN_REQUIRED', 'This route needs the read token: Authorization: Bearer <token>', 401),
   MIGRATION_REFUSED: createError('FST_G2SENTRY_MIGRATION_REFUSED', '%s', 500)
 } as const
 

@@ -31,6 +31,13 @@ export async function callbackRoute (app: FastifyInstance, opts: {
     // A 503 was logged with its cause where the store failed: its body is sent as it is, so that
     // Fastify does not log it a second time.
     if (known.code === 'FST_G2SENTRY_STORAGE_UNAVAILABLE') return reply.code(503).send(errorBody(known))
+    // The client went away before its body had arrived (or was cut off by requestTimeout): no
+    // one reads an answer, and under a slow-client attack a stack trace per connection would
+    // flood the log.
+    if (known.code === 'ECONNRESET') {
+      request.log.warn('g2sentry: callback aborted: the client went away before its body arrived')
+      return reply.code(400).send(errorBody(known))
+    }
     if (known.statusCode === undefined || known.statusCode >= 500) request.log.error({ err: error }, 'g2sentry: callback failed')
     reply.code(known.statusCode ?? 500).send(known)
   })
