@@ -1,4 +1,6 @@
 import createError from '@fastify/error'
+import type { FastifyError } from 'fastify'
+import { STATUS_CODES } from 'node:http'
 
 /** Every error this plugin answers or throws, with its code and HTTP status. */
 export const errors = {
@@ -15,5 +17,17 @@ export const errors = {
   STORE_CLOSED: createError('FST_G2SENTRY_STORE_CLOSED', 'The store is closed', 503),
   INVALID_EVENT: createError('FST_G2SENTRY_INVALID_EVENT', 'The event cannot be appended: %s', 500, TypeError),
   MISSING_DRIVER: createError('FST_G2SENTRY_MISSING_DRIVER', '%s', 500),
+  STREAM_FULL: createError('FST_G2SENTRY_STREAM_FULL', 'The live stream already has %d clients; retry later', 503),
+  READ_TOKEN_REQUIRED: createError('FST_G2SENTRY_READ_TOKEN_REQUIRED', 'This route needs the read token: Authorization: Bearer <token>', 401),
   MIGRATION_REFUSED: createError('FST_G2SENTRY_MIGRATION_REFUSED', '%s', 500)
 } as const
+
+/**
+ * The body Fastify would send for `error`. An error handler that sends the error object itself
+ * hands it on to the parent scope's handler, which logs it once more: sending this body instead
+ * keeps one log line per failure, the one written where the cause is known.
+ */
+export function errorBody (error: FastifyError): { statusCode: number; code: string; error: string; message: string } {
+  const statusCode = error.statusCode ?? 500
+  return { statusCode, code: error.code, error: STATUS_CODES[statusCode] ?? 'Error', message: error.message }
+}

@@ -74,7 +74,7 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
   await app.register(callbackRoute, { prefix: resolved.prefix, options: resolved, store, metrics, committed })
   if (resolved.jobRoutes !== false) {
     const { prefix, ...routeOptions } = resolved.jobRoutes
-    await app.register(jobRoutes, { prefix: resolved.prefix + prefix, store, feed, routeOptions })
+    await app.register(jobRoutes, { prefix: resolved.prefix + prefix, store, feed, routeOptions, stream: resolved.stream })
   }
 }
 

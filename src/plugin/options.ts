@@ -9,6 +9,18 @@ export type JobRouteOptions = Pick<RouteShorthandOptions,
   'onRequest' | 'preParsing' | 'preValidation' | 'preHandler' | 'preSerialization' | 'onSend' | 'onResponse' |
   'onError' | 'onTimeout' | 'config' | 'logLevel' | 'constraints'>
 
+/** Bounds of `GET /jobs/stream` (option `stream`). */
+export interface StreamLimits {
+  /** Clients connected at once; one more gets `503 FST_G2SENTRY_STREAM_FULL` (default 100). */
+  maxClients: number
+  /**
+   * Bytes a client may leave unread (what the server keeps for it plus what its socket buffers)
+   * before it is disconnected; it reconnects with Last-Event-ID and catches up from the log
+   * (default 1 MiB).
+   */
+  maxBuffered: number
+}
+
 /** What `onEvent` receives once an event is committed. */
 export interface CommittedEvent extends AppendResult {
   event: JobEvent
@@ -35,6 +47,8 @@ export interface G2SentryOptions {
    * options such as an `onRequest` hook.
    */
   metrics?: boolean | ({ path?: string; registry?: Registry } & JobRouteOptions)
+  /** Bounds of the live stream: `{ maxClients, maxBuffered }` (defaults 100 clients, 1 MiB). */
+  stream?: Partial<StreamLimits>
   /**
    * Called after each event is committed (a callback, a retried quarantine body, a reconciliation),
    * with the request for a callback and `undefined` otherwise. Best-effort: it runs in the request,
@@ -55,6 +69,7 @@ export interface ResolvedOptions {
   jobRoutes: false | ({ prefix: string } & JobRouteOptions)
   onEvent: G2SentryOptions['onEvent']
   metrics: false | ({ path: string; registry: Registry | undefined } & JobRouteOptions)
+  stream: StreamLimits
   prefix: string
 }
 
@@ -102,8 +117,15 @@ export function resolveOptions (options: G2SentryOptions): ResolvedOptions {
     metrics = { ...rest, registry, path: path('metrics.path', metricsOption.path, '/metrics') }
   } else fail('metrics must be true, false or an object of options')
 
+  const streamOption = options.stream ?? {}
+  if (typeof streamOption !== 'object' || streamOption === null) fail('stream must be an object: { maxClients, maxBuffered }')
+  const { maxClients = 100, maxBuffered = 1024 * 1024 } = streamOption
+  if (!(Number.isSafeInteger(maxClients) && maxClients > 0)) fail('stream.maxClients must be a positive integer')
+  if (!(Number.isSafeInteger(maxBuffered) && maxBuffered > 0)) fail('stream.maxBuffered must be a positive integer (bytes)')
+
   return {
     secrets: [...secrets],
+    stream: { maxClients, maxBuffered },
     metrics,
     database: database ?? './g2sentry.db',
     store,
