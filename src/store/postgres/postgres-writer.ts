@@ -22,7 +22,8 @@ export interface Pool {
   query: Client['query']
   connect: () => Promise<Client>
   end: () => Promise<void>
-  on: (event: 'error', listener: (error: Error) => void) => unknown
+  on: ((event: 'error', listener: (error: Error) => void) => unknown) &
+    ((event: 'connect', listener: (client: { on: (event: 'error', listener: (error: Error) => void) => unknown }) => void) => unknown)
 }
 
 export interface PoolSettings {
@@ -55,12 +56,14 @@ export async function openPool (settings: PoolSettings): Promise<Pool> {
   const pool: Pool = new pg.Pool({
     connectionString: settings.connectionString,
     max: settings.max ?? 10,
-    options: `-c search_path=${schema}`,
+    options: `-c search_path=${schema} -c synchronous_commit=on`,
     // Sequence numbers, job ids and times are bigint columns that always fit in a double.
     types: { getTypeParser: (oid: number, format?: string) => oid === INT8 ? Number : pg.types.getTypeParser(oid, format as 'text') }
   }) as unknown as Pool
-  // An idle client that loses its connection must not crash the app; the next query reconnects.
+  // A client that loses its connection must not crash the app: an idle one is replaced, and a
+  // checked-out one fails its query (which the caller handles); the 'error' event is not needed.
   pool.on('error', () => {})
+  pool.on('connect', (client) => { client.on('error', () => {}) })
   try {
     await migrate(pool, schema)
   } catch (error) {
@@ -85,6 +88,11 @@ export async function transaction<T> (pool: Pool, begin: string, work: (client: 
     throw error
   }
 }
+
+// "Durable before 200" needs the commit flushed on the server whatever its default: the session
+// asks for it at connect time, and each append transaction again, in case a pooler in between
+// drops the startup options.
+const BEGIN_APPEND = 'BEGIN; SET LOCAL synchronous_commit = on'
 
 // Every append links to the row before it, so appends from all instances take turns on the
 // chain's head row (held for two round trips and the commit).
@@ -128,10 +136,42 @@ export interface PostgresWriter {
  * (its size, and when it began).
  */
 export function createWriter (pool: Pool, committed: (batchSize: number, started: bigint) => void): PostgresWriter {
+  /**
+   * Runs `work` in an append transaction. When the COMMIT fails, the transaction may still have
+   * committed (the connection was lost after COMMIT was sent): the chain's head row it wrote
+   * tells, once whoever holds the head's lock is done. Only a transaction known not to have
+   * committed fails, so a committed batch is never appended again.
+   */
+  async function appendTransaction<T> (work: (client: Client) => Promise<{ value: T; head: ChainHead }>): Promise<T> {
+    const client = await pool.connect()
+    let written: { value: T; head: ChainHead } | undefined
+    try {
+      await client.query(BEGIN_APPEND)
+      written = await work(client)
+      await client.query('COMMIT')
+      client.release()
+      return written.value
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {})
+      client.release(true)
+      if (written !== undefined && await inLog(written.head)) return written.value
+      throw error
+    }
+  }
+
+  /** Whether the row `head` names is in the log, with that hash; waits for the head's lock first. */
+  async function inLog (head: ChainHead): Promise<boolean> {
+    return transaction(pool, 'BEGIN', async (client) => {
+      const [, { rows: [row] }] = await client.query(`${SELECT_HEAD} FOR UPDATE; SELECT hash FROM events WHERE seq = ${head.seq}`) as
+        unknown as [QueryResult<ChainHead>, QueryResult<{ hash: string | null }>]
+      return row !== undefined && row.hash === head.hash
+    })
+  }
+
   /** One append in its own transaction: a batch that failed is run again this way. */
   async function appendOne (event: IncomingEvent): Promise<AppendResult> {
     const started = process.hrtime.bigint()
-    const result = await transaction(pool, 'BEGIN', async (client) => {
+    const result = await appendTransaction(async (client) => {
       // Two round trips besides begin and commit: lock the chain's head and read the job and an
       // earlier row with the same body; write the event, the head and the projection in one
       // statement. The job id is a checked integer and the body hash is hex, both safe to inline.
@@ -145,7 +185,7 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
       const { params, next } = eventParams(event, bodyHash, head, decision.outcome, sameAs)
       const writeJob = decision.outcome !== 'unsupported'
       await client.query(APPEND, [...params, writeJob, ...(writeJob ? jobParams(decision.state).slice(1) : Array(8).fill(null))])
-      return appendResult(decision, next.seq, event.jobId)
+      return { value: appendResult(decision, next.seq, event.jobId), head: next }
     })
     committed(1, started)
     return result
@@ -159,7 +199,7 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
    */
   async function appendMany (events: IncomingEvent[]): Promise<AppendResult[]> {
     const started = process.hrtime.bigint()
-    const results = await transaction(pool, 'BEGIN', async (client) => {
+    const results = await appendTransaction(async (client) => {
       const hashes = events.map((event) => contentHash(event.rawBody))
       // Job ids are checked integers and hashes hex: both safe to inline.
       const ids = [...new Set(events.map((event) => event.jobId))].join(',')
@@ -193,7 +233,7 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
       })
       const jobs = [...touched].map((jobId) => jobParams(states.get(jobId) as JobState))
       await client.query(APPEND_BATCH, [...columnsOf(rows, 14), at?.seq, at?.hash, ...columnsOf(jobs, 9)])
-      return results
+      return { value: results, head: at as ChainHead }
     })
     committed(events.length, started)
     return results
