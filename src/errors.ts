@@ -12,5 +12,6 @@ export const errors = {
   STORAGE_UNAVAILABLE: createError('FST_G2SENTRY_STORAGE_UNAVAILABLE', 'The event could not be stored; retry later', 503),
   INVALID_REQUEST: createError('FST_G2SENTRY_INVALID_REQUEST', '%s', 400),
   JOB_NOT_FOUND: createError('FST_G2SENTRY_JOB_NOT_FOUND', 'Job %d has no events', 404),
-  MIGRATION_REFUSED: createError('FST_G2SENTRY_MIGRATION_REFUSED', '%s', 500)
+  MIGRATION_REFUSED: createError('FST_G2SENTRY_MIGRATION_REFUSED', '%s', 500),
+  INVALID_LEASE: createError('FST_G2SENTRY_INVALID_LEASE', 'Invalid lease request: %s', 500)
 } as const

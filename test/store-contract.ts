@@ -393,6 +393,89 @@ export function storeContract (t: Test, name: string, open: OpenStore): void {
       t.same(await store.listJobs({ limit: 100 }), jobs, 'a dry run changes nothing')
     })
 
+    t.test('a lease has one holder at a time; renewals keep the token, takeovers raise it', async (t) => {
+      const store = await fresh(t)
+      const before = Date.now()
+      const first = await store.acquireLease('consumer:mail', 'host-a:1', 60_000)
+      t.same({ ...first, expiresAt: 0 }, { held: true, holder: 'host-a:1', token: 1, expiresAt: 0 }, 'a free lease is taken, token 1')
+      // The database's clock may differ from the test's a little (PostgreSQL on another host).
+      t.ok(Math.abs(first.expiresAt - (before + 60_000)) < 5000, 'it expires ttlMs from now')
+
+      const refused = await store.acquireLease('consumer:mail', 'host-b:2', 60_000)
+      t.same(refused, { held: false, holder: 'host-a:1', token: 1, expiresAt: first.expiresAt }, 'a live lease is refused to another holder, naming its holder')
+
+      await new Promise((resolve) => setTimeout(resolve, 5))
+      const renewed = await store.acquireLease('consumer:mail', 'host-a:1', 60_000)
+      t.equal(renewed.held, true, 'the holder renews')
+      t.equal(renewed.token, 1, 'a renewal keeps the token')
+      t.ok(renewed.expiresAt >= first.expiresAt, 'a renewal pushes the expiry on')
+
+      const other = await store.acquireLease('reconciler', 'host-b:2', 60_000)
+      t.same([other.held, other.token], [true, 1], 'leases of other names are independent')
+
+      const leases = await store.listLeases()
+      t.same(leases.map(({ name, holder, token, live }) => ({ name, holder, token, live })), [
+        { name: 'consumer:mail', holder: 'host-a:1', token: 1, live: true },
+        { name: 'reconciler', holder: 'host-b:2', token: 1, live: true }
+      ], 'listLeases shows every lease by name, live')
+      t.equal(leases[0]?.expiresAt, renewed.expiresAt)
+      t.ok((leases[0]?.acquiredAt ?? 0) <= first.expiresAt - 60_000 + 1, 'acquiredAt is when it was first taken, not renewed')
+    })
+
+    t.test('an expired lease goes to the next holder with a higher token', async (t) => {
+      const store = await fresh(t)
+      const first = await store.acquireLease('work', 'a', 50)
+      t.equal(first.held, true)
+      t.equal((await store.acquireLease('work', 'b', 50)).held, false, 'refused while live')
+      await new Promise((resolve) => setTimeout(resolve, 150))
+      t.same((await store.listLeases()).map((l) => l.live), [false], 'listed as not live once expired')
+      const taken = await store.acquireLease('work', 'b', 60_000)
+      t.same([taken.held, taken.holder, taken.token], [true, 'b', 2], 'taken over, token 2')
+      const late = await store.acquireLease('work', 'a', 60_000)
+      t.same([late.held, late.holder, late.token], [false, 'b', 2], 'the old holder coming back late is refused')
+
+      await new Promise((resolve) => setTimeout(resolve, 5))
+      const again = await store.acquireLease('work', 'b', 50)
+      t.same([again.held, again.token], [true, 2], 'a holder renewing keeps its token')
+      await new Promise((resolve) => setTimeout(resolve, 150))
+      const back = await store.acquireLease('work', 'b', 60_000)
+      t.same([back.held, back.token], [true, 2], 'a holder renewing after expiry, with nobody between, keeps its token')
+    })
+
+    t.test('a released lease can be taken at once; only its holder can release it', async (t) => {
+      const store = await fresh(t)
+      await store.acquireLease('work', 'a', 60_000)
+      t.equal(await store.releaseLease('work', 'b'), false, 'another holder cannot release it')
+      t.equal(await store.releaseLease('nothing', 'a'), false, 'an unknown lease is not released')
+      t.equal((await store.acquireLease('work', 'b', 60_000)).held, false, 'still held by a')
+      t.equal(await store.releaseLease('work', 'a'), true, 'the holder releases it')
+      t.equal(await store.releaseLease('work', 'a'), false, 'releasing twice reports false')
+      const taken = await store.acquireLease('work', 'b', 60_000)
+      t.same([taken.held, taken.holder, taken.token], [true, 'b', 2], 'taken at once after release, token 2')
+    })
+
+    t.test('many holders racing for a free lease: exactly one gets it', async (t) => {
+      const store = await fresh(t)
+      const grants = await Promise.all(Array.from({ length: 20 }, (_, i) => store.acquireLease('race', `holder-${i}`, 60_000)))
+      const winners = grants.filter((g) => g.held)
+      t.equal(winners.length, 1, 'one winner')
+      const winner = winners[0]?.holder
+      t.ok(grants.every((g) => g.holder === winner && g.token === 1), 'every loser is told who won')
+    })
+
+    t.test('a lease request that makes no sense is refused with FST_G2SENTRY_INVALID_LEASE', async (t) => {
+      const store = await fresh(t)
+      const cases: Array<[string, () => Promise<unknown>]> = [
+        ['empty name', () => store.acquireLease('', 'a', 1000)],
+        ['empty holder', () => store.acquireLease('work', '', 1000)],
+        ['zero ttl', () => store.acquireLease('work', 'a', 0)],
+        ['fractional ttl', () => store.acquireLease('work', 'a', 1.5)],
+        ['release without a holder', () => store.releaseLease('work', '')]
+      ]
+      for (const [name, request] of cases) await t.rejects(request(), { code: 'FST_G2SENTRY_INVALID_LEASE' }, name)
+      t.same(await store.listLeases(), [], 'nothing was written')
+    })
+
     t.test('appends still queued when close is called settle, and after close append rejects', async (t) => {
       const store = await open(t)
       const queued = store.append(incoming(assigned(1), T0))

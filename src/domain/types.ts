@@ -112,6 +112,30 @@ export interface RebuildReport {
   differingJobs: number[]
 }
 
+/** What an attempt to take or renew a lease found. */
+export interface LeaseGrant {
+  /** True when the caller holds the lease now (it was free, expired, or already the caller's). */
+  held: boolean
+  /** Who holds the lease: the caller when `held`, otherwise the other holder. */
+  holder: string
+  /** The fencing token: grows by one every time the holder changes, never when a holder renews. */
+  token: number
+  /** When the lease ends unless renewed: ms since the epoch, on the database's clock. */
+  expiresAt: number
+}
+
+/** A lease as stored, for listings. */
+export interface LeaseRow {
+  name: string
+  holder: string
+  token: number
+  /** When the current holder took it (ms since the epoch, the database's clock). */
+  acquiredAt: number
+  expiresAt: number
+  /** True while the lease has not expired (on the database's clock). */
+  live: boolean
+}
+
 /**
  * The storage contract. Every method is asynchronous so that a networked backend can implement
  * it; every backend must pass test/store-contract.ts.
@@ -133,6 +157,17 @@ export interface G2SentryStore {
   chainHead(): Promise<{ seq: number; hash: string | null } | undefined>
   /** Recomputes the projection from the log; with `dryRun` only compares it with the stored one. */
   rebuild(options?: { dryRun?: boolean }): Promise<RebuildReport>
+  /**
+   * Takes the lease `name` for `holder` for `ttlMs` when it is free, expired or released, or
+   * renews it when `holder` already has it. Expiry is judged on the database's clock (PostgreSQL's
+   * `now`, the host's clock for a SQLite file), so holders on several hosts agree. `holder` must
+   * be unique to one running instance (e.g. host, pid and a random part).
+   */
+  acquireLease(name: string, holder: string, ttlMs: number): Promise<LeaseGrant>
+  /** Ends `holder`'s lease at once so another may take it; false when `holder` did not have it. */
+  releaseLease(name: string, holder: string): Promise<boolean>
+  /** Every lease, by name. */
+  listLeases(): Promise<LeaseRow[]>
   /** Calls `listener` after each committed batch of appends (size, seconds); returns an unsubscribe. Optional. */
   onCommit?(listener: (batchSize: number, seconds: number) => void): () => void
   close(): Promise<void>

@@ -3,6 +3,7 @@ import { projectEvent } from '../../domain/project-status.js'
 import type { AppendResult, G2SentryStore, IncomingEvent, JobState, RebuildReport } from '../../domain/types.js'
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from '../migrations.js'
 import { groupCommit, type BatchOutcome } from '../group-commit.js'
+import { ACQUIRE_LEASE, checkLeaseRequest, LIST_LEASES, positional, RELEASE_LEASE, SELECT_LEASE, toGrant, toLease, type LeaseDbRow } from '../leases.js'
 import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from '../replay-core.js'
 import {
   contentHash, EVENT_INSERT_COLUMNS, eventParams, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, REPLAY_COLUMNS,
@@ -62,6 +63,13 @@ const APPEND_BATCH = `WITH event AS (
   INSERT INTO jobs (${JOB_COLUMNS})
   SELECT * FROM unnest($17::bigint[], $18::text[], $19::text[], $20::text[], $21::text[], $22::int[], $23::int[], $24::bigint[], $25::bigint[])
   ${UPDATE_JOB_ON_CONFLICT}`
+
+// Lease times come from the database's clock, so instances on several hosts agree on expiry.
+const NOW_MS = '(extract(epoch FROM now()) * 1000)::bigint'
+const PG_ACQUIRE_LEASE = positional(ACQUIRE_LEASE, ['name', 'holder', 'ttl'], NOW_MS)
+const PG_SELECT_LEASE = positional(SELECT_LEASE, ['name'], NOW_MS)
+const PG_RELEASE_LEASE = positional(RELEASE_LEASE, ['name', 'holder'], NOW_MS)
+const PG_LIST_LEASES = positional(LIST_LEASES, [], NOW_MS)
 
 /** Rows as columns, for unnest. */
 const columnsOf = (rows: unknown[][], width: number): unknown[][] => Array.from({ length: width }, (_, c) => rows.map((row) => row[c]))
@@ -289,6 +297,21 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
     async chainHead () {
       return (await pool.query<ChainHead>(SELECT_HEAD)).rows[0]
     },
+    async acquireLease (name, holder, ttlMs) {
+      checkLeaseRequest(name, holder, ttlMs)
+      const { rows: [taken] } = await pool.query<LeaseDbRow>(PG_ACQUIRE_LEASE, [name, holder, ttlMs])
+      if (taken !== undefined) return toGrant(taken, holder)
+      const { rows: [other] } = await pool.query<LeaseDbRow>(PG_SELECT_LEASE, [name])
+      return toGrant(other as LeaseDbRow, holder)
+    },
+    async releaseLease (name, holder) {
+      checkLeaseRequest(name, holder)
+      const { rows } = await pool.query(`${PG_RELEASE_LEASE} RETURNING name`, [name, holder])
+      return rows.length > 0
+    },
+    async listLeases () {
+      return (await pool.query<LeaseDbRow>(PG_LIST_LEASES)).rows.map(toLease)
+    },
     async rebuild (rebuildOptions) {
       const dryRun = rebuildOptions?.dryRun === true
       return transaction(dryRun ? 'BEGIN ISOLATION LEVEL REPEATABLE READ' : 'BEGIN', (client) => rebuild(client, dryRun))
@@ -321,6 +344,9 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
     quarantineSize: track(store.quarantineSize),
     chainHead: track(store.chainHead),
     rebuild: track(store.rebuild),
+    acquireLease: track(store.acquireLease),
+    releaseLease: track(store.releaseLease),
+    listLeases: track(store.listLeases),
     onCommit (listener) {
       commitListeners.add(listener)
       return () => { commitListeners.delete(listener) }
