@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto'
 import type { Test } from 'tap'
 import { mulberry32 } from '../src/simulator/schedules.js'
-import type { AppendResult, G2SentryStore, IncomingEvent, JobEvent, JobState, JobStatus, LogRow } from '../src/domain/types.js'
+import type { AppendResult, G2SentryStore, IncomingEvent, JobEvent, JobState, JobStatus, LeaseFence, LogRow } from '../src/domain/types.js'
 import { signBody } from '../src/domain/verify-signature.js'
 import { shuffle } from './random.js'
 
@@ -67,6 +67,13 @@ export async function readWholeLog (store: G2SentryStore, jobId?: number, pageSi
     if (page.length < pageSize) return rows
     afterSeq = (page[page.length - 1] as LogRow).seq
   }
+}
+
+/** Takes lease `name` for `holder` and returns the fence for writes under it. */
+export async function fenceFor (store: G2SentryStore, name: string, holder: string, ttlMs = 60_000): Promise<LeaseFence> {
+  const grant = await store.acquireLease(name, holder, ttlMs)
+  if (!grant.held) throw new Error(`${holder} did not get lease ${name}`)
+  return { lease: name, holder, token: grant.token }
 }
 
 export function storeContract (t: Test, name: string, open: OpenStore): void {
@@ -474,6 +481,87 @@ export function storeContract (t: Test, name: string, open: OpenStore): void {
       ]
       for (const [name, request] of cases) await t.rejects(request(), { code: 'FST_G2SENTRY_INVALID_LEASE' }, name)
       t.same(await store.listLeases(), [], 'nothing was written')
+    })
+
+    t.test('a consumer starts at the beginning or at the log\'s last seq, and keeps its checkpoint', async (t) => {
+      const store = await fresh(t)
+      await seedLog(store)
+      const fromStart = await store.openConsumer('mail', 'beginning')
+      t.same([fromStart.name, fromStart.checkpoint], ['mail', 0], 'from the beginning: checkpoint 0')
+      const fromNow = await store.openConsumer('audit', 'now')
+      t.equal(fromNow.checkpoint, 8, 'from now: the last seq of the log')
+      const fence = await fenceFor(store, 'consumer:mail', 'a')
+      t.equal(await store.saveCheckpoint('mail', 5, fence), true, 'the holder saves a checkpoint')
+      const again = await store.openConsumer('mail', 'now')
+      t.equal(again.checkpoint, 5, 'an existing consumer keeps its checkpoint, whatever start says')
+      t.same((await store.listConsumers()).map(({ name, checkpoint, parked }) => ({ name, checkpoint, parked })), [
+        { name: 'audit', checkpoint: 8, parked: 0 },
+        { name: 'mail', checkpoint: 5, parked: 0 }
+      ], 'listed by name')
+    })
+
+    t.test('a checkpoint moves only while its lease is held with the same token', async (t) => {
+      const store = await fresh(t)
+      await seedLog(store)
+      await store.openConsumer('mail', 'beginning')
+      const first = await fenceFor(store, 'consumer:mail', 'a', 50)
+      t.equal(await store.saveCheckpoint('mail', 2, first), true)
+      await new Promise((resolve) => setTimeout(resolve, 120))
+      const second = await fenceFor(store, 'consumer:mail', 'b')
+      t.equal(second.token, first.token + 1, 'taken over')
+      t.equal(await store.saveCheckpoint('mail', 7, first), false, 'the old holder\'s save is fenced off')
+      t.equal(await store.saveCheckpoint('mail', 3, first, { seq: 3, attempts: 5, error: 'boom' }), false, 'and so is its parking')
+      t.equal((await store.openConsumer('mail', 'beginning')).checkpoint, 2, 'nothing the old holder wrote landed')
+      t.same(await store.listParked({ limit: 10 }), [])
+      t.equal(await store.saveCheckpoint('mail', 4, second), true, 'the new holder saves')
+      t.equal(await store.saveCheckpoint('mail', 4, { ...second, holder: 'c' }), false, 'a holder that never had it cannot')
+    })
+
+    t.test('parked rows are kept with their error, listed, retried on request and removed when resolved', async (t) => {
+      const store = await fresh(t)
+      await seedLog(store)
+      await store.openConsumer('mail', 'beginning')
+      await store.openConsumer('sms', 'beginning')
+      const mail = await fenceFor(store, 'consumer:mail', 'a')
+      const sms = await fenceFor(store, 'consumer:sms', 'a')
+      t.equal(await store.saveCheckpoint('mail', 3, mail, { seq: 3, attempts: 5, error: 'HTTP 500' }), true)
+      t.equal(await store.saveCheckpoint('mail', 6, mail, { seq: 6, attempts: 5, error: 'x'.repeat(5000) }), true)
+      t.equal(await store.saveCheckpoint('sms', 1, sms, { seq: 1, attempts: 2, error: 'timeout' }), true)
+      const parked = await store.listParked({ limit: 10 })
+      t.same(parked.map(({ consumer, seq, jobId, eventType, attempts, retryRequested }) => ({ consumer, seq, jobId, eventType, attempts, retryRequested })), [
+        { consumer: 'mail', seq: 3, jobId: 1, eventType: 'JobStarted', attempts: 5, retryRequested: false },
+        { consumer: 'mail', seq: 6, jobId: 3, eventType: 'JobCompleted', attempts: 5, retryRequested: false },
+        { consumer: 'sms', seq: 1, jobId: 1, eventType: 'JobAssigned', attempts: 2, retryRequested: false }
+      ], 'every parked row, with its job and event type from the log')
+      t.equal(parked[0]?.error, 'HTTP 500')
+      t.equal(parked[1]?.error.length, 2000, 'a long error is cut short')
+      t.same((await store.listConsumers()).map((c) => [c.name, c.checkpoint, c.parked]), [['mail', 6, 2], ['sms', 1, 1]])
+      t.same((await store.listParked({ consumer: 'mail', afterSeq: 3, limit: 10 })).map((p) => p.seq), [6], 'by consumer, paged by seq')
+
+      t.equal(await store.retryParked('mail', [6, 99]), 1, 'a retry of one parked row (and of one that is not)')
+      t.same((await store.listParked({ limit: 10, retryRequested: true })).map((p) => [p.consumer, p.seq]), [['mail', 6]])
+      t.same((await store.listParked({ limit: 10, retryRequested: false })).map((p) => [p.consumer, p.seq]), [['mail', 3], ['sms', 1]])
+      t.equal(await store.retryParked('mail'), 2, 'a retry of all of them')
+
+      t.equal(await store.resolveParked('mail', 3, mail), true, 'a retry that succeeded removes the row')
+      t.equal(await store.resolveParked('mail', 6, mail, { attempts: 10, error: 'still down' }), true, 'one that failed parks it again')
+      t.same((await store.listParked({ consumer: 'mail', limit: 10 })).map((p) => [p.seq, p.attempts, p.error, p.retryRequested]), [[6, 10, 'still down', false]])
+      t.equal(await store.resolveParked('mail', 6, { ...mail, token: mail.token + 1 }), false, 'fenced by the lease')
+      t.equal((await store.listParked({ consumer: 'mail', limit: 10 })).length, 1)
+    })
+
+    t.test('a reset moves a checkpoint by hand and fences off the running holder', async (t) => {
+      const store = await fresh(t)
+      await seedLog(store)
+      await store.openConsumer('mail', 'now')
+      const fence = await fenceFor(store, 'consumer:mail', 'a')
+      t.equal(await store.resetConsumer('mail', 2, 'consumer:mail'), true)
+      t.equal((await store.openConsumer('mail', 'now')).checkpoint, 2, 'the checkpoint moved back')
+      t.equal(await store.saveCheckpoint('mail', 8, fence), false, 'the holder\'s next save fails: it must reload')
+      const renewed = await store.acquireLease('consumer:mail', 'a', 60_000)
+      t.same([renewed.held, renewed.token], [true, fence.token + 1], 'it still holds the lease, with a new token')
+      t.equal(await store.resetConsumer('nobody', 0, 'consumer:nobody'), false, 'an unknown consumer is not created by a reset')
+      t.same((await store.listConsumers()).map((c) => c.name), ['mail'])
     })
 
     t.test('appends still queued when close is called settle, and after close append rejects', async (t) => {

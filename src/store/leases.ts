@@ -54,12 +54,14 @@ export function checkLeaseRequest (name: string, holder: string, ttlMs?: number)
 }
 
 /**
- * `sql` with its `$name` markers in the form a backend binds: for PostgreSQL, `$now` becomes the
- * database's time in ms and every other name its position in `names` (`$1`, `$2`, ...).
+ * `sql` with its `$name` markers in the form a backend binds: those in `literals` become their
+ * SQL text (an expression such as the database's clock), the others their position in `names`
+ * (`$1`, `$2`, ...), for PostgreSQL.
  */
-export function positional (sql: string, names: readonly string[], now: string): string {
+export function positional (sql: string, names: readonly string[], literals: Readonly<Record<string, string>> = {}): string {
   return sql.replace(/\$([a-z]+)/g, (_, name: string) => {
-    if (name === 'now') return now
+    const literal = literals[name]
+    if (literal !== undefined) return literal
     const index = names.indexOf(name)
     if (index === -1) throw new Error(`no parameter named ${name}`)
     return `$${index + 1}`

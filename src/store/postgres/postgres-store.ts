@@ -3,6 +3,7 @@ import { projectEvent } from '../../domain/project-status.js'
 import type { AppendResult, G2SentryStore, IncomingEvent, JobState, RebuildReport } from '../../domain/types.js'
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from '../migrations.js'
 import { groupCommit, type BatchOutcome } from '../group-commit.js'
+import { postgresConsumers } from './postgres-consumers.js'
 import { ACQUIRE_LEASE, checkLeaseRequest, LIST_LEASES, positional, RELEASE_LEASE, SELECT_LEASE, toGrant, toLease, type LeaseDbRow } from '../leases.js'
 import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from '../replay-core.js'
 import {
@@ -66,10 +67,11 @@ const APPEND_BATCH = `WITH event AS (
 
 // Lease times come from the database's clock, so instances on several hosts agree on expiry.
 const NOW_MS = '(extract(epoch FROM now()) * 1000)::bigint'
-const PG_ACQUIRE_LEASE = positional(ACQUIRE_LEASE, ['name', 'holder', 'ttl'], NOW_MS)
-const PG_SELECT_LEASE = positional(SELECT_LEASE, ['name'], NOW_MS)
-const PG_RELEASE_LEASE = positional(RELEASE_LEASE, ['name', 'holder'], NOW_MS)
-const PG_LIST_LEASES = positional(LIST_LEASES, [], NOW_MS)
+const CLOCK = { now: NOW_MS }
+const PG_ACQUIRE_LEASE = positional(ACQUIRE_LEASE, ['name', 'holder', 'ttl'], CLOCK)
+const PG_SELECT_LEASE = positional(SELECT_LEASE, ['name'], CLOCK)
+const PG_RELEASE_LEASE = positional(RELEASE_LEASE, ['name', 'holder'], CLOCK)
+const PG_LIST_LEASES = positional(LIST_LEASES, [], CLOCK)
 
 /** Rows as columns, for unnest. */
 const columnsOf = (rows: unknown[][], width: number): unknown[][] => Array.from({ length: width }, (_, c) => rows.map((row) => row[c]))
@@ -256,6 +258,7 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
     }
   })
 
+  const consumers = postgresConsumers(pool, (work) => transaction('BEGIN', work))
   const store: G2SentryStore = {
     append (event: IncomingEvent): Promise<AppendResult> {
       if (!Number.isSafeInteger(event.jobId)) return Promise.reject(new TypeError('jobId must be a safe integer'))
@@ -312,6 +315,7 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
     async listLeases () {
       return (await pool.query<LeaseDbRow>(PG_LIST_LEASES)).rows.map(toLease)
     },
+    ...consumers,
     async rebuild (rebuildOptions) {
       const dryRun = rebuildOptions?.dryRun === true
       return transaction(dryRun ? 'BEGIN ISOLATION LEVEL REPEATABLE READ' : 'BEGIN', (client) => rebuild(client, dryRun))
@@ -347,6 +351,13 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
     acquireLease: track(store.acquireLease),
     releaseLease: track(store.releaseLease),
     listLeases: track(store.listLeases),
+    openConsumer: track(store.openConsumer),
+    saveCheckpoint: track(store.saveCheckpoint),
+    resetConsumer: track(store.resetConsumer),
+    listConsumers: track(store.listConsumers),
+    listParked: track(store.listParked),
+    retryParked: track(store.retryParked),
+    resolveParked: track(store.resolveParked),
     onCommit (listener) {
       commitListeners.add(listener)
       return () => { commitListeners.delete(listener) }

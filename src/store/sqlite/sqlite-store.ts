@@ -1,6 +1,7 @@
 import type Database from 'better-sqlite3'
 import type { G2SentryStore, ListJobsQuery, QuarantineInput, ReadLogQuery, RebuildReport } from '../../domain/types.js'
 import { groupCommit } from '../group-commit.js'
+import { sqliteConsumers } from './sqlite-consumers.js'
 import { ACQUIRE_LEASE, checkLeaseRequest, LIST_LEASES, RELEASE_LEASE, SELECT_LEASE, toGrant, toLease, type LeaseDbRow } from '../leases.js'
 import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from '../replay-core.js'
 import {
@@ -138,6 +139,7 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
     async listLeases () {
       return listLeases.all({ now: Date.now() }).map(toLease)
     },
+    ...sqliteConsumers(db),
     onCommit (listener) {
       commitListeners.add(listener)
       return () => { commitListeners.delete(listener) }
