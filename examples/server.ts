@@ -26,6 +26,19 @@ if (configured === undefined || configured === '') {
 }
 const secret = [configured || DEVELOPMENT_SECRET, ...(previous ? [previous] : [])]
 
+// Forwarding (optional): each job status change is POSTed to G2SENTRY_FORWARD_URL, signed with
+// G2SENTRY_FORWARD_SECRET (X-Signature, hex HMAC-SHA256 of the body), in order, retried until a 2xx.
+const forwardUrl = process.env.G2SENTRY_FORWARD_URL
+const forwardSecret = process.env.G2SENTRY_FORWARD_SECRET
+const forwardMaxBackoff = process.env.G2SENTRY_FORWARD_MAX_BACKOFF_MS
+if (forwardUrl !== undefined && forwardUrl !== '' && (forwardSecret === undefined || forwardSecret === '')) {
+  app.log.fatal('G2SENTRY_FORWARD_URL is set but G2SENTRY_FORWARD_SECRET is not; refusing to forward unsigned')
+  process.exit(1)
+}
+const forward = forwardUrl === undefined || forwardUrl === ''
+  ? undefined
+  : { url: forwardUrl, secret: forwardSecret as string, maxBackoffMs: forwardMaxBackoff === undefined ? 60_000 : Number(forwardMaxBackoff) }
+
 // G2SENTRY_DB is a SQLite file (its folder is created) or a postgres:// URL.
 if (database !== ':memory:' && !isPostgresUrl(database)) mkdirSync(dirname(database), { recursive: true })
 await app.register(g2sentry, {
@@ -34,6 +47,7 @@ await app.register(g2sentry, {
   // Prometheus metrics on /metrics. In production, protect it (and the job routes) with an
   // onRequest hook, e.g. metrics: { onRequest: app.basicAuth }.
   metrics: true,
+  forward,
   onEvent: ({ jobId, outcome, status }, request) => {
     if (outcome === 'applied') request.log.info({ jobId, status }, 'job status changed')
   }

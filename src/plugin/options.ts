@@ -2,6 +2,7 @@ import type { FastifyRequest, RouteShorthandOptions } from 'fastify'
 import { Registry } from 'prom-client'
 import { errors } from '../errors.js'
 import type { AppendResult, G2SentryStore, JobEvent } from '../domain/types.js'
+import { checkForwardOptions, type ForwardOptions } from '../consumers/forwarder.js'
 
 /** Route options a user may put on the job routes, e.g. an `onRequest` hook for authentication. */
 export type JobRouteOptions = Pick<RouteShorthandOptions,
@@ -32,7 +33,16 @@ export interface G2SentryOptions {
    * options such as an `onRequest` hook.
    */
   metrics?: boolean | ({ path?: string; registry?: Registry } & JobRouteOptions)
-  /** Called after each event is committed; an error in it is logged, never turned into a failed delivery. */
+  /**
+   * Forwards each projection change to a URL of yours, signed, in seq order, retried until a 2xx,
+   * across restarts (a durable consumer named `forwarder` unless `name` says otherwise).
+   */
+  forward?: ForwardOptions
+  /**
+   * Called inside the callback request after each event is committed: best-effort, an error in
+   * it is logged and never turned into a failed delivery, and it is lost if the process stops
+   * first. For reactions that must not be lost, use a consumer (`fastify.g2sentry.consume`).
+   */
   onEvent?: (event: CommittedEvent, request: FastifyRequest) => void | Promise<void>
   /** Passed by Fastify when the plugin is registered with a prefix. */
   prefix?: string
@@ -46,6 +56,7 @@ export interface ResolvedOptions {
   bodyLimit: number
   jobRoutes: false | ({ prefix: string } & JobRouteOptions)
   onEvent: G2SentryOptions['onEvent']
+  forward: ForwardOptions | undefined
   metrics: false | ({ path: string; registry: Registry | undefined } & JobRouteOptions)
   prefix: string
 }
@@ -77,6 +88,7 @@ export function resolveOptions (options: G2SentryOptions): ResolvedOptions {
   }
   if (bodyLimit !== undefined && !(Number.isSafeInteger(bodyLimit) && bodyLimit > 0)) fail('bodyLimit must be a positive integer (bytes)')
   if (onEvent !== undefined && typeof onEvent !== 'function') fail('onEvent must be a function')
+  if (options.forward !== undefined) checkForwardOptions(options.forward)
 
   let routes: ResolvedOptions['jobRoutes']
   if (jobRoutes === false) routes = false
@@ -103,6 +115,7 @@ export function resolveOptions (options: G2SentryOptions): ResolvedOptions {
     bodyLimit: bodyLimit ?? 64 * 1024,
     jobRoutes: routes,
     onEvent,
+    forward: options.forward,
     prefix: options.prefix ?? ''
   }
 }

@@ -4,6 +4,7 @@ import type { AppendResult, G2SentryStore, IncomingEvent, JobState, RebuildRepor
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from '../migrations.js'
 import { groupCommit, type BatchOutcome } from '../group-commit.js'
 import { postgresConsumers } from './postgres-consumers.js'
+import { commitAnnouncer, commitChannel, commitListener, type NotifyClient } from './commit-channel.js'
 import { ACQUIRE_LEASE, checkLeaseRequest, LIST_LEASES, positional, RELEASE_LEASE, SELECT_LEASE, toGrant, toLease, type LeaseDbRow } from '../leases.js'
 import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from '../replay-core.js'
 import {
@@ -168,8 +169,12 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
 
   let closed = false
   const commitListeners = new Set<(batchSize: number, seconds: number) => void>()
-  const committed = (batchSize: number, started: bigint) => {
+  const channel = commitChannel(schema)
+  const announce = commitAnnouncer((text, values) => pool.query(text, values), channel)
+  const commits = commitListener(() => new pg.Client({ connectionString: options.connectionString }) as unknown as NotifyClient, channel)
+  const committed = (batchSize: number, started: bigint, lastSeq: number) => {
     const seconds = Number(process.hrtime.bigint() - started) / 1e9
+    announce(lastSeq)
     for (const listener of commitListeners) listener(batchSize, seconds)
   }
 
@@ -192,7 +197,7 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
       await client.query(APPEND, [...params, writeJob, ...(writeJob ? jobParams(decision.state).slice(1) : Array(8).fill(null))])
       return { outcome: decision.outcome, seq: next.seq, jobId: event.jobId, status: decision.state?.status ?? null }
     })
-    committed(1, started)
+    committed(1, started, result.seq)
     return result
   }
 
@@ -240,7 +245,7 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
       await client.query(APPEND_BATCH, [...columnsOf(rows, 14), at?.seq, at?.hash, ...columnsOf(jobs, 9)])
       return results
     })
-    committed(events.length, started)
+    committed(events.length, started, (results[results.length - 1] as AppendResult).seq)
     return results
   }
 
@@ -323,6 +328,7 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
     async close () {
       if (closed) return
       closed = true
+      await commits.close()
       // The pool abandons waiting requests when it ends: let every started operation finish first.
       await Promise.allSettled(inFlight)
       await pool.end()
@@ -362,6 +368,7 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
       commitListeners.add(listener)
       return () => { commitListeners.delete(listener) }
     },
+    watchCommits: commits.watch,
     close: store.close
   }
 }
