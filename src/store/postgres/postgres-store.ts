@@ -6,6 +6,7 @@ import { groupCommit, type BatchOutcome } from '../group-commit.js'
 import { postgresConsumers } from './postgres-consumers.js'
 import { commitAnnouncer, commitChannel, commitListener, type NotifyClient } from './commit-channel.js'
 import { ACQUIRE_LEASE, checkLeaseRequest, LIST_LEASES, positional, RELEASE_LEASE, SELECT_LEASE, toGrant, toLease, type LeaseDbRow } from '../leases.js'
+import { logLocation, requireLog } from './postgres-read-only.js'
 import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from '../replay-core.js'
 import {
   contentHash, EVENT_INSERT_COLUMNS, eventParams, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, REPLAY_COLUMNS,
@@ -24,6 +25,11 @@ export interface PostgresStoreOptions {
   maxBatch?: number
   /** Job states a rebuild keeps in memory before writing the least recently used out (default 100,000). */
   replayCacheSize?: number
+  /**
+   * Open an existing log for reading only: no schema or table is created and nothing is migrated
+   * (see postgres-read-only.ts for what is refused).
+   */
+  readOnly?: boolean
 }
 
 // Minimal shapes of what this store uses from `pg`, so `pg` stays an optional peer dependency.
@@ -80,7 +86,7 @@ const columnsOf = (rows: unknown[][], width: number): unknown[][] => Array.from(
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/
 
 /**
- * Opens (and migrates) a PostgreSQL event store, for several app instances sharing one log.
+ * Opens (and, unless `readOnly`, migrates) a PostgreSQL event store, for several app instances sharing one log.
  * Every append transaction locks the chain's head row first, so appends from all instances take
  * turns: the read of the projection and the writes that follow it can never interleave with
  * another instance's, and seq follows commit order.
@@ -105,7 +111,8 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
   pool.on('error', () => {})
 
   try {
-    await migrate(pool, schema)
+    if (options.readOnly === true) await requireLog(pool, schema, logLocation(options.connectionString, options.schema))
+    else await migrate(pool, schema)
   } catch (error) {
     await pool.end()
     throw error

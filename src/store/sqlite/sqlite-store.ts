@@ -8,6 +8,7 @@ import {
   jobParams, REPLAY_COLUMNS, toJob, toLogRow, toQuarantine, type ChainHead,
   type EventRow, type JobRow, type QuarantineDbRow, type ReplayRow
 } from '../rows.js'
+import { openReadOnly } from './sqlite-read-only.js'
 import { createWriter, HEAD_SQL, openConnection, UPSERT_JOB, type ConnectionSettings } from './sqlite-writer.js'
 
 export interface SqliteStoreOptions extends ConnectionSettings {
@@ -17,11 +18,16 @@ export interface SqliteStoreOptions extends ConnectionSettings {
   maxBatch?: number
   /** Job states a rebuild keeps in memory before writing the least recently used out (default 100,000). */
   replayCacheSize?: number
+  /**
+   * Open an existing log for reading only: the file is opened read-only, and nothing is created
+   * or migrated (see sqlite-read-only.ts for what is refused).
+   */
+  readOnly?: boolean
 }
 
-/** Opens (and migrates) a SQLite event store. */
+/** Opens (and, unless `readOnly`, migrates) a SQLite event store. */
 export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { readonly db: Database.Database } {
-  const db = openConnection(options.filename, options, true)
+  const db = options.readOnly === true ? openReadOnly(options.filename, options) : openConnection(options.filename, options, true)
   const writer = createWriter(db)
 
   // Group commit (src/store/group-commit.ts): one transaction and one disk flush per batch.
