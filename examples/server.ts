@@ -38,6 +38,18 @@ const protect = readToken ? { onRequest: requireReadToken(readToken, { queryToke
 if (!readToken && production) {
   app.log.warn('*** G2SENTRY_READ_TOKEN is not set: the job routes, the live stream and /metrics (guardian phone numbers included) are open to anyone who can reach this port. Set it, or put these routes behind your own authentication. ***')
 }
+// Forwarding (optional): each job status change is POSTed to G2SENTRY_FORWARD_URL, signed with
+// G2SENTRY_FORWARD_SECRET (X-Signature, hex HMAC-SHA256 of the body), in order, retried until a 2xx.
+const forwardUrl = process.env.G2SENTRY_FORWARD_URL
+const forwardSecret = process.env.G2SENTRY_FORWARD_SECRET
+const forwardMaxBackoff = process.env.G2SENTRY_FORWARD_MAX_BACKOFF_MS
+if (forwardUrl !== undefined && forwardUrl !== '' && (forwardSecret === undefined || forwardSecret === '')) {
+  app.log.fatal('G2SENTRY_FORWARD_URL is set but G2SENTRY_FORWARD_SECRET is not; refusing to forward unsigned')
+  process.exit(1)
+}
+const forward = forwardUrl === undefined || forwardUrl === ''
+  ? undefined
+  : { url: forwardUrl, secret: forwardSecret as string, maxBackoffMs: forwardMaxBackoff === undefined ? 60_000 : Number(forwardMaxBackoff) }
 
 // G2SENTRY_DB is a SQLite file (its folder is created) or a postgres:// URL.
 if (database !== ':memory:' && !isPostgresUrl(database)) mkdirSync(dirname(database), { recursive: true })
@@ -47,6 +59,7 @@ await app.register(g2sentry, {
   jobRoutes: protect,
   // Prometheus metrics on /metrics.
   metrics: protect,
+  forward,
   // Best-effort and in the request (a crash can lose it): for reactions that must not be lost,
   // use a consumer (README, "Consumers").
   onEvent: ({ jobId, outcome, status, source }, request) => {

@@ -19,7 +19,12 @@ export const errors = {
   MISSING_DRIVER: createError('FST_G2SENTRY_MISSING_DRIVER', '%s', 500),
   STREAM_FULL: createError('FST_G2SENTRY_STREAM_FULL', 'The live stream already has %d clients; retry later', 503),
   READ_TOKEN_REQUIRED: createError('FST_G2SENTRY_READ_TOKEN_REQUIRED', 'This route needs the read token: Authorization: Bearer <token>', 401),
-  MIGRATION_REFUSED: createError('FST_G2SENTRY_MIGRATION_REFUSED', '%s', 500)
+  MIGRATION_REFUSED: createError('FST_G2SENTRY_MIGRATION_REFUSED', '%s', 500),
+  INVALID_LEASE: createError('FST_G2SENTRY_INVALID_LEASE', 'Invalid lease request: %s', 500),
+  FORWARD_FAILED: createError('FST_G2SENTRY_FORWARD_FAILED', 'Forwarding to %s failed: %s; it will be retried', 502),
+  NO_LOG: createError('FST_G2SENTRY_NO_LOG', 'no g2sentry log at %s', 500),
+  LOG_NOT_MIGRATED: createError('FST_G2SENTRY_LOG_NOT_MIGRATED',
+    'the g2sentry log at %s is behind this version of fastify-g2sentry (not applied: %s); opened read-only, it is not migrated: start the server on it once, or run g2sentry rebuild --db on it, to migrate it', 500)
 } as const
 
 /**

@@ -3,6 +3,7 @@ import { Registry } from 'prom-client'
 import { errors } from '../errors.js'
 import type { AppendResult, G2SentryStore, JobEvent } from '../domain/types.js'
 import type { CommitSource } from './post-commit.js'
+import { checkForwardOptions, type ForwardOptions } from '../consumers/forwarder.js'
 
 /** Route options a user may put on the job routes, e.g. an `onRequest` hook for authentication. */
 export type JobRouteOptions = Pick<RouteShorthandOptions,
@@ -50,6 +51,11 @@ export interface G2SentryOptions {
   /** Bounds of the live stream: `{ maxClients, maxBuffered }` (defaults 100 clients, 1 MiB). */
   stream?: Partial<StreamLimits>
   /**
+   * Forwards each projection change to a URL of yours, signed, in seq order, retried until a 2xx,
+   * across restarts (a durable consumer named `forwarder` unless `name` says otherwise).
+   */
+  forward?: ForwardOptions
+  /**
    * Called after each event is committed (a callback, a retried quarantine body, a reconciliation),
    * with the request for a callback and `undefined` otherwise. Best-effort: it runs in the request,
    * so a crash before it finishes loses the reaction; an error in it is logged, never turned into a
@@ -68,6 +74,7 @@ export interface ResolvedOptions {
   bodyLimit: number
   jobRoutes: false | ({ prefix: string } & JobRouteOptions)
   onEvent: G2SentryOptions['onEvent']
+  forward: ForwardOptions | undefined
   metrics: false | ({ path: string; registry: Registry | undefined } & JobRouteOptions)
   stream: StreamLimits
   prefix: string
@@ -100,6 +107,7 @@ export function resolveOptions (options: G2SentryOptions): ResolvedOptions {
   }
   if (bodyLimit !== undefined && !(Number.isSafeInteger(bodyLimit) && bodyLimit > 0)) fail('bodyLimit must be a positive integer (bytes)')
   if (onEvent !== undefined && typeof onEvent !== 'function') fail('onEvent must be a function')
+  if (options.forward !== undefined) checkForwardOptions(options.forward)
 
   let routes: ResolvedOptions['jobRoutes']
   if (jobRoutes === false) routes = false
@@ -133,6 +141,7 @@ export function resolveOptions (options: G2SentryOptions): ResolvedOptions {
     bodyLimit: bodyLimit ?? 64 * 1024,
     jobRoutes: routes,
     onEvent,
+    forward: options.forward,
     prefix: options.prefix ?? ''
   }
 }

@@ -2,6 +2,9 @@ import type { AppendResult, G2SentryStore, IncomingEvent, JobState, RebuildRepor
 import { errors } from '../../errors.js'
 import { commitListeners } from '../commit-listeners.js'
 import { groupCommit } from '../group-commit.js'
+import { postgresConsumers } from './postgres-consumers.js'
+import { commitAnnouncer, commitChannel, commitListener, type NotifyClient } from './commit-channel.js'
+import { ACQUIRE_LEASE, checkLeaseRequest, LIST_LEASES, positional, RELEASE_LEASE, SELECT_LEASE, toGrant, toLease, type LeaseDbRow } from '../leases.js'
 import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from '../replay-core.js'
 import {
   JOB_COLUMNS, jobParams, REPLAY_COLUMNS, toJob, toLogRow, toQuarantine, UPDATE_JOB_ON_CONFLICT, type ChainHead,
@@ -16,14 +19,25 @@ export interface PostgresStoreOptions extends PoolSettings {
   replayCacheSize?: number
 }
 
+// Lease times come from the database's clock, so instances on several hosts agree on expiry.
+const NOW_MS = '(extract(epoch FROM now()) * 1000)::bigint'
+const CLOCK = { now: NOW_MS }
+const PG_ACQUIRE_LEASE = positional(ACQUIRE_LEASE, ['name', 'holder', 'ttl'], CLOCK)
+const PG_SELECT_LEASE = positional(SELECT_LEASE, ['name'], CLOCK)
+const PG_RELEASE_LEASE = positional(RELEASE_LEASE, ['name', 'holder'], CLOCK)
+const PG_LIST_LEASES = positional(LIST_LEASES, [], CLOCK)
+
 /**
- * Opens (and migrates) a PostgreSQL event store, for several app instances sharing one log.
+ * Opens (and, unless `readOnly`, migrates) a PostgreSQL event store, for several app instances sharing one log.
  * Every append transaction locks the chain's head row first, so appends from all instances take
  * turns: the read of the projection and the writes that follow it can never interleave with
  * another instance's, and seq follows commit order.
  */
 export async function postgresStore (options: PostgresStoreOptions): Promise<G2SentryStore> {
   const pool = await openPool(options)
+  const schema = options.schema ?? 'public'
+  // Loaded already by openPool; the commit listener needs a client of its own, outside the pool.
+  const pg = (await import('pg')).default
 
   const rebuild = async (client: Client, dryRun: boolean): Promise<RebuildReport> => {
     // Appends take ROW EXCLUSIVE on events; SHARE waits for those under way and holds off new ones.
@@ -68,11 +82,18 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
 
   let closed = false
   const listeners = commitListeners()
-  const writer = createWriter(pool, listeners.committed)
+  const channel = commitChannel(schema)
+  const announce = commitAnnouncer((text, values) => pool.query(text, values), channel)
+  const commits = commitListener(() => new pg.Client({ connectionString: options.connectionString }) as unknown as NotifyClient, channel)
+  const writer = createWriter(pool, (batchSize, started, lastSeq) => {
+    announce(lastSeq)
+    listeners.committed(batchSize, started)
+  })
   // Group commit (src/store/group-commit.ts): a batch in one transaction; a batch that fails is
   // run again one event per transaction, in order, so one bad event fails only its own caller.
   const queue = groupCommit(options.maxBatch ?? 256, (events) => writer.appendBatch(events))
 
+  const consumers = postgresConsumers(pool, (work) => transaction(pool, 'BEGIN', work))
   const store: G2SentryStore = {
     append (event: IncomingEvent): Promise<AppendResult> {
       if (!Number.isSafeInteger(event.jobId)) return Promise.reject(new errors.INVALID_EVENT('jobId must be a safe integer'))
@@ -107,6 +128,22 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
     async chainHead () {
       return (await pool.query<ChainHead>(SELECT_HEAD)).rows[0]
     },
+    async acquireLease (name, holder, ttlMs) {
+      checkLeaseRequest(name, holder, ttlMs)
+      const { rows: [taken] } = await pool.query<LeaseDbRow>(PG_ACQUIRE_LEASE, [name, holder, ttlMs])
+      if (taken !== undefined) return toGrant(taken, holder)
+      const { rows: [other] } = await pool.query<LeaseDbRow>(PG_SELECT_LEASE, [name])
+      return toGrant(other as LeaseDbRow, holder)
+    },
+    async releaseLease (name, holder) {
+      checkLeaseRequest(name, holder)
+      const { rows } = await pool.query(`${PG_RELEASE_LEASE} RETURNING name`, [name, holder])
+      return rows.length > 0
+    },
+    async listLeases () {
+      return (await pool.query<LeaseDbRow>(PG_LIST_LEASES)).rows.map(toLease)
+    },
+    ...consumers,
     async rebuild (rebuildOptions) {
       const dryRun = rebuildOptions?.dryRun === true
       return transaction(pool, dryRun ? 'BEGIN ISOLATION LEVEL REPEATABLE READ' : 'BEGIN', (client) => rebuild(client, dryRun))
@@ -114,6 +151,7 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
     async close () {
       if (closed) return
       closed = true
+      await commits.close()
       // The pool abandons waiting requests when it ends: let every started operation finish first.
       await Promise.allSettled(inFlight)
       await pool.end()
@@ -139,7 +177,18 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
     quarantineSize: track(store.quarantineSize),
     chainHead: track(store.chainHead),
     rebuild: track(store.rebuild),
+    acquireLease: track(store.acquireLease),
+    releaseLease: track(store.releaseLease),
+    listLeases: track(store.listLeases),
+    openConsumer: track(store.openConsumer),
+    saveCheckpoint: track(store.saveCheckpoint),
+    resetConsumer: track(store.resetConsumer),
+    listConsumers: track(store.listConsumers),
+    listParked: track(store.listParked),
+    retryParked: track(store.retryParked),
+    resolveParked: track(store.resolveParked),
     onCommit: listeners.onCommit,
+    watchCommits: commits.watch,
     close: store.close
   }
 }

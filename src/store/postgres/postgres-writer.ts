@@ -7,6 +7,7 @@ import type { AppendResult, IncomingEvent, JobState, QuarantineInput } from '../
 import { errors } from '../../errors.js'
 import type { BatchOutcome } from '../group-commit.js'
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from '../migrations.js'
+import { logLocation, requireLog } from './postgres-read-only.js'
 import {
   appendResult, contentHash, EVENT_INSERT_COLUMNS, eventParams, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, toJob,
   UPDATE_JOB_ON_CONFLICT, type ChainHead, type JobRow
@@ -33,6 +34,11 @@ export interface PoolSettings {
   schema?: string | undefined
   /** Most connections in the pool (default 10). */
   max?: number | undefined
+  /**
+   * Open an existing log for reading only: no schema or table is created and nothing is migrated
+   * (see postgres-read-only.ts for what is refused).
+   */
+  readOnly?: boolean | undefined
 }
 
 const INT8 = 20
@@ -42,7 +48,7 @@ const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/
 
 /**
  * Loads the `pg` driver, opens a pool on the settings' schema and brings the schema up to date
- * (creating it if missing).
+ * (creating it if missing); with `readOnly`, only checks that a log is there (postgres-read-only.ts).
  */
 export async function openPool (settings: PoolSettings): Promise<Pool> {
   const schema = settings.schema ?? 'public'
@@ -65,7 +71,8 @@ export async function openPool (settings: PoolSettings): Promise<Pool> {
   pool.on('error', () => {})
   pool.on('connect', (client) => { client.on('error', () => {}) })
   try {
-    await migrate(pool, schema)
+    if (settings.readOnly === true) await requireLog(pool, schema, logLocation(settings.connectionString, settings.schema))
+    else await migrate(pool, schema)
   } catch (error) {
     await pool.end()
     throw error
@@ -133,9 +140,9 @@ export interface PostgresWriter {
 
 /**
  * The group commit over `pool`. `committed` is told of every transaction that committed appends
- * (its size, and when it began).
+ * (its size, when it began, and the last seq it wrote).
  */
-export function createWriter (pool: Pool, committed: (batchSize: number, started: bigint) => void): PostgresWriter {
+export function createWriter (pool: Pool, committed: (batchSize: number, started: bigint, lastSeq: number) => void): PostgresWriter {
   /**
    * Runs `work` in an append transaction. When the COMMIT fails, the transaction may still have
    * committed (the connection was lost after COMMIT was sent): the chain's head row it wrote
@@ -187,7 +194,7 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
       await client.query(APPEND, [...params, writeJob, ...(writeJob ? jobParams(decision.state).slice(1) : Array(8).fill(null))])
       return { value: appendResult(decision, next.seq, event.jobId), head: next }
     })
-    committed(1, started)
+    committed(1, started, result.seq)
     return result
   }
 
@@ -235,7 +242,7 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
       await client.query(APPEND_BATCH, [...columnsOf(rows, 14), at?.seq, at?.hash, ...columnsOf(jobs, 9)])
       return { value: results, head: at as ChainHead }
     })
-    committed(events.length, started)
+    committed(events.length, started, (results[results.length - 1] as AppendResult).seq)
     return results
   }
 

@@ -3,11 +3,14 @@ import type { G2SentryStore, ListJobsQuery, QuarantineInput, ReadLogQuery, Rebui
 import { errors } from '../../errors.js'
 import { commitListeners } from '../commit-listeners.js'
 import { groupCommit } from '../group-commit.js'
+import { sqliteConsumers } from './sqlite-consumers.js'
+import { ACQUIRE_LEASE, checkLeaseRequest, LIST_LEASES, RELEASE_LEASE, SELECT_LEASE, toGrant, toLease, type LeaseDbRow } from '../leases.js'
 import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from '../replay-core.js'
 import {
   jobParams, REPLAY_COLUMNS, toJob, toLogRow, toQuarantine, type ChainHead,
   type EventRow, type JobRow, type QuarantineDbRow, type ReplayRow
 } from '../rows.js'
+import { openReadOnly } from './sqlite-read-only.js'
 import { createWriter, HEAD_SQL, openConnection, UPSERT_JOB, type ConnectionSettings } from './sqlite-writer.js'
 
 export interface SqliteStoreOptions extends ConnectionSettings {
@@ -17,11 +20,16 @@ export interface SqliteStoreOptions extends ConnectionSettings {
   maxBatch?: number
   /** Job states a rebuild keeps in memory before writing the least recently used out (default 100,000). */
   replayCacheSize?: number
+  /**
+   * Open an existing log for reading only: the file is opened read-only, and nothing is created
+   * or migrated (see sqlite-read-only.ts for what is refused).
+   */
+  readOnly?: boolean
 }
 
-/** Opens (and migrates) a SQLite event store. */
+/** Opens (and, unless `readOnly`, migrates) a SQLite event store. */
 export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { readonly db: Database.Database } {
-  const db = openConnection(options.filename, options, true)
+  const db = options.readOnly === true ? openReadOnly(options.filename, options) : openConnection(options.filename, options, true)
   const writer = createWriter(db)
 
   // Group commit (src/store/group-commit.ts): one transaction and one disk flush per batch.
@@ -46,6 +54,14 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
   const selectPendingQuarantine = db.prepare<[number, number], QuarantineDbRow>(
     'SELECT * FROM quarantine WHERE id > ? AND retried_seq IS NULL ORDER BY id LIMIT ?')
   const countPendingQuarantine = db.prepare<[], { n: number }>('SELECT count(*) AS n FROM quarantine WHERE retried_seq IS NULL')
+
+  // Leases live on this host's clock: every process sharing the file shares the clock.
+  const acquireLease = db.prepare<{ name: string; holder: string; now: number; ttl: number }, LeaseDbRow>(ACQUIRE_LEASE)
+  const selectLease = db.prepare<{ name: string }, LeaseDbRow>(SELECT_LEASE)
+  const releaseLease = db.prepare<{ name: string; holder: string; now: number }>(RELEASE_LEASE)
+  const listLeases = db.prepare<{ now: number }, LeaseDbRow>(LIST_LEASES)
+  const acquireTx = db.transaction((name: string, holder: string, ttl: number) =>
+    acquireLease.get({ name, holder, now: Date.now(), ttl }) ?? selectLease.get({ name }) as LeaseDbRow)
 
   const rebuild = (dryRun: boolean): RebuildReport => {
     // The same definition as the projection table, so rows compare column for column.
@@ -119,6 +135,18 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
     async chainHead () {
       return selectHead.get()
     },
+    async acquireLease (name, holder, ttlMs) {
+      checkLeaseRequest(name, holder, ttlMs)
+      return toGrant(acquireTx.immediate(name, holder, ttlMs), holder)
+    },
+    async releaseLease (name, holder) {
+      checkLeaseRequest(name, holder)
+      return releaseLease.run({ name, holder, now: Date.now() }).changes > 0
+    },
+    async listLeases () {
+      return listLeases.all({ now: Date.now() }).map(toLease)
+    },
+    ...sqliteConsumers(db),
     onCommit: listeners.onCommit,
     async rebuild (options) {
       const dryRun = options?.dryRun === true
