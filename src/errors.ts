@@ -22,6 +22,7 @@ export const errors = {
   MIGRATION_REFUSED: createError('FST_G2SENTRY_MIGRATION_REFUSED', '%s', 500),
   INVALID_LEASE: createError('FST_G2SENTRY_INVALID_LEASE', 'Invalid lease request: %s', 500),
   FORWARD_FAILED: createError('FST_G2SENTRY_FORWARD_FAILED', 'Forwarding to %s failed: %s; it will be retried', 502),
+  UNREACHABLE: createError('FST_G2SENTRY_UNREACHABLE', 'could not reach %s (%s): is the server running there?', 500),
   NO_LOG: createError('FST_G2SENTRY_NO_LOG', 'no g2sentry log at %s', 500),
   LOG_NOT_MIGRATED: createError('FST_G2SENTRY_LOG_NOT_MIGRATED',
     'the g2sentry log at %s is behind this version of fastify-g2sentry (not applied: %s); opened read-only, it is not migrated: start the server on it once, or run g2sentry rebuild --db on it, to migrate it', 500)
