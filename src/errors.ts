@@ -21,6 +21,7 @@ export const errors = {
   READ_TOKEN_REQUIRED: createError('FST_G2SENTRY_READ_TOKEN_REQUIRED', 'This route needs the read token: Authorization: Bearer <token>', 401),
   MIGRATION_REFUSED: createError('FST_G2SENTRY_MIGRATION_REFUSED', '%s', 500),
   INVALID_LEASE: createError('FST_G2SENTRY_INVALID_LEASE', 'Invalid lease request: %s', 500),
+  CONSUMER_NOT_FOUND: createError('FST_G2SENTRY_CONSUMER_NOT_FOUND', 'no consumer named %s', 404),
   FORWARD_FAILED: createError('FST_G2SENTRY_FORWARD_FAILED', 'Forwarding to %s failed: %s; it will be retried', 502),
   UNREACHABLE: createError('FST_G2SENTRY_UNREACHABLE', 'could not reach %s (%s): is the server running there?', 500),
   NO_LOG: createError('FST_G2SENTRY_NO_LOG', 'no g2sentry log at %s', 500),
