@@ -9,8 +9,10 @@ import { JobIdString, toJobId } from './schemas.js'
 import type { G2SentryStore, LogRow } from '../domain/types.js'
 
 const HEARTBEAT_MS = 15_000
-/** Rows read from the log per page of a catch-up: about 2 ms of work on the event loop. */
+/** Rows read from the log per page of a catch-up: about 2 ms of work on the event loop here. */
 const PAGE_SIZE = 100
+/** A catch-up reads pages for at most this long before it hands the event loop on. */
+const TURN_MS = 5
 
 const StreamQuerystring = Type.Object({ jobId: Type.Optional(JobIdString) })
 
@@ -174,8 +176,12 @@ export function jobStream (app: FastifyInstance, opts: {
           outbox.send(`id: ${head}\nevent: reset\ndata: ${JSON.stringify({ lastEventId: last, lastSeq: head })}\n\n`)
         }
       }
+      let turnStarted = -Infinity
       while (catchingUp && !raw.destroyed) {
-        await nextPage()
+        if (performance.now() - turnStarted >= TURN_MS) {
+          await nextPage()
+          turnStarted = performance.now()
+        }
         const page = await store.readLog({ jobId, afterSeq: position, limit: PAGE_SIZE })
         for (const row of page) {
           await outbox.writable
