@@ -117,19 +117,30 @@ if (!values['skip-replay'] && values.store === 'sqlite') {
     // machine one run of each can differ by a third. verify takes several times longer; once.
     const scans: Measurement[] = []
     const rebuilds: Measurement[] = []
+    // A consumer catching up from the beginning: a new name each run, so each starts at seq 0.
+    const consumedRows: Measurement[] = []
+    const consumedChanges: Measurement[] = []
     for (let r = 0; r < 3; r++) {
       scans.push(measure(['bench/raw-scan.mjs', file]))
       rebuilds.push(measure(['bin/g2sentry.js', 'rebuild', '--db', file]))
+      consumedRows.push(measure(['bench/consume-log.mjs', file, 'rows', `bench-rows-${r}`]))
+      consumedChanges.push(measure(['bench/consume-log.mjs', file, 'changes', `bench-changes-${r}`]))
     }
+    if (consumedRows.some((m) => Number(m.stdout) !== events)) throw new Error(`a consumer handed over ${consumedRows.map((m) => m.stdout.trim()).join(', ')} rows, not ${events}`)
     const scan = medianRun(scans)
     const rebuild = medianRun(rebuilds)
+    const consumeRows = medianRun(consumedRows)
+    const consumeChanges = medianRun(consumedChanges)
     const verify = measure(['bin/g2sentry.js', 'verify', '--db', file, '--secret', 'bench'])
     if (!/^ok: /m.test(verify.stdout)) throw new Error(`verify did not pass:\n${verify.stdout}`)
     const widths = [50, 12, 10, 12, 14]
-    console.log(`scan seconds: ${scans.map((m) => fmt(m.seconds, 2)).join(', ')}; rebuild seconds: ${rebuilds.map((m) => fmt(m.seconds, 2)).join(', ')} (medians below)\n`)
+    const seconds = (runs: Measurement[]) => runs.map((m) => fmt(m.seconds, 2)).join(', ')
+    console.log(`scan seconds: ${seconds(scans)}; rebuild seconds: ${seconds(rebuilds)}; consumer seconds: rows ${seconds(consumedRows)}, changes ${seconds(consumedChanges)} (medians below)\n`)
     console.log(row(['measurement (a fresh process each)', 'events/s', 'seconds', '× raw scan', 'peak RSS MB'], widths))
     for (const [name, m] of [['raw SQLite scan of the columns replay reads', scan], ['g2sentry rebuild (replace the projection)', rebuild],
-      ['g2sentry verify (chain, signatures, projection)', verify]] as const) {
+      ['g2sentry verify (chain, signatures, projection)', verify],
+      ['consumer catching up, every row (deliver: rows)', consumeRows],
+      [`consumer catching up, ${fmt(Number(consumeChanges.stdout))} changes (deliver: changes)`, consumeChanges]] as const) {
       console.log(row([name, fmt(events / m.seconds), fmt(m.seconds, 2), `${fmt(scan.seconds / m.seconds, 2)}×`, fmt(m.rssMb, 1)], widths))
     }
     console.log(`\nidle process (Node and better-sqlite3, no work): peak RSS ${fmt(idle.rssMb, 1)} MB`)
