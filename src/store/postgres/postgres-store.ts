@@ -1,9 +1,10 @@
 import { join } from 'node:path'
 import { projectEvent } from '../../domain/project-status.js'
-import type { AppendResult, G2SentryStore, IncomingEvent, JobState, RebuildReport } from '../../domain/types.js'
+import type { AppendResult, ConditionalEvent, G2SentryStore, IncomingEvent, JobState, RebuildReport, SupersededResult } from '../../domain/types.js'
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from '../migrations.js'
 import { groupCommit, type BatchOutcome } from '../group-commit.js'
 import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from '../replay-core.js'
+import { postgresReconcileState } from './postgres-reconcile.js'
 import {
   contentHash, EVENT_INSERT_COLUMNS, eventParams, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, REPLAY_COLUMNS,
   toJob, toLogRow, toQuarantine, UPDATE_JOB_ON_CONFLICT, type ChainHead, type EventRow, type JobRow, type QuarantineDbRow,
@@ -46,10 +47,10 @@ const SELECT_HEAD = 'SELECT seq, hash FROM g2sentry_chain WHERE id = 1'
 // The event, and the projection row when the event has one ($15), in one statement.
 const APPEND = `WITH event AS (
     INSERT INTO events (${EVENT_INSERT_COLUMNS})
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)),
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)),
   head AS (UPDATE g2sentry_chain SET seq = $1, hash = $14 WHERE id = 1)
   INSERT INTO jobs (${JOB_COLUMNS})
-  SELECT $2, $16::text, $17::text, $18::text, $19::text, $20::int, $21::int, $22::bigint, $23::bigint WHERE $15::boolean
+  SELECT $2, $17::text, $18::text, $19::text, $20::text, $21::int, $22::int, $23::bigint, $24::bigint WHERE $16::boolean
   ${UPDATE_JOB_ON_CONFLICT}`
 
 // A batch's events, its projection rows (the last state of each job it touched) and the new
@@ -57,10 +58,10 @@ const APPEND = `WITH event AS (
 const APPEND_BATCH = `WITH event AS (
     INSERT INTO events (${EVENT_INSERT_COLUMNS})
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[],
-      $8::text[], $9::text[], $10::bigint[], $11::text[], $12::bigint[], $13::text[], $14::text[])),
-  head AS (UPDATE g2sentry_chain SET seq = $15, hash = $16 WHERE id = 1)
+      $8::text[], $9::text[], $10::bigint[], $11::text[], $12::bigint[], $13::text[], $14::text[], $15::text[])),
+  head AS (UPDATE g2sentry_chain SET seq = $16, hash = $17 WHERE id = 1)
   INSERT INTO jobs (${JOB_COLUMNS})
-  SELECT * FROM unnest($17::bigint[], $18::text[], $19::text[], $20::text[], $21::text[], $22::int[], $23::int[], $24::bigint[], $25::bigint[])
+  SELECT * FROM unnest($18::bigint[], $19::text[], $20::text[], $21::text[], $22::text[], $23::int[], $24::int[], $25::bigint[], $26::bigint[])
   ${UPDATE_JOB_ON_CONFLICT}`
 
 /** Rows as columns, for unnest. */
@@ -164,9 +165,9 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
   }
 
   /** One append in its own transaction: a batch that failed is run again this way. */
-  async function appendOne (event: IncomingEvent): Promise<AppendResult> {
+  async function appendOne (event: IncomingEvent): Promise<AppendResult | SupersededResult> {
     const started = process.hrtime.bigint()
-    const result = await transaction('BEGIN', async (client) => {
+    const result = await transaction('BEGIN', async (client): Promise<AppendResult | SupersededResult> => {
       // Two round trips besides begin and commit: lock the chain's head and read the job and an
       // earlier row with the same body; write the event, the head and the projection in one
       // statement. The job id is a checked integer and the body hash is hex, both safe to inline.
@@ -175,6 +176,11 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
         SELECT * FROM jobs WHERE job_id = ${event.jobId};
         SELECT seq FROM events WHERE job_id = ${event.jobId} AND content_hash = '${bodyHash}' ORDER BY seq LIMIT 1`
       ) as unknown as [QueryResult<ChainHead>, QueryResult<JobRow>, QueryResult<{ seq: number }>]
+      const { ifLastSeq } = event as Partial<ConditionalEvent>
+      if (ifLastSeq !== undefined) {
+        const { rows: [last] } = await client.query<{ seq: number | null }>('SELECT max(seq) AS seq FROM events WHERE job_id = $1', [event.jobId])
+        if ((last?.seq ?? 0) !== ifLastSeq) return { outcome: 'superseded', jobId: event.jobId, lastSeq: last?.seq ?? 0 }
+      }
       const decision = projectEvent(current && toJob(current), event)
       const sameAs = decision.outcome === 'duplicate' ? same?.seq ?? null : null
       const { params, next } = eventParams(event, bodyHash, head, decision.outcome, sameAs)
@@ -192,7 +198,7 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
    * memory, in order, on those states; one statement writes every event, the last state of each
    * job and the new head.
    */
-  async function appendMany (events: IncomingEvent[]): Promise<AppendResult[]> {
+  async function appendMany (events: IncomingEvent[]): Promise<Array<AppendResult | SupersededResult>> {
     const started = process.hrtime.bigint()
     const results = await transaction('BEGIN', async (client) => {
       const hashes = events.map((event) => contentHash(event.rawBody))
@@ -205,13 +211,28 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
           GROUP BY job_id, content_hash`
       ) as unknown as [QueryResult<ChainHead>, QueryResult<JobRow>, QueryResult<{ job_id: number; content_hash: string; seq: number }>]
       const states = new Map(jobRows.map((row) => [row.job_id, toJob(row)]))
+      // Conditional appends (the reconciler's) compare with each job's last seq, kept up to date
+      // through the batch; a batch of callbacks alone never reads it.
+      const conditional = events.filter((event) => (event as Partial<ConditionalEvent>).ifLastSeq !== undefined)
+      const lastSeqs = new Map<number, number>()
+      if (conditional.length > 0) {
+        const { rows: lasts } = await client.query<{ job_id: number; seq: number }>(
+          'SELECT job_id, max(seq) AS seq FROM events WHERE job_id = ANY($1::bigint[]) GROUP BY job_id', [conditional.map((e) => e.jobId)])
+        for (const row of lasts) lastSeqs.set(row.job_id, row.seq)
+      }
       const touched = new Set<number>()
       // The first row of each job with each body: from the log, else from this batch.
       const firstSeq = new Map(firsts.map((row) => [`${row.job_id} ${row.content_hash}`, row.seq]))
       const rows: unknown[][] = []
-      const results: AppendResult[] = []
+      const results: Array<AppendResult | SupersededResult> = []
       let at: ChainHead | undefined = head
       events.forEach((event, i) => {
+        const { ifLastSeq } = event as Partial<ConditionalEvent>
+        const lastSeq = lastSeqs.get(event.jobId) ?? 0
+        if (ifLastSeq !== undefined && ifLastSeq !== lastSeq) {
+          results.push({ outcome: 'superseded', jobId: event.jobId, lastSeq })
+          return
+        }
         const bodyHash = hashes[i] as string
         const decision = projectEvent(states.get(event.jobId), event)
         const key = `${event.jobId} ${bodyHash}`
@@ -223,11 +244,12 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
           touched.add(event.jobId)
         }
         rows.push(params)
+        if (conditional.length > 0) lastSeqs.set(event.jobId, next.seq)
         at = next
         results.push({ outcome: decision.outcome, seq: next.seq, jobId: event.jobId, status: decision.state?.status ?? null })
       })
       const jobs = [...touched].map((jobId) => jobParams(states.get(jobId) as JobState))
-      await client.query(APPEND_BATCH, [...columnsOf(rows, 14), at?.seq, at?.hash, ...columnsOf(jobs, 9)])
+      if (rows.length > 0) await client.query(APPEND_BATCH, [...columnsOf(rows, 15), at?.seq, at?.hash, ...columnsOf(jobs, 9)])
       return results
     })
     committed(events.length, started)
@@ -250,6 +272,11 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
 
   const store: G2SentryStore = {
     append (event: IncomingEvent): Promise<AppendResult> {
+      if (!Number.isSafeInteger(event.jobId)) return Promise.reject(new TypeError('jobId must be a safe integer'))
+      // An IncomingEvent has no ifLastSeq, so it is never superseded.
+      return queue.append(event) as Promise<AppendResult>
+    },
+    appendIf (event: ConditionalEvent) {
       if (!Number.isSafeInteger(event.jobId)) return Promise.reject(new TypeError('jobId must be a safe integer'))
       return queue.append(event)
     },
@@ -312,6 +339,8 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
   }
   return {
     append: track(store.append),
+    appendIf: track(store.appendIf as NonNullable<G2SentryStore['appendIf']>),
+    reconcileState: postgresReconcileState(pool, track),
     quarantine: track(store.quarantine),
     getJob: track(store.getJob),
     listJobs: track(store.listJobs),

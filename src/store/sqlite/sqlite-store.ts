@@ -1,11 +1,12 @@
 import type Database from 'better-sqlite3'
-import type { G2SentryStore, ListJobsQuery, QuarantineInput, ReadLogQuery, RebuildReport } from '../../domain/types.js'
+import type { AppendResult, G2SentryStore, ListJobsQuery, QuarantineInput, ReadLogQuery, RebuildReport } from '../../domain/types.js'
 import { groupCommit } from '../group-commit.js'
 import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from '../replay-core.js'
 import {
   jobParams, REPLAY_COLUMNS, toJob, toLogRow, toQuarantine, type ChainHead,
   type EventRow, type JobRow, type QuarantineDbRow, type ReplayRow
 } from '../rows.js'
+import { sqliteReconcileState } from './sqlite-reconcile.js'
 import { createWriter, HEAD_SQL, openConnection, UPSERT_JOB, type ConnectionSettings } from './sqlite-writer.js'
 
 export interface SqliteStoreOptions extends ConnectionSettings {
@@ -85,8 +86,14 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
     db,
     append (event) {
       if (closed) return Promise.reject(new Error('The store is closed'))
+      // An IncomingEvent has no ifLastSeq, so it is never superseded.
+      return queue.append(event) as Promise<AppendResult>
+    },
+    appendIf (event) {
+      if (closed) return Promise.reject(new Error('The store is closed'))
       return queue.append(event)
     },
+    reconcileState: sqliteReconcileState(db),
     async quarantine (entry: QuarantineInput) {
       return writer.quarantine(entry)
     },
