@@ -34,8 +34,10 @@ await app.register(g2sentry, {
   // Prometheus metrics on /metrics. In production, protect it (and the job routes) with an
   // onRequest hook, e.g. metrics: { onRequest: app.basicAuth }.
   metrics: true,
-  onEvent: ({ jobId, outcome, status }, request) => {
-    if (outcome === 'applied') request.log.info({ jobId, status }, 'job status changed')
+  // Best-effort and in the request (a crash can lose it): for reactions that must not be lost,
+  // use a consumer (README, "Consumers").
+  onEvent: ({ jobId, outcome, status, source }, request) => {
+    if (outcome === 'applied') (request?.log ?? app.log).info({ jobId, status, source }, 'job status changed')
   }
 })
 

@@ -4,9 +4,10 @@ import { auditLog, type AuditReport } from './log/audit.js'
 import { callbackRoute } from './plugin/callback-route.js'
 import { jobRoutes } from './plugin/job-routes.js'
 import { exportLog, type ExportOptions } from './log/export.js'
-import { changeOf, ChangeFeed } from './plugin/change-feed.js'
+import { ChangeFeed } from './plugin/change-feed.js'
 import { retryQuarantine, type RetryReport } from './log/quarantine.js'
-import { createMetrics, type G2SentryMetrics } from './plugin/metrics.js'
+import { createMetrics, metricsRoute } from './plugin/metrics.js'
+import { postCommitPath } from './plugin/post-commit.js'
 import { resolveOptions, type G2SentryOptions } from './plugin/options.js'
 import { readLogStream, type ReadLogOptions } from './log/read-log.js'
 import { openStore } from './store/open-store.js'
@@ -47,7 +48,10 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
   if (resolved.store === undefined) app.addHook('onClose', () => store.close())
 
   const feed = new ChangeFeed()
-  let metrics: G2SentryMetrics | undefined
+  const metrics = resolved.metrics === false ? undefined : createMetrics(store, resolved.metrics.registry)
+  if (metrics !== undefined) app.addHook('onClose', async () => metrics.close())
+  const committed = postCommitPath({ metrics, feed, onEvent: resolved.onEvent, log: app.log })
+
   app.decorate('g2sentry', {
     store,
     readLog: (readOptions?: ReadLogOptions) => readLogStream(store, readOptions),
@@ -57,28 +61,17 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
     retryQuarantine: (retryOptions?: { ids?: readonly number[] }) => retryQuarantine(store, {
       secrets: resolved.secrets,
       ids: retryOptions?.ids,
-      onAppend: ({ event, receivedAt, ...result }) => {
-        metrics?.delivered(result.outcome)
-        const change = changeOf(result, event, receivedAt)
-        if (change !== undefined) feed.publish(change)
-      }
+      onAppend: ({ event, receivedAt, id: _id, ...result }) => committed({ result, event, receivedAt, source: 'quarantine' })
     }),
     exportLog: (exportOptions: ExportOptions) => exportLog(store, exportOptions)
   } satisfies G2SentryDecorator)
 
-  if (resolved.metrics !== false) {
-    const { path, registry, ...routeOptions } = resolved.metrics
-    const created = metrics = createMetrics(store, registry)
-    app.addHook('onClose', async () => created.close())
-    await app.register(async (scope) => {
-      scope.get(path, routeOptions, async (_request, reply) => {
-        reply.type(created.registry.contentType)
-        return created.registry.metrics()
-      })
-    }, { prefix: resolved.prefix })
+  if (resolved.metrics !== false && metrics !== undefined) {
+    const { path, registry: _registry, ...routeOptions } = resolved.metrics
+    await app.register(metricsRoute, { prefix: resolved.prefix, path, routeOptions, metrics })
   }
 
-  await app.register(callbackRoute, { prefix: resolved.prefix, options: resolved, store, feed, metrics })
+  await app.register(callbackRoute, { prefix: resolved.prefix, options: resolved, store, metrics, committed })
   if (resolved.jobRoutes !== false) {
     const { prefix, ...routeOptions } = resolved.jobRoutes
     await app.register(jobRoutes, { prefix: resolved.prefix + prefix, store, feed, routeOptions })

@@ -1,4 +1,4 @@
-// POST /callbacks/g2sentry against every row of DESIGN.md, "What each input gets": the answer,
+// POST /callbacks/g2sentry against every row of docs/design.md, "What each input gets": the answer,
 // and what was or was not kept (log rows, quarantine rows, projection).
 import t from 'tap'
 import type { Test } from 'tap'
@@ -359,9 +359,9 @@ t.test('onEvent', async (t) => {
   t.test('is called once per committed event, after the commit', async (t) => {
     const calls: Array<{ committed: CommittedEvent; inLog: boolean; signature: unknown }> = []
     const app: FastifyInstance = await buildApp(t, {
-      onEvent: async (committed: CommittedEvent, request: FastifyRequest) => {
+      onEvent: async (committed: CommittedEvent, request: FastifyRequest | undefined) => {
         const rows = await app.g2sentry.store.readLog({ limit: 100 })
-        calls.push({ committed, inLog: rows.some((row) => row.seq === committed.seq), signature: request.headers['x-signature'] })
+        calls.push({ committed, inLog: rows.some((row) => row.seq === committed.seq), signature: request?.headers['x-signature'] })
       }
     })
     const first = assigned(5, { phone: PHONE })
@@ -389,6 +389,7 @@ t.test('onEvent', async (t) => {
     t.match(calls[0]?.committed.event, { jobId: 5, eventType: 'JobAssigned', jobName: 'Open House at 123 Main St', jobStatus: 'Assigned', guardianPhone: PHONE })
     t.match(calls[2]?.committed.event, { jobId: 5, eventType: 'JobWithdrawed', jobStatus: 'New' })
     t.notOk('rawBody' in (calls[0]?.committed.event ?? {}), 'the event is the payload’s fields')
+    t.ok(calls.every((call) => call.committed.source === 'callback'), 'each from a callback')
     t.ok(calls.every((call) => call.inLog), 'every call sees its event in the log')
     t.equal(calls[0]?.signature, signBody(bytesOf(first), SECRET), 'and gets the request')
   })

@@ -57,7 +57,7 @@ export async function runCli (args: string[], options: CliOptions = {}): Promise
 /** `runCli(args)` with the defaults. */
 export const cli = (...args: string[]): Promise<Run> => runCli(args)
 
-/** What each simulated delivery gets, in order (see src/simulator/simulate.ts and DESIGN.md's rules table). */
+/** What each simulated delivery gets, in order (see src/simulator/simulate.ts and the rules table of docs/design.md). */
 export const SIMULATED_OUTCOMES = ['applied', 'applied', 'duplicate', 'applied', 'stale', 'applied', 'stale',
   'applied', 'applied', 'applied', 'unsupported']
 

@@ -1,4 +1,4 @@
-// DESIGN.md's four properties on PostgreSQL: one schema per property, emptied before each run.
+// The four properties of docs/design.md ("Properties the tests prove") on PostgreSQL: one schema per property, emptied before each run.
 import t from 'tap'
 import { postgresStore } from '../src/index.js'
 import { deliveryProperties } from './delivery-properties.js'

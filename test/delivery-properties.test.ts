@@ -1,4 +1,4 @@
-// DESIGN.md's four properties on SQLite (a fresh file per run), and the schedule generator the
+// The four properties of docs/design.md ("Properties the tests prove") on SQLite (a fresh file per run), and the schedule generator the
 // properties rely on.
 import t from 'tap'
 import fc from 'fast-check'

@@ -1,4 +1,4 @@
-// DESIGN.md's four properties, checked on generated delivery schedules sent through the real
+// The four properties of docs/design.md ("Properties the tests prove"), checked on generated delivery schedules sent through the real
 // callback route (signed bodies, app.inject) into a real store, a fresh one per run. The test
 // files run them against SQLite (delivery-properties.test.ts) and PostgreSQL
 // (delivery-properties-postgres.test.ts).
@@ -142,7 +142,7 @@ const without = (state: JobState | undefined, key: keyof JobState) => {
  */
 export function deliveryProperties (t: Test, backend: Backend, numRuns: number): void {
   // ---------------------------------------------------------------------------------------------
-  // The four properties of DESIGN.md.
+  // The four properties of docs/design.md.
 
   t.test('property 1: a rebuild from the log equals the live projection and replays every outcome', async (t) => {
     const withApp = await harness(t, backend)

@@ -5,7 +5,7 @@
 // - an unsigned (or wrongly signed) body is refused with 401 and changes neither log nor quarantine;
 // - a signed body is either logged (200: exactly one new log row holding exactly its bytes) or
 //   quarantined (400 / 422: exactly one new quarantine row holding exactly its bytes), and which
-//   of the three it gets is what DESIGN.md's input table says for that body.
+//   of the three it gets is what the input table of docs/design.md says for that body.
 import t from 'tap'
 import type { Test } from 'tap'
 import Database from 'better-sqlite3'

@@ -1,5 +1,5 @@
 // Hostile input on POST /callbacks/g2sentry ("Prove it under faults", item 4): each input is
-// answered as DESIGN.md's "What each input gets" says, and the store is left unchanged unless
+// answered as docs/design.md's "What each input gets" says, and the store is left unchanged unless
 // that table says otherwise: signed bodies that are not callbacks are quarantined byte for byte,
 // unsigned ones leave nothing. Most requests go through `app.inject`; the slowly dripped bodies
 // and the repeated X-Signature headers go over a real socket to a listening server.

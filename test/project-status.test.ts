@@ -1,4 +1,4 @@
-// Table-driven tests of the pure projection function against DESIGN.md, "Projection rules (the contract)".
+// Table-driven tests of the pure projection function against docs/design.md, "Projection rules".
 import t from 'tap'
 import { projectEvent, type Decision, type ProjectedEvent } from '../src/domain/project-status.js'
 import type { JobState, JobStatus, Outcome } from '../src/domain/types.js'
@@ -6,7 +6,7 @@ import type { JobState, JobStatus, Outcome } from '../src/domain/types.js'
 type Current = JobStatus | 'none'
 type Move = 'create' | 'apply' | 'update' | 'stale'
 
-// The rules table of DESIGN.md, written out: RULES[current status][event's jobStatus].
+// The rules table of docs/design.md, written out: RULES[current status][event's jobStatus].
 const RULES: Record<Current, Record<JobStatus, Move>> = {
   none: { New: 'create', Assigned: 'create', InProgress: 'create', Completed: 'create', Canceled: 'create' },
   New: { New: 'update', Assigned: 'apply', InProgress: 'apply', Completed: 'apply', Canceled: 'apply' },

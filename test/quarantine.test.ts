@@ -279,3 +279,20 @@ t.test('the plugin API: retryQuarantine with the plugin\'s secrets, exportLog, a
   t.same(await app.g2sentry.exportLog({ format: 'ndjson', write: (chunk) => { chunks.push(chunk) } }), { rows: 1 })
   t.match(JSON.parse(chunks.join('').trim()), { seq: 1, jobId: 401, outcome: 'applied', receivedAt: new Date(1_790_000_000_000).toISOString() })
 })
+
+t.test('a retried body goes down the same post-commit path as a callback: onEvent (source quarantine) and the metrics', async (t) => {
+  const heard: Array<{ seq: number; outcome: string; source: string; request: boolean }> = []
+  const app = await buildApp(t, {
+    metrics: true,
+    onEvent: (committed, request) => { heard.push({ seq: committed.seq, outcome: committed.outcome, source: committed.source, request: request !== undefined }) }
+  })
+  t.equal((await post(app, assigned(501, { phone: PHONE }))).statusCode, 200)
+  await app.g2sentry.store.quarantine(strictlyRefused(started(501), 1_790_000_000_000))
+  t.match(await app.g2sentry.retryQuarantine(), { retried: [{ seq: 2, jobId: 501, outcome: 'applied' }] })
+  t.same(heard, [
+    { seq: 1, outcome: 'applied', source: 'callback', request: true },
+    { seq: 2, outcome: 'applied', source: 'quarantine', request: false }
+  ])
+  const metrics = (await app.inject('/metrics')).body
+  t.match(metrics, /g2sentry_deliveries_total\{outcome="applied"\} 2/, 'both deliveries counted')
+})

@@ -1,4 +1,4 @@
-// The X-Signature check, through real HTTP and as a pure function (DESIGN.md, "Domain facts" and
+// The X-Signature check, through real HTTP and as a pure function (docs/design.md, "What G2 Sentry sends" and
 // "What each input gets": a missing, wrong or malformed signature gets 401 whatever the body, and
 // nothing is kept).
 import t from 'tap'

@@ -50,7 +50,7 @@ function phoneAfter (current: JobState | undefined, event: JobEvent): string | n
 }
 
 /**
- * The projection rules of DESIGN.md as one pure function. Live appends and replays both call it,
+ * The projection rules of docs/design.md ("Projection rules") as one pure function. Live appends and replays both call it,
  * so a rebuild from the log always equals the live projection.
  */
 export function projectEvent (current: JobState | undefined, event: ProjectedEvent): Decision {

@@ -1,9 +1,9 @@
 import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify'
 import { decodeCallback } from '../domain/decode-callback.js'
 import { errors } from '../errors.js'
-import { changeOf, type ChangeFeed } from './change-feed.js'
 import type { G2SentryMetrics } from './metrics.js'
 import type { ResolvedOptions } from './options.js'
+import type { Committed } from './post-commit.js'
 import { CallbackResponse } from './schemas.js'
 import type { G2SentryStore } from '../domain/types.js'
 import { verifySignature } from '../domain/verify-signature.js'
@@ -17,10 +17,10 @@ const EMPTY = Buffer.alloc(0)
 export async function callbackRoute (app: FastifyInstance, opts: {
   options: ResolvedOptions
   store: G2SentryStore
-  feed: ChangeFeed
   metrics: G2SentryMetrics | undefined
+  committed: (committed: Committed, request: FastifyRequest) => Promise<void>
 }): Promise<void> {
-  const { options: { secrets, callbackPath, bodyLimit, onEvent }, store, feed, metrics } = opts
+  const { options: { secrets, callbackPath, bodyLimit }, store, metrics, committed } = opts
 
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('application/json', { parseAs: 'buffer', bodyLimit }, (_request, body, done) => done(null, body))
@@ -64,18 +64,7 @@ export async function callbackRoute (app: FastifyInstance, opts: {
 
     const result = await store.append({ ...decoded.event, rawBody, signature, receivedAt }).catch(storageFailed(request))
     request.log.info({ jobId: result.jobId, seq: result.seq, outcome: result.outcome, secretIndex: check.secretIndex }, 'g2sentry: callback stored')
-    metrics?.delivered(result.outcome)
-    if (feed.subscribers > 0) {
-      const change = changeOf(result, decoded.event, receivedAt)
-      if (change !== undefined) feed.publish(change)
-    }
-    if (onEvent !== undefined) {
-      try {
-        await onEvent({ ...result, event: decoded.event }, request)
-      } catch (err) {
-        request.log.error({ err, seq: result.seq }, 'g2sentry: onEvent failed; the event stays committed')
-      }
-    }
+    await committed({ result, event: decoded.event, receivedAt, source: 'callback' }, request)
     return result
   })
 }

@@ -1,5 +1,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import type { FastifyInstance } from 'fastify'
 import type { G2SentryStore, Outcome } from '../domain/types.js'
+import type { JobRouteOptions } from './options.js'
 
 /** Why a delivery was refused, as the `reason` label of `g2sentry_rejections_total`. */
 export const REJECTION_REASONS: Readonly<Record<string, string>> = {
@@ -74,4 +76,13 @@ export function createMetrics (store: G2SentryStore, registry = new Registry()):
     secretMatched: (index) => secrets.inc({ secret: String(index) }),
     close: () => unsubscribe?.()
   }
+}
+
+/** The metrics endpoint, in a scope of its own so its route options (an `onRequest` hook) stay on it. */
+export async function metricsRoute (app: FastifyInstance, opts: { path: string; routeOptions: JobRouteOptions; metrics: G2SentryMetrics }): Promise<void> {
+  const { path, routeOptions, metrics: { registry } } = opts
+  app.get(path, routeOptions, async (_request, reply) => {
+    reply.type(registry.contentType)
+    return registry.metrics()
+  })
 }

@@ -2,6 +2,7 @@ import type { FastifyRequest, RouteShorthandOptions } from 'fastify'
 import { Registry } from 'prom-client'
 import { errors } from '../errors.js'
 import type { AppendResult, G2SentryStore, JobEvent } from '../domain/types.js'
+import type { CommitSource } from './post-commit.js'
 
 /** Route options a user may put on the job routes, e.g. an `onRequest` hook for authentication. */
 export type JobRouteOptions = Pick<RouteShorthandOptions,
@@ -11,6 +12,8 @@ export type JobRouteOptions = Pick<RouteShorthandOptions,
 /** What `onEvent` receives once an event is committed. */
 export interface CommittedEvent extends AppendResult {
   event: JobEvent
+  /** `callback` for a live delivery; `quarantine` for a quarantined body that a retry appended; `api` for a reconciliation. */
+  source: CommitSource
 }
 
 export interface G2SentryOptions {
@@ -32,8 +35,13 @@ export interface G2SentryOptions {
    * options such as an `onRequest` hook.
    */
   metrics?: boolean | ({ path?: string; registry?: Registry } & JobRouteOptions)
-  /** Called after each event is committed; an error in it is logged, never turned into a failed delivery. */
-  onEvent?: (event: CommittedEvent, request: FastifyRequest) => void | Promise<void>
+  /**
+   * Called after each event is committed (a callback, a retried quarantine body, a reconciliation),
+   * with the request for a callback and `undefined` otherwise. Best-effort: it runs in the request,
+   * so a crash before it finishes loses the reaction; an error in it is logged, never turned into a
+   * failed delivery. Reactions that must not be lost read the log as a consumer.
+   */
+  onEvent?: (event: CommittedEvent, request: FastifyRequest | undefined) => void | Promise<void>
   /** Passed by Fastify when the plugin is registered with a prefix. */
   prefix?: string
 }

@@ -39,7 +39,7 @@ export interface JobPlan {
 /**
  * `none`: any arrival order. `withdrawals`: no delivery crosses a withdrawal — every delivery of
  * an event that truly happened before a withdrawal arrives before every delivery of it, and every
- * delivery of a later event after every delivery of it (DESIGN.md, property 4).
+ * delivery of a later event after every delivery of it (docs/design.md, "Properties", 4).
  */
 export type Bound = 'none' | 'withdrawals'
 
@@ -72,7 +72,7 @@ export const MAX_DELIVERIES = RETRY_DELAYS_MS.length + 1
 
 const RANK: Record<JobStatus, number> = { New: 0, Assigned: 1, InProgress: 2, Completed: 3, Canceled: 3 }
 
-/** The rank of DESIGN.md's rules table, for checking that a status never moves backwards. */
+/** The rank of the rules table (docs/design.md, "Projection rules"), for checking that a status never moves backwards. */
 export function rank (status: JobStatus): number {
   return RANK[status]
 }

@@ -1,0 +1,44 @@
+import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
+import type { AppendResult, JobEvent } from '../domain/types.js'
+import { changeOf, type ChangeFeed } from './change-feed.js'
+import type { G2SentryMetrics } from './metrics.js'
+import type { G2SentryOptions } from './options.js'
+
+/** Where a committed row came from: a live callback, a quarantined body retried, or the Partner API. */
+export type CommitSource = 'callback' | 'quarantine' | 'api'
+
+/** One committed append, as every writer inside the plugin reports it. */
+export interface Committed {
+  result: AppendResult
+  event: JobEvent
+  receivedAt: number
+  source: CommitSource
+}
+
+/**
+ * What happens after an append committed, whoever made it (docs/design.md, "After a commit"):
+ * the outcome is counted, an applied change goes to the live feed, and `onEvent` is called.
+ * `request` is the callback's request; writers outside a request pass none and `log` is used.
+ * Never throws: the event is committed whatever a reaction does.
+ */
+export function postCommitPath (deps: {
+  metrics: G2SentryMetrics | undefined
+  feed: ChangeFeed
+  onEvent: G2SentryOptions['onEvent']
+  log: FastifyBaseLogger
+}): (committed: Committed, request?: FastifyRequest) => Promise<void> {
+  const { feed, onEvent, log } = deps
+  return async ({ result, event, receivedAt, source }, request) => {
+    if (source !== 'api') deps.metrics?.delivered(result.outcome)
+    if (feed.subscribers > 0) {
+      const change = changeOf(result, event, receivedAt)
+      if (change !== undefined) feed.publish(change)
+    }
+    if (onEvent === undefined) return
+    try {
+      await onEvent({ ...result, event, source }, request)
+    } catch (err) {
+      (request?.log ?? log).error({ err, seq: result.seq }, 'g2sentry: onEvent failed; the event stays committed')
+    }
+  }
+}
