@@ -14,5 +14,6 @@ export const errors = {
   JOB_NOT_FOUND: createError('FST_G2SENTRY_JOB_NOT_FOUND', 'Job %d has no events', 404),
   MIGRATION_REFUSED: createError('FST_G2SENTRY_MIGRATION_REFUSED', '%s', 500),
   PARTNER_CREDENTIALS_REFUSED: createError('FST_G2SENTRY_PARTNER_CREDENTIALS_REFUSED', 'G2 Sentry refused the partner key and secret (HTTP %d at %s)', 500),
-  PARTNER_API_UNAVAILABLE: createError('FST_G2SENTRY_PARTNER_API_UNAVAILABLE', 'G2 Sentry\'s Partner API did not answer %s: %s', 503)
+  PARTNER_API_UNAVAILABLE: createError('FST_G2SENTRY_PARTNER_API_UNAVAILABLE', 'G2 Sentry\'s Partner API did not answer %s: %s', 503),
+  INVALID_LEASE: createError('FST_G2SENTRY_INVALID_LEASE', 'Invalid lease request: %s', 500)
 } as const

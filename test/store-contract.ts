@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto'
 import type { Test } from 'tap'
 import { mulberry32 } from '../src/simulator/schedules.js'
-import type { AppendResult, G2SentryStore, IncomingEvent, JobEvent, JobState, JobStatus, LogRow } from '../src/domain/types.js'
+import type { AppendResult, G2SentryStore, IncomingEvent, JobEvent, JobState, JobStatus, LeaseFence, LogRow } from '../src/domain/types.js'
 import { signBody } from '../src/domain/verify-signature.js'
 import { shuffle } from './random.js'
 
@@ -67,6 +67,13 @@ export async function readWholeLog (store: G2SentryStore, jobId?: number, pageSi
     if (page.length < pageSize) return rows
     afterSeq = (page[page.length - 1] as LogRow).seq
   }
+}
+
+/** Takes lease `name` for `holder` and returns the fence for writes under it. */
+export async function fenceFor (store: G2SentryStore, name: string, holder: string, ttlMs = 60_000): Promise<LeaseFence> {
+  const grant = await store.acquireLease(name, holder, ttlMs)
+  if (!grant.held) throw new Error(`${holder} did not get lease ${name}`)
+  return { lease: name, holder, token: grant.token }
 }
 
 export function storeContract (t: Test, name: string, open: OpenStore): void {
@@ -391,6 +398,170 @@ export function storeContract (t: Test, name: string, open: OpenStore): void {
       t.same(report, { events: 500, jobs: 50, outcomeMismatches: [], differingJobs: [] },
         'a replay of the log agrees with every live outcome and every projection')
       t.same(await store.listJobs({ limit: 100 }), jobs, 'a dry run changes nothing')
+    })
+
+    t.test('a lease has one holder at a time; renewals keep the token, takeovers raise it', async (t) => {
+      const store = await fresh(t)
+      const before = Date.now()
+      const first = await store.acquireLease('consumer:mail', 'host-a:1', 60_000)
+      t.same({ ...first, expiresAt: 0 }, { held: true, holder: 'host-a:1', token: 1, expiresAt: 0 }, 'a free lease is taken, token 1')
+      // The database's clock may differ from the test's a little (PostgreSQL on another host).
+      t.ok(Math.abs(first.expiresAt - (before + 60_000)) < 5000, 'it expires ttlMs from now')
+
+      const refused = await store.acquireLease('consumer:mail', 'host-b:2', 60_000)
+      t.same(refused, { held: false, holder: 'host-a:1', token: 1, expiresAt: first.expiresAt }, 'a live lease is refused to another holder, naming its holder')
+
+      await new Promise((resolve) => setTimeout(resolve, 5))
+      const renewed = await store.acquireLease('consumer:mail', 'host-a:1', 60_000)
+      t.equal(renewed.held, true, 'the holder renews')
+      t.equal(renewed.token, 1, 'a renewal keeps the token')
+      t.ok(renewed.expiresAt >= first.expiresAt, 'a renewal pushes the expiry on')
+
+      const other = await store.acquireLease('reconciler', 'host-b:2', 60_000)
+      t.same([other.held, other.token], [true, 1], 'leases of other names are independent')
+
+      const leases = await store.listLeases()
+      t.same(leases.map(({ name, holder, token, live }) => ({ name, holder, token, live })), [
+        { name: 'consumer:mail', holder: 'host-a:1', token: 1, live: true },
+        { name: 'reconciler', holder: 'host-b:2', token: 1, live: true }
+      ], 'listLeases shows every lease by name, live')
+      t.equal(leases[0]?.expiresAt, renewed.expiresAt)
+      t.ok((leases[0]?.acquiredAt ?? 0) <= first.expiresAt - 60_000 + 1, 'acquiredAt is when it was first taken, not renewed')
+    })
+
+    t.test('an expired lease goes to the next holder with a higher token', async (t) => {
+      const store = await fresh(t)
+      const first = await store.acquireLease('work', 'a', 50)
+      t.equal(first.held, true)
+      t.equal((await store.acquireLease('work', 'b', 50)).held, false, 'refused while live')
+      await new Promise((resolve) => setTimeout(resolve, 150))
+      t.same((await store.listLeases()).map((l) => l.live), [false], 'listed as not live once expired')
+      const taken = await store.acquireLease('work', 'b', 60_000)
+      t.same([taken.held, taken.holder, taken.token], [true, 'b', 2], 'taken over, token 2')
+      const late = await store.acquireLease('work', 'a', 60_000)
+      t.same([late.held, late.holder, late.token], [false, 'b', 2], 'the old holder coming back late is refused')
+
+      await new Promise((resolve) => setTimeout(resolve, 5))
+      const again = await store.acquireLease('work', 'b', 50)
+      t.same([again.held, again.token], [true, 2], 'a holder renewing keeps its token')
+      await new Promise((resolve) => setTimeout(resolve, 150))
+      const back = await store.acquireLease('work', 'b', 60_000)
+      t.same([back.held, back.token], [true, 2], 'a holder renewing after expiry, with nobody between, keeps its token')
+    })
+
+    t.test('a released lease can be taken at once; only its holder can release it', async (t) => {
+      const store = await fresh(t)
+      await store.acquireLease('work', 'a', 60_000)
+      t.equal(await store.releaseLease('work', 'b'), false, 'another holder cannot release it')
+      t.equal(await store.releaseLease('nothing', 'a'), false, 'an unknown lease is not released')
+      t.equal((await store.acquireLease('work', 'b', 60_000)).held, false, 'still held by a')
+      t.equal(await store.releaseLease('work', 'a'), true, 'the holder releases it')
+      t.equal(await store.releaseLease('work', 'a'), false, 'releasing twice reports false')
+      const taken = await store.acquireLease('work', 'b', 60_000)
+      t.same([taken.held, taken.holder, taken.token], [true, 'b', 2], 'taken at once after release, token 2')
+    })
+
+    t.test('many holders racing for a free lease: exactly one gets it', async (t) => {
+      const store = await fresh(t)
+      const grants = await Promise.all(Array.from({ length: 20 }, (_, i) => store.acquireLease('race', `holder-${i}`, 60_000)))
+      const winners = grants.filter((g) => g.held)
+      t.equal(winners.length, 1, 'one winner')
+      const winner = winners[0]?.holder
+      t.ok(grants.every((g) => g.holder === winner && g.token === 1), 'every loser is told who won')
+    })
+
+    t.test('a lease request that makes no sense is refused with FST_G2SENTRY_INVALID_LEASE', async (t) => {
+      const store = await fresh(t)
+      const cases: Array<[string, () => Promise<unknown>]> = [
+        ['empty name', () => store.acquireLease('', 'a', 1000)],
+        ['empty holder', () => store.acquireLease('work', '', 1000)],
+        ['zero ttl', () => store.acquireLease('work', 'a', 0)],
+        ['fractional ttl', () => store.acquireLease('work', 'a', 1.5)],
+        ['release without a holder', () => store.releaseLease('work', '')]
+      ]
+      for (const [name, request] of cases) await t.rejects(request(), { code: 'FST_G2SENTRY_INVALID_LEASE' }, name)
+      t.same(await store.listLeases(), [], 'nothing was written')
+    })
+
+    t.test('a consumer starts at the beginning or at the log\'s last seq, and keeps its checkpoint', async (t) => {
+      const store = await fresh(t)
+      await seedLog(store)
+      const fromStart = await store.openConsumer('mail', 'beginning')
+      t.same([fromStart.name, fromStart.checkpoint], ['mail', 0], 'from the beginning: checkpoint 0')
+      const fromNow = await store.openConsumer('audit', 'now')
+      t.equal(fromNow.checkpoint, 8, 'from now: the last seq of the log')
+      const fence = await fenceFor(store, 'consumer:mail', 'a')
+      t.equal(await store.saveCheckpoint('mail', 5, fence), true, 'the holder saves a checkpoint')
+      const again = await store.openConsumer('mail', 'now')
+      t.equal(again.checkpoint, 5, 'an existing consumer keeps its checkpoint, whatever start says')
+      t.same((await store.listConsumers()).map(({ name, checkpoint, parked }) => ({ name, checkpoint, parked })), [
+        { name: 'audit', checkpoint: 8, parked: 0 },
+        { name: 'mail', checkpoint: 5, parked: 0 }
+      ], 'listed by name')
+    })
+
+    t.test('a checkpoint moves only while its lease is held with the same token', async (t) => {
+      const store = await fresh(t)
+      await seedLog(store)
+      await store.openConsumer('mail', 'beginning')
+      const first = await fenceFor(store, 'consumer:mail', 'a', 50)
+      t.equal(await store.saveCheckpoint('mail', 2, first), true)
+      await new Promise((resolve) => setTimeout(resolve, 120))
+      const second = await fenceFor(store, 'consumer:mail', 'b')
+      t.equal(second.token, first.token + 1, 'taken over')
+      t.equal(await store.saveCheckpoint('mail', 7, first), false, 'the old holder\'s save is fenced off')
+      t.equal(await store.saveCheckpoint('mail', 3, first, { seq: 3, attempts: 5, error: 'boom' }), false, 'and so is its parking')
+      t.equal((await store.openConsumer('mail', 'beginning')).checkpoint, 2, 'nothing the old holder wrote landed')
+      t.same(await store.listParked({ limit: 10 }), [])
+      t.equal(await store.saveCheckpoint('mail', 4, second), true, 'the new holder saves')
+      t.equal(await store.saveCheckpoint('mail', 4, { ...second, holder: 'c' }), false, 'a holder that never had it cannot')
+    })
+
+    t.test('parked rows are kept with their error, listed, retried on request and removed when resolved', async (t) => {
+      const store = await fresh(t)
+      await seedLog(store)
+      await store.openConsumer('mail', 'beginning')
+      await store.openConsumer('sms', 'beginning')
+      const mail = await fenceFor(store, 'consumer:mail', 'a')
+      const sms = await fenceFor(store, 'consumer:sms', 'a')
+      t.equal(await store.saveCheckpoint('mail', 3, mail, { seq: 3, attempts: 5, error: 'HTTP 500' }), true)
+      t.equal(await store.saveCheckpoint('mail', 6, mail, { seq: 6, attempts: 5, error: 'x'.repeat(5000) }), true)
+      t.equal(await store.saveCheckpoint('sms', 1, sms, { seq: 1, attempts: 2, error: 'timeout' }), true)
+      const parked = await store.listParked({ limit: 10 })
+      t.same(parked.map(({ consumer, seq, jobId, eventType, attempts, retryRequested }) => ({ consumer, seq, jobId, eventType, attempts, retryRequested })), [
+        { consumer: 'mail', seq: 3, jobId: 1, eventType: 'JobStarted', attempts: 5, retryRequested: false },
+        { consumer: 'mail', seq: 6, jobId: 3, eventType: 'JobCompleted', attempts: 5, retryRequested: false },
+        { consumer: 'sms', seq: 1, jobId: 1, eventType: 'JobAssigned', attempts: 2, retryRequested: false }
+      ], 'every parked row, with its job and event type from the log')
+      t.equal(parked[0]?.error, 'HTTP 500')
+      t.equal(parked[1]?.error.length, 2000, 'a long error is cut short')
+      t.same((await store.listConsumers()).map((c) => [c.name, c.checkpoint, c.parked]), [['mail', 6, 2], ['sms', 1, 1]])
+      t.same((await store.listParked({ consumer: 'mail', afterSeq: 3, limit: 10 })).map((p) => p.seq), [6], 'by consumer, paged by seq')
+
+      t.equal(await store.retryParked('mail', [6, 99]), 1, 'a retry of one parked row (and of one that is not)')
+      t.same((await store.listParked({ limit: 10, retryRequested: true })).map((p) => [p.consumer, p.seq]), [['mail', 6]])
+      t.same((await store.listParked({ limit: 10, retryRequested: false })).map((p) => [p.consumer, p.seq]), [['mail', 3], ['sms', 1]])
+      t.equal(await store.retryParked('mail'), 2, 'a retry of all of them')
+
+      t.equal(await store.resolveParked('mail', 3, mail), true, 'a retry that succeeded removes the row')
+      t.equal(await store.resolveParked('mail', 6, mail, { attempts: 10, error: 'still down' }), true, 'one that failed parks it again')
+      t.same((await store.listParked({ consumer: 'mail', limit: 10 })).map((p) => [p.seq, p.attempts, p.error, p.retryRequested]), [[6, 10, 'still down', false]])
+      t.equal(await store.resolveParked('mail', 6, { ...mail, token: mail.token + 1 }), false, 'fenced by the lease')
+      t.equal((await store.listParked({ consumer: 'mail', limit: 10 })).length, 1)
+    })
+
+    t.test('a reset moves a checkpoint by hand and fences off the running holder', async (t) => {
+      const store = await fresh(t)
+      await seedLog(store)
+      await store.openConsumer('mail', 'now')
+      const fence = await fenceFor(store, 'consumer:mail', 'a')
+      t.equal(await store.resetConsumer('mail', 2, 'consumer:mail'), true)
+      t.equal((await store.openConsumer('mail', 'now')).checkpoint, 2, 'the checkpoint moved back')
+      t.equal(await store.saveCheckpoint('mail', 8, fence), false, 'the holder\'s next save fails: it must reload')
+      const renewed = await store.acquireLease('consumer:mail', 'a', 60_000)
+      t.same([renewed.held, renewed.token], [true, fence.token + 1], 'it still holds the lease, with a new token')
+      t.equal(await store.resetConsumer('nobody', 0, 'consumer:nobody'), false, 'an unknown consumer is not created by a reset')
+      t.same((await store.listConsumers()).map((c) => c.name), ['mail'])
     })
 
     t.test('appends still queued when close is called settle, and after close append rejects', async (t) => {

@@ -141,6 +141,75 @@ export interface RebuildReport {
   differingJobs: number[]
 }
 
+/** What an attempt to take or renew a lease found. */
+export interface LeaseGrant {
+  /** True when the caller holds the lease now (it was free, expired, or already the caller's). */
+  held: boolean
+  /** Who holds the lease: the caller when `held`, otherwise the other holder. */
+  holder: string
+  /** The fencing token: grows by one every time the holder changes, never when a holder renews. */
+  token: number
+  /** When the lease ends unless renewed: ms since the epoch, on the database's clock. */
+  expiresAt: number
+}
+
+/** A lease as stored, for listings. */
+export interface LeaseRow {
+  name: string
+  holder: string
+  token: number
+  /** When the current holder took it (ms since the epoch, the database's clock). */
+  acquiredAt: number
+  expiresAt: number
+  /** True while the lease has not expired (on the database's clock). */
+  live: boolean
+}
+
+/**
+ * A lease as a fenced write names it: the write happens only while `holder` still has the lease
+ * with this `token` (nobody took it over meanwhile).
+ */
+export interface LeaseFence {
+  lease: string
+  holder: string
+  token: number
+}
+
+/** Where a durable consumer stands in the log. */
+export interface ConsumerCheckpoint {
+  name: string
+  /** The last seq the consumer is done with (0 before the first row). */
+  checkpoint: number
+  createdAt: number
+  updatedAt: number
+}
+
+/** A consumer, as listed: its checkpoint and how many rows it parked. */
+export interface ConsumerSummary extends ConsumerCheckpoint {
+  parked: number
+}
+
+/** A row a consumer gave up on after its attempts ran out. */
+export interface ParkedRow {
+  consumer: string
+  seq: number
+  /** The row's job and event type, from the log. */
+  jobId: number | null
+  eventType: string | null
+  attempts: number
+  /** The handler's last error message. */
+  error: string
+  parkedAt: number
+  /** True once a retry was asked for and the consumer has not run it yet. */
+  retryRequested: boolean
+}
+
+/** A failure to record against a parked row: how many attempts it had in all, and the last error. */
+export interface ParkFailure {
+  attempts: number
+  error: string
+}
+
 /**
  * The storage contract. Every method is asynchronous so that a networked backend can implement
  * it; every backend must pass test/store-contract.ts.
@@ -163,6 +232,43 @@ export interface G2SentryStore {
   /** Recomputes the projection from the log; with `dryRun` only compares it with the stored one. */
   rebuild(options?: { dryRun?: boolean }): Promise<RebuildReport>
   /**
+   * Takes the lease `name` for `holder` for `ttlMs` when it is free, expired or released, or
+   * renews it when `holder` already has it. Expiry is judged on the database's clock (PostgreSQL's
+   * `now`, the host's clock for a SQLite file), so holders on several hosts agree. `holder` must
+   * be unique to one running instance (e.g. host, pid and a random part).
+   */
+  acquireLease(name: string, holder: string, ttlMs: number): Promise<LeaseGrant>
+  /** Ends `holder`'s lease at once so another may take it; false when `holder` did not have it. */
+  releaseLease(name: string, holder: string): Promise<boolean>
+  /** Every lease, by name. */
+  listLeases(): Promise<LeaseRow[]>
+  /**
+   * The consumer `name`'s checkpoint; a consumer seen for the first time is created at seq 0
+   * (`beginning`) or at the log's last seq (`now`).
+   */
+  openConsumer(name: string, start: 'beginning' | 'now'): Promise<ConsumerCheckpoint>
+  /**
+   * Moves the consumer's checkpoint to `seq`, and with `park` records row `park.seq` as parked,
+   * in one transaction fenced by `fence`: false (and nothing written) when the lease was lost.
+   */
+  saveCheckpoint(name: string, seq: number, fence: LeaseFence, park?: { seq: number } & ParkFailure): Promise<boolean>
+  /**
+   * Sets a checkpoint by hand (to replay a range, or to skip one); false for an unknown consumer.
+   * It also raises the token of the consumer's lease `lease`, so a running holder's next fenced
+   * write fails and it starts again from the new checkpoint.
+   */
+  resetConsumer(name: string, seq: number, lease: string): Promise<boolean>
+  listConsumers(): Promise<ConsumerSummary[]>
+  /** Parked rows in (consumer, seq) order; `retryRequested` keeps only those (not) asked to be retried. */
+  listParked(query: { consumer?: string | undefined; afterSeq?: number | undefined; limit: number; retryRequested?: boolean | undefined }): Promise<ParkedRow[]>
+  /** Asks for parked rows of `consumer` (all, or those in `seqs`) to be handed to its handler again; returns how many. */
+  retryParked(consumer: string, seqs?: readonly number[]): Promise<number>
+  /**
+   * After a retried parked row ran, fenced by `fence`: removes it when it succeeded, or records the
+   * new `failure` and parks it again. False when the lease was lost.
+   */
+  resolveParked(consumer: string, seq: number, fence: LeaseFence, failure?: ParkFailure): Promise<boolean>
+  /**
    * Appends `event` as `append` does, only if the job's last seq is still `event.ifLastSeq`;
    * otherwise writes nothing and reports `superseded`. Required by the reconciler.
    */
@@ -171,6 +277,13 @@ export interface G2SentryStore {
   reconcileState?: ReconcileState
   /** Calls `listener` after each committed batch of appends (size, seconds); returns an unsubscribe. Optional. */
   onCommit?(listener: (batchSize: number, seconds: number) => void): () => void
+  /**
+   * Calls `listener` with the log's last seq after each commit of any instance sharing the
+   * database, as the backend announces it (PostgreSQL: LISTEN/NOTIFY), or with undefined after
+   * the announcements were interrupted and some may have been missed; returns an unsubscribe.
+   * Optional: a backend without it is polled.
+   */
+  watchCommits?(listener: (lastSeq: number | undefined) => void): () => void
   close(): Promise<void>
 }
 

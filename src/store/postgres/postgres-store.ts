@@ -3,6 +3,8 @@ import { projectEvent } from '../../domain/project-status.js'
 import type { AppendResult, ConditionalEvent, G2SentryStore, IncomingEvent, JobState, RebuildReport, SupersededResult } from '../../domain/types.js'
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from '../migrations.js'
 import { groupCommit, type BatchOutcome } from '../group-commit.js'
+import { postgresConsumers } from './postgres-consumers.js'
+import { ACQUIRE_LEASE, checkLeaseRequest, LIST_LEASES, positional, RELEASE_LEASE, SELECT_LEASE, toGrant, toLease, type LeaseDbRow } from '../leases.js'
 import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from '../replay-core.js'
 import { postgresReconcileState } from './postgres-reconcile.js'
 import {
@@ -63,6 +65,14 @@ const APPEND_BATCH = `WITH event AS (
   INSERT INTO jobs (${JOB_COLUMNS})
   SELECT * FROM unnest($18::bigint[], $19::text[], $20::text[], $21::text[], $22::text[], $23::int[], $24::int[], $25::bigint[], $26::bigint[])
   ${UPDATE_JOB_ON_CONFLICT}`
+
+// Lease times come from the database's clock, so instances on several hosts agree on expiry.
+const NOW_MS = '(extract(epoch FROM now()) * 1000)::bigint'
+const CLOCK = { now: NOW_MS }
+const PG_ACQUIRE_LEASE = positional(ACQUIRE_LEASE, ['name', 'holder', 'ttl'], CLOCK)
+const PG_SELECT_LEASE = positional(SELECT_LEASE, ['name'], CLOCK)
+const PG_RELEASE_LEASE = positional(RELEASE_LEASE, ['name', 'holder'], CLOCK)
+const PG_LIST_LEASES = positional(LIST_LEASES, [], CLOCK)
 
 /** Rows as columns, for unnest. */
 const columnsOf = (rows: unknown[][], width: number): unknown[][] => Array.from({ length: width }, (_, c) => rows.map((row) => row[c]))
@@ -270,6 +280,7 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
     }
   })
 
+  const consumers = postgresConsumers(pool, (work) => transaction('BEGIN', work))
   const store: G2SentryStore = {
     append (event: IncomingEvent): Promise<AppendResult> {
       if (!Number.isSafeInteger(event.jobId)) return Promise.reject(new TypeError('jobId must be a safe integer'))
@@ -316,6 +327,22 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
     async chainHead () {
       return (await pool.query<ChainHead>(SELECT_HEAD)).rows[0]
     },
+    async acquireLease (name, holder, ttlMs) {
+      checkLeaseRequest(name, holder, ttlMs)
+      const { rows: [taken] } = await pool.query<LeaseDbRow>(PG_ACQUIRE_LEASE, [name, holder, ttlMs])
+      if (taken !== undefined) return toGrant(taken, holder)
+      const { rows: [other] } = await pool.query<LeaseDbRow>(PG_SELECT_LEASE, [name])
+      return toGrant(other as LeaseDbRow, holder)
+    },
+    async releaseLease (name, holder) {
+      checkLeaseRequest(name, holder)
+      const { rows } = await pool.query(`${PG_RELEASE_LEASE} RETURNING name`, [name, holder])
+      return rows.length > 0
+    },
+    async listLeases () {
+      return (await pool.query<LeaseDbRow>(PG_LIST_LEASES)).rows.map(toLease)
+    },
+    ...consumers,
     async rebuild (rebuildOptions) {
       const dryRun = rebuildOptions?.dryRun === true
       return transaction(dryRun ? 'BEGIN ISOLATION LEVEL REPEATABLE READ' : 'BEGIN', (client) => rebuild(client, dryRun))
@@ -350,6 +377,16 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
     quarantineSize: track(store.quarantineSize),
     chainHead: track(store.chainHead),
     rebuild: track(store.rebuild),
+    acquireLease: track(store.acquireLease),
+    releaseLease: track(store.releaseLease),
+    listLeases: track(store.listLeases),
+    openConsumer: track(store.openConsumer),
+    saveCheckpoint: track(store.saveCheckpoint),
+    resetConsumer: track(store.resetConsumer),
+    listConsumers: track(store.listConsumers),
+    listParked: track(store.listParked),
+    retryParked: track(store.retryParked),
+    resolveParked: track(store.resolveParked),
     onCommit (listener) {
       commitListeners.add(listener)
       return () => { commitListeners.delete(listener) }

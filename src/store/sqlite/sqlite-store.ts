@@ -1,6 +1,8 @@
 import type Database from 'better-sqlite3'
 import type { AppendResult, G2SentryStore, ListJobsQuery, QuarantineInput, ReadLogQuery, RebuildReport } from '../../domain/types.js'
 import { groupCommit } from '../group-commit.js'
+import { sqliteConsumers } from './sqlite-consumers.js'
+import { ACQUIRE_LEASE, checkLeaseRequest, LIST_LEASES, RELEASE_LEASE, SELECT_LEASE, toGrant, toLease, type LeaseDbRow } from '../leases.js'
 import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from '../replay-core.js'
 import {
   jobParams, REPLAY_COLUMNS, toJob, toLogRow, toQuarantine, type ChainHead,
@@ -46,6 +48,14 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
   const selectPendingQuarantine = db.prepare<[number, number], QuarantineDbRow>(
     'SELECT * FROM quarantine WHERE id > ? AND retried_seq IS NULL ORDER BY id LIMIT ?')
   const countPendingQuarantine = db.prepare<[], { n: number }>('SELECT count(*) AS n FROM quarantine WHERE retried_seq IS NULL')
+
+  // Leases live on this host's clock: every process sharing the file shares the clock.
+  const acquireLease = db.prepare<{ name: string; holder: string; now: number; ttl: number }, LeaseDbRow>(ACQUIRE_LEASE)
+  const selectLease = db.prepare<{ name: string }, LeaseDbRow>(SELECT_LEASE)
+  const releaseLease = db.prepare<{ name: string; holder: string; now: number }>(RELEASE_LEASE)
+  const listLeases = db.prepare<{ now: number }, LeaseDbRow>(LIST_LEASES)
+  const acquireTx = db.transaction((name: string, holder: string, ttl: number) =>
+    acquireLease.get({ name, holder, now: Date.now(), ttl }) ?? selectLease.get({ name }) as LeaseDbRow)
 
   const rebuild = (dryRun: boolean): RebuildReport => {
     // The same definition as the projection table, so rows compare column for column.
@@ -125,6 +135,18 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
     async chainHead () {
       return selectHead.get()
     },
+    async acquireLease (name, holder, ttlMs) {
+      checkLeaseRequest(name, holder, ttlMs)
+      return toGrant(acquireTx.immediate(name, holder, ttlMs), holder)
+    },
+    async releaseLease (name, holder) {
+      checkLeaseRequest(name, holder)
+      return releaseLease.run({ name, holder, now: Date.now() }).changes > 0
+    },
+    async listLeases () {
+      return listLeases.all({ now: Date.now() }).map(toLease)
+    },
+    ...sqliteConsumers(db),
     onCommit (listener) {
       commitListeners.add(listener)
       return () => { commitListeners.delete(listener) }

@@ -1,0 +1,377 @@
+// A durable consumer: reads the log in seq order from a checkpoint kept in the same database and
+// hands each row (or each projection change) to a handler, at least once. One instance at a time
+// runs a named consumer, under the lease `consumer:<name>` (docs/design.md, "Consumers").
+import { randomBytes } from 'node:crypto'
+import { hostname } from 'node:os'
+import type { G2SentryStore, LeaseFence, LogRow, ParkedRow } from '../domain/types.js'
+import { errors } from '../errors.js'
+import { watchLog } from '../log/watch-log.js'
+import { changeOfRow, type JobChange } from '../plugin/change-feed.js'
+
+/** What a consumer hands its handler: each projection change (`applied` rows), or every log row. */
+export type Delivery = 'changes' | 'rows'
+export type Delivered<D extends Delivery> = D extends 'rows' ? LogRow : JobChange
+
+export interface HandlerContext {
+  consumer: string
+  seq: number
+  /** 1 for the first call with this row, then 2, 3, ... on retries. */
+  attempt: number
+  /** Aborted when the consumer closes: a handler that waits on I/O should stop then. */
+  signal: AbortSignal
+}
+
+/** Resolves when the row is handled; throws (or rejects) to have it retried. */
+export type ConsumerHandler<D extends Delivery = 'changes'> = (item: Delivered<D>, context: HandlerContext) => unknown
+
+export interface ConsumerOptions<D extends Delivery = 'changes'> {
+  /** `changes` (default): each projection change, the stream's shape; `rows`: every log row. */
+  deliver?: D
+  /** Where a consumer seen for the first time starts: `beginning` (default) or `now`. */
+  start?: 'beginning' | 'now'
+  /** Attempts per row before it is parked and the consumer moves on; default: retried forever, in order. */
+  maxAttempts?: number
+  /** The first retry's delay in ms (default 100); doubled on each retry, with jitter. */
+  minBackoffMs?: number
+  /** The longest delay between two attempts in ms (default 60000). */
+  maxBackoffMs?: number
+  /** Rows read from the log at a time (default 500). */
+  batchSize?: number
+  /** How long the lease lasts without renewal, in ms (default 10000); renewed every third of it. */
+  leaseTtlMs?: number
+  /** The safety-net poll, in ms (default 1000): for commits no notification reported. */
+  pollMs?: number
+}
+
+/** What a consumer reports about itself (for metrics and the CLI). */
+export interface ConsumerStatus {
+  name: string
+  holder: string
+  /** True while this instance holds the lease and runs the handler. */
+  active: boolean
+  /** The last seq this instance finished with (saved or about to be). */
+  position: number | undefined
+  /** Handler failures in this instance since it started. */
+  failures: number
+}
+
+/** Things a consumer tells whoever runs it: failures and trouble with the store. */
+export interface ConsumerEvents {
+  handlerFailed?: (info: { consumer: string; seq: number; attempt: number; error: unknown; parked: boolean; retryInMs: number | undefined }) => void
+  storeFailed?: (info: { consumer: string; error: unknown }) => void
+}
+
+export interface Consumer {
+  readonly name: string
+  status: () => ConsumerStatus
+  /** Hands parked rows (all, or those in `seqs`) to the handler again; returns how many were asked for. */
+  retryParked: (seqs?: readonly number[]) => Promise<number>
+  /** Stops reading, lets the handler in progress finish (its signal is aborted), saves the checkpoint and releases the lease. */
+  close: () => Promise<void>
+}
+
+interface Resolved {
+  deliver: Delivery
+  start: 'beginning' | 'now'
+  maxAttempts: number | undefined
+  minBackoffMs: number
+  maxBackoffMs: number
+  batchSize: number
+  leaseTtlMs: number
+  pollMs: number
+}
+
+const NAME = /^[\w.:-]{1,100}$/
+
+/** The lease a consumer runs under. */
+export const consumerLease = (name: string): string => `consumer:${name}`
+
+/** A holder id unique to this process and consumer: host, pid and a random part. */
+export const newHolder = (): string => `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`
+
+/** Checks a consumer's options once, when it is registered (FST_G2SENTRY_INVALID_OPTION). */
+export function resolveConsumerOptions (name: unknown, handler: unknown, options: ConsumerOptions<Delivery> = {}): Resolved {
+  const fail = (message: string): never => { throw new errors.INVALID_OPTION(message) }
+  if (typeof name !== 'string' || !NAME.test(name)) fail('a consumer name is 1 to 100 letters, digits, "_", ".", ":" or "-"')
+  if (typeof handler !== 'function') fail(`consumer ${String(name)}: the handler must be a function`)
+  if (typeof options !== 'object' || options === null) fail(`consumer ${String(name)}: options must be an object`)
+  const positive = (key: keyof ConsumerOptions<Delivery>, fallback: number | undefined): number | undefined => {
+    const value = options[key]
+    if (value === undefined) return fallback
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) fail(`consumer ${String(name)}: ${key} must be a positive integer`)
+    return value as number
+  }
+  if (options.deliver !== undefined && options.deliver !== 'changes' && options.deliver !== 'rows') fail(`consumer ${String(name)}: deliver must be "changes" or "rows"`)
+  if (options.start !== undefined && options.start !== 'beginning' && options.start !== 'now') fail(`consumer ${String(name)}: start must be "beginning" or "now"`)
+  const resolved: Resolved = {
+    deliver: options.deliver ?? 'changes',
+    start: options.start ?? 'beginning',
+    maxAttempts: positive('maxAttempts', undefined),
+    minBackoffMs: positive('minBackoffMs', 100) as number,
+    maxBackoffMs: positive('maxBackoffMs', 60_000) as number,
+    batchSize: positive('batchSize', 500) as number,
+    leaseTtlMs: positive('leaseTtlMs', 10_000) as number,
+    pollMs: positive('pollMs', 1000) as number
+  }
+  if (resolved.maxBackoffMs < resolved.minBackoffMs) fail(`consumer ${name as string}: maxBackoffMs must not be less than minBackoffMs`)
+  if (resolved.leaseTtlMs < 30) fail(`consumer ${name as string}: leaseTtlMs must be at least 30`)
+  return resolved
+}
+
+/**
+ * The delay before retry number `attempt` (1 = the first retry): `minMs` doubled each time, at
+ * most `maxMs`, with "equal jitter" (between half and all of it) so that consumers failing
+ * together do not retry together.
+ */
+export function backoffDelay (attempt: number, minMs: number, maxMs: number, random: () => number = Math.random): number {
+  const ceiling = Math.min(maxMs, minMs * 2 ** Math.min(attempt - 1, 52))
+  return Math.round(ceiling / 2 + random() * ceiling / 2)
+}
+
+// A row handled without a save since longer than this is saved before the next one, so that a
+// crash while catching up hands over at most this much work again.
+const SAVE_EVERY_MS = 250
+
+type Outcome = 'done' | 'parked' | 'stopped'
+
+/**
+ * Starts the consumer `name` on `store`: it runs here whenever this instance holds its lease, and
+ * waits as a standby otherwise. Options must have been checked with `resolveConsumerOptions`.
+ */
+export function startConsumer<D extends Delivery> (store: G2SentryStore, name: string, handler: ConsumerHandler<D>,
+  options: ConsumerOptions<D> = {}, events: ConsumerEvents = {}): Consumer {
+  const config = resolveConsumerOptions(name, handler, options as ConsumerOptions<Delivery>)
+  const lease = consumerLease(name)
+  const holder = newHolder()
+  const abort = new AbortController()
+  const call = handler as ConsumerHandler<Delivery>
+
+  let closed = false
+  let fence: LeaseFence | undefined
+  // Local time until which the lease is surely ours: measured from before the request that took
+  // or renewed it, so the database's later clock can only make it longer.
+  let leaseUntil = 0
+  let renewTimer: NodeJS.Timeout | undefined
+  let position: number | undefined
+  let saved = 0
+  let savedAt = 0
+  let failures = 0
+  let checkParked = true
+  let dirty = true
+  let wake: (() => void) | undefined
+
+  const holding = (): boolean => !closed && fence !== undefined && Date.now() < leaseUntil
+  const storeFailed = (error: unknown): void => { try { events.storeFailed?.({ consumer: name, error }) } catch {} }
+  const rouse = (): void => {
+    dirty = true
+    wake?.()
+  }
+  const lose = (): void => {
+    fence = undefined
+    clearInterval(renewTimer)
+    rouse()
+  }
+
+  /** Sleeps `ms`, or less when woken (`wakeable`: by a commit; always: by close or a lost lease). */
+  async function sleep (ms: number, wakeable: boolean): Promise<void> {
+    if (wakeable && dirty) return
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms)
+      function done (): void {
+        clearTimeout(timer)
+        wake = undefined
+        resolve()
+      }
+      wake = () => { if (wakeable || closed || !holding()) done() }
+    })
+  }
+
+  async function renew (): Promise<void> {
+    const current = fence
+    if (current === undefined) return
+    const asked = Date.now()
+    try {
+      const grant = await store.acquireLease(lease, holder, config.leaseTtlMs)
+      if (fence !== current) return
+      if (!grant.held || grant.token !== current.token) lose()
+      else leaseUntil = asked + config.leaseTtlMs
+    } catch (error) {
+      storeFailed(error)
+      if (Date.now() >= leaseUntil) lose()
+    }
+  }
+
+  /** Takes the lease if it is free; on taking it, starts again from the stored checkpoint. */
+  async function takeLease (): Promise<boolean> {
+    if (holding()) return true
+    if (fence !== undefined) lose()
+    const asked = Date.now()
+    const grant = await store.acquireLease(lease, holder, config.leaseTtlMs)
+    if (!grant.held) return false
+    fence = { lease, holder, token: grant.token }
+    leaseUntil = asked + config.leaseTtlMs
+    position = undefined
+    const { checkpoint } = await store.openConsumer(name, config.start)
+    position = saved = checkpoint
+    savedAt = Date.now()
+    checkParked = true
+    clearInterval(renewTimer)
+    renewTimer = setInterval(() => { void renew() }, Math.floor(config.leaseTtlMs / 3)).unref()
+    return true
+  }
+
+  /** Saves the checkpoint at `position` (and parks a row with it); false when the lease was lost. */
+  async function save (park?: { seq: number; attempts: number; error: string }): Promise<boolean> {
+    const current = fence
+    if (current === undefined || position === undefined) return false
+    if (park === undefined && position <= saved) return true
+    const at = position
+    if (!await store.saveCheckpoint(name, at, current, park)) {
+      if (fence === current) lose()
+      return false
+    }
+    saved = Math.max(saved, at)
+    savedAt = Date.now()
+    return true
+  }
+
+  const itemOf = (row: LogRow): Delivered<Delivery> | undefined => config.deliver === 'rows' ? row : changeOfRow(row)
+
+  /** Calls the handler until it succeeds, attempts run out, or the consumer stops here. */
+  async function attempt (row: LogRow, item: Delivered<Delivery>, firstAttempt: number, limit: number | undefined):
+    Promise<{ outcome: Outcome; attempts: number; error?: string }> {
+    for (let n = 1; ; n++) {
+      try {
+        await call(item, { consumer: name, seq: row.seq, attempt: firstAttempt + n - 1, signal: abort.signal })
+        return { outcome: 'done', attempts: n }
+      } catch (error) {
+        failures++
+        const park = limit !== undefined && n >= limit
+        const retryInMs = park ? undefined : backoffDelay(n, config.minBackoffMs, config.maxBackoffMs)
+        try {
+          events.handlerFailed?.({ consumer: name, seq: row.seq, attempt: firstAttempt + n - 1, error, parked: park, retryInMs })
+        } catch {}
+        if (park) return { outcome: 'parked', attempts: n, error: messageOf(error) }
+        // What came before this row is done: save it now rather than after the retries.
+        if (n === 1 && !await save()) return { outcome: 'stopped', attempts: n }
+        await sleep(retryInMs as number, false)
+        if (!holding()) return { outcome: 'stopped', attempts: n }
+      }
+    }
+  }
+
+  /** Reads and handles the log from the checkpoint until it is caught up or the lease is lost. */
+  async function catchUp (): Promise<void> {
+    while (holding()) {
+      dirty = false
+      const rows = await store.readLog({ afterSeq: position, limit: config.batchSize })
+      for (const row of rows) {
+        if (!holding()) return
+        const item = itemOf(row)
+        if (item !== undefined) {
+          const result = await attempt(row, item, 1, config.maxAttempts)
+          if (result.outcome === 'stopped') return
+          position = row.seq
+          if (result.outcome === 'parked') {
+            if (!await save({ seq: row.seq, attempts: result.attempts, error: result.error as string })) return
+            continue
+          }
+        } else {
+          position = row.seq
+        }
+        if (Date.now() - savedAt >= SAVE_EVERY_MS && !await save()) return
+      }
+      if (!await save() || rows.length < config.batchSize) return
+    }
+  }
+
+  /** Runs the parked rows someone asked to retry, each with the same attempts as a new row. */
+  async function retryRequested (): Promise<void> {
+    checkParked = false
+    let after = 0
+    for (;;) {
+      const parked: ParkedRow[] = await store.listParked({ consumer: name, afterSeq: after, limit: 100, retryRequested: true })
+      for (const entry of parked) {
+        if (!holding()) return
+        after = entry.seq
+        const [row] = await store.readLog({ afterSeq: entry.seq - 1, limit: 1 })
+        const current = fence as LeaseFence
+        const item = row !== undefined && row.seq === entry.seq ? itemOf(row) : undefined
+        if (item === undefined) {
+          // The row is gone from the log (or no longer delivered): nothing left to retry.
+          await store.resolveParked(name, entry.seq, current)
+          continue
+        }
+        const result = await attempt(row as LogRow, item, entry.attempts + 1, config.maxAttempts ?? 1)
+        if (result.outcome === 'stopped') return
+        const failure = result.outcome === 'parked' ? { attempts: entry.attempts + result.attempts, error: result.error as string } : undefined
+        if (!await store.resolveParked(name, entry.seq, current, failure)) {
+          lose()
+          return
+        }
+      }
+      if (parked.length < 100) return
+    }
+  }
+
+  async function run (): Promise<void> {
+    let trouble = 0
+    while (!closed) {
+      try {
+        if (await takeLease()) {
+          await catchUp()
+          if (checkParked && holding()) await retryRequested()
+          trouble = 0
+          if (holding()) await sleep(config.pollMs, true)
+        } else {
+          trouble = 0
+          // A standby asks again often enough to take over within a third of the lease.
+          await sleep(Math.min(config.pollMs, Math.floor(config.leaseTtlMs / 3)), false)
+        }
+      } catch (error) {
+        if (closed) break
+        storeFailed(error)
+        await sleep(backoffDelay(++trouble, config.minBackoffMs, config.maxBackoffMs), false)
+      }
+    }
+  }
+
+  const stopWatching = watchLog(store, rouse, {
+    pollMs: config.pollMs,
+    onError: storeFailed
+  })
+  const parkedPoll = setInterval(() => { checkParked = true }, config.pollMs).unref()
+  const running = run()
+
+  return {
+    name,
+    status: () => ({ name, holder, active: holding(), position, failures }),
+    async retryParked (seqs) {
+      const count = await store.retryParked(name, seqs)
+      checkParked = true
+      rouse()
+      return count
+    },
+    async close () {
+      if (closed) return running
+      closed = true
+      abort.abort()
+      stopWatching()
+      clearInterval(parkedPoll)
+      clearInterval(renewTimer)
+      wake?.()
+      await running
+      // What the handler finished before close is saved, so the next holder starts after it.
+      await save().catch(storeFailed)
+      if (fence !== undefined) {
+        fence = undefined
+        await store.releaseLease(lease, holder).catch(storeFailed)
+      }
+    }
+  }
+}
+
+function messageOf (error: unknown): string {
+  if (error instanceof Error) return error.message === '' ? error.name : error.message
+  return String(error)
+}
