@@ -102,36 +102,3 @@ export async function exportLog (store: G2SentryStore, options: ExportOptions): 
   else await flush()
   return { rows }
 }
-
-const SEQ = /^\d+$/
-const ISO_8601 = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(Z|[+-]\d{2}:\d{2})?)?$/
-
-/** An export bound as given on the command line: a seq, or a received-at time in milliseconds. */
-export type ExportBound = { seq: number } | { time: number }
-
-/**
- * Reads `--from`/`--to`: a whole number is a seq; an ISO 8601 date or date-time is a received-at
- * time, UTC unless it carries an offset (the log prints UTC). Both ends are inclusive, so an
- * upper bound covers the whole unit it names: `--to 2026-11-26` takes that day to its last
- * millisecond, `--to 2026-11-26T23:15` that minute. Returns undefined for anything else.
- */
-export function parseExportBound (text: string, end: 'from' | 'to'): ExportBound | undefined {
-  if (SEQ.test(text)) {
-    const seq = Number(text)
-    return Number.isSafeInteger(seq) ? { seq } : undefined
-  }
-  const m = ISO_8601.exec(text)
-  if (m === null) return undefined
-  const [, year, month, day, hour, minute, second, fraction, offset] = m
-  const ms = (fraction ?? '').padEnd(3, '0').slice(0, 3)
-  const iso = `${year}-${month}-${day}T${hour ?? '00'}:${minute ?? '00'}:${second ?? '00'}.${ms}${offset ?? 'Z'}`
-  const start = Date.parse(iso)
-  // Date.parse rolls 2026-02-30 over to March; a date that does not exist is a typo.
-  if (Number.isNaN(start) || new Date(Date.UTC(Number(year), Number(month) - 1, Number(day))).getUTCDate() !== Number(day) ||
-    Number(hour ?? 0) > 23 || Number(minute ?? 0) > 59 || Number(second ?? 0) > 59) return undefined
-  if (end === 'from') return { time: start }
-  const unit = hour === undefined
-    ? 86_400_000
-    : second === undefined ? 60_000 : fraction === undefined ? 1000 : 10 ** Math.max(3 - fraction.length, 0)
-  return { time: start + unit - 1 }
-}

@@ -1,0 +1,36 @@
+import { auditLog } from '../../log/audit.js'
+import { defineCommand } from '../command.js'
+import { withLog } from '../open-log.js'
+import { describeRebuild } from '../render.js'
+
+export const verify = defineCommand({
+  summary: 'check the hash chain, the signatures and the projection (exit 1 on any problem)',
+  usage: 'Usage: g2sentry verify --db FILE|URL [--secret SECRET]...',
+  help: `Checks the log as evidence, changing nothing:
+  - the hash chain: every row links to the one before it, its stored fields match its hash and
+    its raw body, and no row is missing (the first broken seq is reported);
+  - signatures: with --secret (repeat it for every secret in use over the log's lifetime), that
+    one of them signs every row's raw body;
+  - the projection: a replay of the whole log equals the stored jobs table, and every row
+    replays to the outcome it was given live.
+Exit code 0 when all hold, 1 otherwise.`,
+  options: {
+    db: { type: 'string' },
+    secret: { type: 'string', multiple: true }
+  },
+  async run (values, { out }) {
+    return withLog(values.db, async (store) => {
+      const report = await auditLog(store, { secrets: values.secret })
+      const { chain, unsigned, projection } = report
+      await out(chain.ok
+        ? `chain: ok, ${report.events - chain.unchainedRows} rows linked${chain.unchainedRows > 0 ? ` (${chain.unchainedRows} older rows have no hash)` : ''}`
+        : `chain: BROKEN at seq ${chain.firstBrokenSeq}: ${chain.problem}`)
+      if (unsigned === null) await out('signatures: not checked (give --secret to check them)')
+      else if (unsigned.length === 0) await out('signatures: ok, every row is signed by a given secret')
+      else await out(`signatures: ${unsigned.length} rows are signed by none of the given secrets: seq ${unsigned.slice(0, 20).join(', ')}${unsigned.length > 20 ? ', …' : ''}`)
+      for (const line of describeRebuild(projection, 'projection: replayed')) await out(line)
+      await out(report.ok ? 'ok: the log is intact and the stored projection equals a rebuild from it' : 'FAILED')
+      return report.ok ? 0 : 1
+    })
+  }
+})

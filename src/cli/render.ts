@@ -1,0 +1,99 @@
+// How the CLI shows things: table layout, NDJSON rows, and the reports of rebuild, verify and a
+// quarantine retry.
+import { isUtf8 } from 'node:buffer'
+import { logRecord } from '../log/export.js'
+import type { RetryReport } from '../log/quarantine.js'
+import type { LogRow, QuarantineRow, RebuildReport } from '../domain/types.js'
+
+/** Cells padded to their column's width (0: the last column, as long as it is), joined by a space. */
+export const padded = (widths: readonly number[], cells: readonly string[]): string =>
+  cells.map((cell, i) => (widths[i] ?? 0) > 0 ? cell.padEnd(widths[i] as number) : cell).join(' ').trimEnd()
+
+// The table is for reading; --format ndjson has every detail whole.
+const clip = (text: string, width: number) => text.length > width ? text.slice(0, width - 1) + '…' : text
+
+const LOG_COLUMNS = ['seq', 'receivedAt', 'jobId', 'eventType', 'jobStatus', 'outcome', 'jobName'] as const
+const LOG_WIDTHS = [8, 24, 8, 15, 10, 11, 0]
+
+/** The header of `replay --format table`. */
+export const logTableHeader = (): string => padded(LOG_WIDTHS, LOG_COLUMNS)
+
+/** One log row as a line of `replay --format table`. */
+export const logTableRow = (row: LogRow): string => padded(LOG_WIDTHS, [String(row.seq), new Date(row.receivedAt).toISOString(),
+  String(row.jobId), row.eventType, row.jobStatus, row.outcome, row.jobName])
+
+/** One log row as an NDJSON line (replay; the same record as an export's). */
+export const logNdjsonRow = (row: LogRow): string => JSON.stringify(logRecord(row))
+
+const QUARANTINE_COLUMNS = ['id', 'receivedAt', 'reason', 'detail', 'contentType', 'bytes', 'retriedSeq'] as const
+const QUARANTINE_WIDTHS = [6, 24, 15, 40, 31, 7, 0]
+
+/** The header of `quarantine list` as a table. */
+export const quarantineTableHeader = (): string => padded(QUARANTINE_WIDTHS, QUARANTINE_COLUMNS)
+
+/** One quarantined body as a line of `quarantine list`. */
+export const quarantineTableRow = (row: QuarantineRow): string => padded(QUARANTINE_WIDTHS, [String(row.id),
+  new Date(row.receivedAt).toISOString(), row.reason, clip(row.detail, 40), row.contentType ?? '', String(row.rawBody.length),
+  row.retriedSeq === null ? '' : String(row.retriedSeq)])
+
+/** One quarantined body as an NDJSON line, with the body as text. */
+export const quarantineNdjsonRow = (row: QuarantineRow): string => JSON.stringify({
+  id: row.id,
+  receivedAt: new Date(row.receivedAt).toISOString(),
+  reason: row.reason,
+  detail: row.detail,
+  contentType: row.contentType,
+  bytes: row.rawBody.length,
+  signature: row.signature,
+  retriedSeq: row.retriedSeq,
+  body: row.rawBody.toString('utf8'),
+  // A body refused as "not UTF-8" cannot be shown as text without losing bytes.
+  ...(isUtf8(row.rawBody) ? {} : { bodyBase64: row.rawBody.toString('base64') })
+})
+
+/** What a rebuild (or verify's replay) found, line by line, the longest lists cut at 20. */
+export function describeRebuild (report: RebuildReport, verb: string): string[] {
+  const lines = [`${verb} ${report.events} events into ${report.jobs} jobs`]
+  if (report.differingJobs.length > 0) {
+    lines.push(`${report.differingJobs.length} jobs differ from the stored projection: ${report.differingJobs.slice(0, 20).join(', ')}${report.differingJobs.length > 20 ? ', …' : ''}`)
+  }
+  for (const m of report.outcomeMismatches.slice(0, 20)) lines.push(`seq ${m.seq}: logged as ${m.stored}, replays as ${m.replayed}`)
+  if (report.outcomeMismatches.length > 20) lines.push(`… ${report.outcomeMismatches.length - 20} more outcome differences`)
+  return lines
+}
+
+/** What a quarantine retry did with each body, and the totals. */
+export function describeRetry (report: RetryReport): string[] {
+  const lines = [
+    ...report.retried.map((r) => `id ${r.id}: appended as seq ${r.seq} (job ${r.jobId}, ${r.outcome})`),
+    ...report.stillInvalid.map((r) => `id ${r.id}: still invalid (${r.reason}: ${r.detail})`),
+    ...report.unsigned.map((id) => `id ${id}: signed by none of the given secrets, not appended`),
+    ...report.alreadyRetried.map((r) => `id ${r.id}: already retried as seq ${r.seq}`),
+    ...report.notFound.map((id) => `id ${id}: not in the quarantine`)
+  ]
+  lines.push(`retried: ${report.retried.length} appended, ${report.stillInvalid.length} still invalid, ${report.unsigned.length} unsigned`)
+  return lines
+}
+
+const LARGE_EXPORT = 10_000
+const PROGRESS_EVERY_MS = 200
+
+/** One line on a terminal, rewritten in place, for an export long enough to wait for. */
+export function progressLine (tty: NodeJS.WriteStream) {
+  let width = 0
+  let drawnAt = 0
+  return {
+    update (done: number, total: number): void {
+      if (total <= LARGE_EXPORT) return
+      const now = Date.now()
+      if (width > 0 && now - drawnAt < PROGRESS_EVERY_MS) return
+      drawnAt = now
+      const line = `exporting ${done.toLocaleString('en-US')} / ${total.toLocaleString('en-US')} (${Math.floor(done * 100 / total)}%)`
+      tty.write('\r' + line.padEnd(width))
+      width = Math.max(width, line.length)
+    },
+    clear (): void {
+      if (width > 0) tty.write('\r' + ' '.repeat(width) + '\r')
+    }
+  }
+}
