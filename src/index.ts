@@ -12,6 +12,8 @@ import { resolveOptions, type G2SentryOptions } from './plugin/options.js'
 import { readLogStream, type ReadLogOptions } from './log/read-log.js'
 import { openStore } from './store/open-store.js'
 import type { G2SentryStore, LogRow, RebuildReport } from './domain/types.js'
+import { startReconciling } from './partner-api/start.js'
+import type { RoundReport } from './partner-api/reconciler.js'
 
 /** What the plugin adds to the Fastify instance as `fastify.g2sentry`. */
 export interface G2SentryDecorator {
@@ -34,6 +36,11 @@ export interface G2SentryDecorator {
   retryQuarantine: (options?: { ids?: readonly number[] }) => Promise<RetryReport>
   /** Streams the log as NDJSON or CSV, with outcome and hash columns, to `write`. */
   exportLog: (options: ExportOptions) => Promise<{ rows: number }>
+  /**
+   * Runs a reconciliation round now, if the `reconcile` option is on and this process holds the
+   * reconciler's lease; resolves with what the round did, or undefined.
+   */
+  reconcile: () => Promise<RoundReport | undefined>
 }
 
 declare module 'fastify' {
@@ -51,6 +58,14 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
   const metrics = resolved.metrics === false ? undefined : createMetrics(store, resolved.metrics.registry)
   if (metrics !== undefined) app.addHook('onClose', async () => metrics.close())
   const committed = postCommitPath({ metrics, feed, onEvent: resolved.onEvent, log: app.log })
+  const reconciling = resolved.reconcile === undefined
+    ? undefined
+    : startReconciling(store, resolved.reconcile, {
+      log: app.log,
+      registry: metrics?.registry,
+      committed: (result, event, receivedAt) => committed({ result, event, receivedAt, source: 'api' })
+    })
+  if (reconciling !== undefined) app.addHook('onClose', () => reconciling.stop())
 
   app.decorate('g2sentry', {
     store,
@@ -63,7 +78,8 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
       ids: retryOptions?.ids,
       onAppend: ({ event, receivedAt, id: _id, ...result }) => committed({ result, event, receivedAt, source: 'quarantine' })
     }),
-    exportLog: (exportOptions: ExportOptions) => exportLog(store, exportOptions)
+    exportLog: (exportOptions: ExportOptions) => exportLog(store, exportOptions),
+    reconcile: async () => reconciling?.runNow()
   } satisfies G2SentryDecorator)
 
   if (resolved.metrics !== false && metrics !== undefined) {
@@ -92,5 +108,7 @@ export { readLogStream, type ReadLogOptions } from './log/read-log.js'
 export { auditLog, type AuditReport } from './log/audit.js'
 export { exportLog, type ExportOptions } from './log/export.js'
 export { retryQuarantine, type RetryQuarantineOptions, type RetryReport } from './log/quarantine.js'
-export type { G2SentryOptions, CommittedEvent, JobRouteOptions } from './plugin/options.js'
+export type { G2SentryOptions, CommittedEvent, JobRouteOptions, ReconcileOptions } from './plugin/options.js'
+export { PartnerApiClient, type PartnerApiClientOptions } from './partner-api/client.js'
+export type { RoundReport, JobCheck, CheckResult } from './partner-api/reconciler.js'
 export * from './domain/types.js'

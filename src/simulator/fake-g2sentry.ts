@@ -49,6 +49,7 @@ export class FakeG2Sentry {
   readonly #jobs = new Map<number, JobStatus>()
   readonly #signingKey = randomBytes(32)
   readonly #revoked = new Set<string>()
+  readonly #opaque = new Map<string, { kind: 'access' | 'refresh'; exp: number }>()
   /** Arrival times of the requests it counted against the limit. */
   readonly #window: number[] = []
   #failures: Array<{ status: number; paths: RegExp }> = []
@@ -123,6 +124,16 @@ export class FakeG2Sentry {
     return { arrived: arrivedPromise, release }
   }
 
+  /** Issue tokens that are not JWTs (no readable `exp`), as a G2 Sentry that changed its format would. */
+  opaqueTokens = false
+
+  /** Refuses every access token issued so far (the client still believes them fresh). */
+  revokeAccess (): void {
+    for (const token of this.#issuedAccess) this.#revoked.add(token)
+  }
+
+  readonly #issuedAccess: string[] = []
+
   /** Refuses every refresh token issued so far, as after a password change. */
   revokeRefreshTokens (): void {
     for (const request of this.#issuedRefresh) this.#revoked.add(request)
@@ -149,6 +160,11 @@ export class FakeG2Sentry {
   }
 
   #token (kind: 'access' | 'refresh', ttl: number): string {
+    if (this.opaqueTokens) {
+      const token = `${kind}-${randomBytes(16).toString('hex')}`
+      this.#opaque.set(token, { kind, exp: Date.now() + ttl })
+      return token
+    }
     const header = base64url({ alg: 'HS256', typ: 'JWT' })
     const payload = base64url({ sub: this.partnerKey, typ: kind, exp: (Date.now() + ttl) / 1000, jti: randomBytes(8).toString('hex') })
     const signature = createHmac('sha256', this.#signingKey).update(`${header}.${payload}`).digest('base64url')
@@ -157,7 +173,9 @@ export class FakeG2Sentry {
 
   /** Whether `token` is one of ours, of `kind`, unexpired and not revoked. */
   #valid (token: string | undefined, kind: 'access' | 'refresh'): boolean {
-    if (token === undefined) return false
+    if (token === undefined || this.#revoked.has(token)) return false
+    const opaque = this.#opaque.get(token)
+    if (opaque !== undefined) return opaque.kind === kind && opaque.exp > Date.now()
     const [header, payload, signature] = token.split('.')
     if (header === undefined || payload === undefined || signature === undefined) return false
     const expected = createHmac('sha256', this.#signingKey).update(`${header}.${payload}`).digest()
@@ -171,6 +189,7 @@ export class FakeG2Sentry {
     const accessToken = this.#token('access', this.#options.accessTtlMs)
     const refreshToken = this.#token('refresh', this.#options.refreshTtlMs)
     this.#issuedRefresh.push(refreshToken)
+    this.#issuedAccess.push(accessToken)
     send(response, 200, { partnerKey: this.partnerKey, name: 'Demo Partner', accessToken, refreshToken })
   }
 

@@ -21,7 +21,7 @@ export interface SqliteStoreOptions extends ConnectionSettings {
 }
 
 /** Opens (and migrates) a SQLite event store. */
-export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { readonly db: Database.Database } {
+export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & Required<Pick<G2SentryStore, 'appendIf' | 'reconcileState'>> & { readonly db: Database.Database } {
   const db = openConnection(options.filename, options, true)
   const writer = createWriter(db)
 
