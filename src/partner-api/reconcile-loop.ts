@@ -40,7 +40,8 @@ export function startReconcileLoop (options: ReconcileLoopOptions): ReconcileLoo
   let holding = false
   let stopped = false
   let running: Promise<RoundReport | undefined> | undefined
-  let lastRoundAt = -Infinity
+  // The first round comes one period after start, like every other.
+  let lastRoundAt = Date.now()
 
   const renew = async (): Promise<void> => {
     try {

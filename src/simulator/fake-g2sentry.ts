@@ -113,7 +113,7 @@ export class FakeG2Sentry {
 
   /**
    * Holds the next status answer for `jobId` until `release()` is called; `arrived` resolves when
-   * the request is in. The answer is the status at release time.
+   * the request is in. The answer is the status when it arrived: a slow answer, already out of date.
    */
   hold (jobId: number): Hold {
     let arrived!: () => void
@@ -249,13 +249,14 @@ export class FakeG2Sentry {
         return
       }
       const jobId = Number(status[1])
+      // The answer is the status when the request arrived, however long it then takes to travel.
+      const truth = this.#jobs.get(jobId)
       const hold = this.#holds.get(jobId)
       if (hold !== undefined) {
         hold.arrived()
         await hold.released
         this.#holds.delete(jobId)
       }
-      const truth = this.#jobs.get(jobId)
       if (truth === undefined) send(response, 404, { message: 'Job not found' })
       else send(response, 200, { jobId, status: truth })
       return
