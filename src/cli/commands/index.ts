@@ -2,6 +2,7 @@ import type { Command } from '../command.js'
 import { exportCommand } from './export.js'
 import { quarantine } from './quarantine.js'
 import { rebuild } from './rebuild.js'
+import { reconcile } from './reconcile.js'
 import { replay } from './replay.js'
 import { simulate } from './simulate.js'
 import { verify } from './verify.js'
@@ -21,5 +22,6 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   rebuild,
   verify,
   quarantine,
+  reconcile,
   simulate
 }
