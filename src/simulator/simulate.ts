@@ -47,7 +47,8 @@ export interface SimulateOptions {
   print?: (line: string) => void
 }
 
-async function post (url: string, secret: string, payload: CallbackEvent): Promise<{ status: number; answer: unknown }> {
+/** Signs `payload` with `secret` and POSTs it to the callback URL. */
+export async function post (url: string, secret: string, payload: CallbackEvent): Promise<{ status: number; answer: unknown }> {
   const body = JSON.stringify(payload)
   const response = await fetch(url, {
     method: 'POST',
@@ -58,7 +59,7 @@ async function post (url: string, secret: string, payload: CallbackEvent): Promi
 }
 
 /** Said when the URL answers 404: usually the server's address was given, not the callback's. */
-const notFoundHint = (url: string): string =>
+export const notFoundHint = (url: string): string =>
   `${url} answered 404: --url takes the callback URL itself, e.g. http://127.0.0.1:3000/callbacks/g2sentry`
 
 /** Signs and posts the simulated deliveries one after another; returns each answer. */
