@@ -9,8 +9,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { randomSchedule, type CallbackEvent } from '../src/simulator/schedules.js'
+import { randomSchedule } from '../src/simulator/schedules.js'
 import { sqliteStore } from '../src/index.js'
+import type { JobEvent } from '../src/domain/types.js'
 import { signBody } from '../src/domain/verify-signature.js'
 
 const { values } = parseArgs({
@@ -37,13 +38,13 @@ const rssMb = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid
 
 // Valid traffic: generated schedules, a thousand jobs at a time, with fresh job ids each time.
 let chunk = 0
-let valid: CallbackEvent[] = []
-function nextValid (): CallbackEvent {
+let valid: JobEvent[] = []
+function nextValid (): JobEvent {
   if (valid.length === 0) {
     valid = randomSchedule(seed * 1000 + chunk, { jobs: 1000, firstJobId: 1 + chunk * 1000, bound: 'withdrawals' }).deliveries.map((d) => d.event)
     chunk++
   }
-  return valid.shift() as CallbackEvent
+  return valid.shift() as JobEvent
 }
 
 type Kind = 'valid' | 'unsigned' | 'bad signature' | 'not JSON' | 'not a callback' | 'too large' | 'wrong type'

@@ -5,6 +5,10 @@ import { callbackRoute } from './plugin/callback-route.js'
 import { jobRoutes } from './plugin/job-routes.js'
 import { exportLog, type ExportOptions } from './log/export.js'
 import { ChangeFeed } from './plugin/change-feed.js'
+import { startConsumer, type Consumer, type ConsumerHandler, type ConsumerOptions, type Delivery } from './consumers/consumer.js'
+import { forwardHandler, redactUrl } from './consumers/forwarder.js'
+import { errors } from './errors.js'
+import { feedFromLog } from './plugin/log-feed.js'
 import { retryQuarantine, type RetryReport } from './log/quarantine.js'
 import { createMetrics, metricsRoute } from './plugin/metrics.js'
 import { postCommitPath } from './plugin/post-commit.js'
@@ -37,6 +41,14 @@ export interface G2SentryDecorator {
   /** Streams the log as NDJSON or CSV, with outcome and hash columns, to `write`. */
   exportLog: (options: ExportOptions) => Promise<{ rows: number }>
   /**
+   * Starts the durable consumer `name`: `handler` gets each projection change (or, with
+   * `deliver: 'rows'`, each log row) in seq order, at least once, from a checkpoint kept in the
+   * database; one instance at a time runs a name. Closed with the app.
+   */
+  consume: <D extends Delivery = 'changes'>(name: string, handler: ConsumerHandler<D>, options?: ConsumerOptions<D>) => Consumer
+  /** The consumers this instance started (the forwarder among them), by name. */
+  consumers: ReadonlyMap<string, Consumer>
+  /**
    * Runs a reconciliation round now, if the `reconcile` option is on and this process holds the
    * reconciler's lease; resolves with what the round did, or undefined.
    */
@@ -67,6 +79,34 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
     })
   if (reconciling !== undefined) app.addHook('onClose', () => reconciling.stop())
 
+  const consumers = new Map<string, Consumer>()
+  const consume = <D extends Delivery = 'changes'>(name: string, handler: ConsumerHandler<D>, consumerOptions?: ConsumerOptions<D>): Consumer => {
+    if (typeof store.openConsumer !== 'function' || typeof store.acquireLease !== 'function') {
+      throw new errors.INVALID_OPTION('the store does not implement consumers (openConsumer, acquireLease, ...)')
+    }
+    if (consumers.has(name)) throw new errors.INVALID_OPTION(`a consumer named ${name} is already running in this instance`)
+    const log = app.log.child({ consumer: name })
+    const consumer = startConsumer(store, name, handler, consumerOptions, {
+      handlerFailed: ({ seq, attempt, error, parked, retryInMs }) => {
+        metrics?.consumerFailed(name)
+        log.warn({ seq, attempt, parked, retryInMs, error: (error as Error)?.message ?? String(error) },
+          parked ? 'g2sentry: consumer handler failed; row parked' : 'g2sentry: consumer handler failed; will retry')
+      },
+      storeFailed: ({ error }) => log.error({ err: error }, 'g2sentry: consumer could not reach the store; will retry')
+    })
+    consumers.set(name, consumer)
+    return consumer
+  }
+  // Consumers stop before the store closes (hooks run in reverse order of registration).
+  app.addHook('onClose', async () => {
+    await Promise.all([...consumers.values()].map((consumer) => consumer.close()))
+  })
+  // The live feed reads the log, so it shows the commits of every instance on the database.
+  const stopFeed = feedFromLog(feed, store, {
+    pollMs: 1000,
+    onError: (err) => app.log.error({ err }, 'g2sentry: the live feed could not read the log; will retry')
+  })
+  app.addHook('onClose', async () => stopFeed())
   app.decorate('g2sentry', {
     store,
     readLog: (readOptions?: ReadLogOptions) => readLogStream(store, readOptions),
@@ -79,8 +119,16 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
       onAppend: ({ event, receivedAt, id: _id, ...result }) => committed({ result, event, receivedAt, source: 'quarantine' })
     }),
     exportLog: (exportOptions: ExportOptions) => exportLog(store, exportOptions),
+    consume,
+    consumers,
     reconcile: async () => reconciling?.runNow()
   } satisfies G2SentryDecorator)
+
+  if (resolved.forward !== undefined) {
+    const { url, secret, timeoutMs, name = 'forwarder', ...forwardOptions } = resolved.forward
+    consume(name, forwardHandler({ url, secret, timeoutMs }), forwardOptions)
+    app.log.info({ consumer: name, url: redactUrl(url) }, 'g2sentry: forwarding each change')
+  }
 
   if (resolved.metrics !== false && metrics !== undefined) {
     const { path, registry: _registry, ...routeOptions } = resolved.metrics
@@ -90,7 +138,7 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
   await app.register(callbackRoute, { prefix: resolved.prefix, options: resolved, store, metrics, committed })
   if (resolved.jobRoutes !== false) {
     const { prefix, ...routeOptions } = resolved.jobRoutes
-    await app.register(jobRoutes, { prefix: resolved.prefix + prefix, store, feed, routeOptions })
+    await app.register(jobRoutes, { prefix: resolved.prefix + prefix, store, feed, routeOptions, stream: resolved.stream })
   }
 }
 
@@ -111,4 +159,10 @@ export { retryQuarantine, type RetryQuarantineOptions, type RetryReport } from '
 export type { G2SentryOptions, CommittedEvent, JobRouteOptions, ReconcileOptions } from './plugin/options.js'
 export { PartnerApiClient, type PartnerApiClientOptions } from './partner-api/client.js'
 export type { RoundReport, JobCheck, CheckResult } from './partner-api/reconciler.js'
+export type { JobChange } from './plugin/change-feed.js'
+export {
+  backoffDelay, consumerLease, startConsumer, type Consumer, type ConsumerEvents, type ConsumerHandler, type ConsumerOptions,
+  type ConsumerStatus, type Delivered, type Delivery, type HandlerContext
+} from './consumers/consumer.js'
+export { forwardHandler, type ForwardOptions } from './consumers/forwarder.js'
 export * from './domain/types.js'

@@ -422,6 +422,20 @@ t.test('onEvent', async (t) => {
   })
 })
 
+t.test('a store onCommit listener that throws still answers 200 for committed events', async (t) => {
+  const store = sqliteStore({ filename: join(t.testdir(), 'g2.db') })
+  t.teardown(() => store.close())
+  t.type(store.onCommit, 'function', 'the SQLite store has onCommit')
+  store.onCommit?.(() => { throw new Error('a listener bug') })
+  const onWarning = () => {}
+  process.on('warning', onWarning)
+  t.teardown(() => { process.off('warning', onWarning) })
+  const app = await buildApp(t, { store })
+  const answers = await Promise.all([post(app, assigned(1)), post(app, assigned(2)), post(app, started(1))])
+  t.same(answers.map((res) => res.statusCode), [200, 200, 200], 'no 503 for rows that are in the log')
+  t.same((await logRows(app)).map((row) => row.jobId).sort(), [1, 1, 2])
+})
+
 t.test('callbackPath moves the route', async (t) => {
   const app = await buildApp(t, { callbackPath: '/hooks/g2' })
   const moved = await post(app, assigned(5), { url: '/hooks/g2' })

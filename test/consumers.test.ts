@@ -8,6 +8,7 @@ import type { JobChange } from '../src/plugin/change-feed.js'
 import type { G2SentryStore, LogRow } from '../src/domain/types.js'
 import { sqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import { assigned, completed, incoming, seedLog, started, T0 } from './store-contract.js'
+import { JOB_NAME } from './fixtures.js'
 
 const openStore = (t: Test): G2SentryStore => {
   const store = sqliteStore({ filename: join(t.testdir(), 'g2.db') })
@@ -44,7 +45,7 @@ t.test('each projection change, in seq order, then the checkpoint at the last ro
   run(t, store, 'changes', (change) => { seen.push(change) })
   await until(t, 'the checkpoint at seq 8', async () => await checkpointOf(store, 'changes') === 8)
   t.same(seen.map((c) => c.seq), [1, 2, 3, 6, 7], 'only applied rows, in seq order (duplicate, stale and unsupported left out)')
-  t.same(seen[0], { seq: 1, jobId: 1, eventType: 'JobAssigned', status: 'Assigned', jobName: 'Job 1', receivedAt: new Date(T0).toISOString() },
+  t.same(seen[0], { seq: 1, jobId: 1, eventType: 'JobAssigned', status: 'Assigned', jobName: JOB_NAME, receivedAt: new Date(T0).toISOString() },
     'the stream\'s shape, with no phone')
 })
 

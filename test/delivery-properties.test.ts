@@ -6,7 +6,7 @@ import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import {
   MAX_DELIVERIES, finalStatus, formatSchedule, interleave, invalidStepAt, lifecycle, mulberry32, randomArrivals,
-  randomLifecycle, randomSchedule, schedule, type Bound, type CallbackEvent
+  randomLifecycle, randomSchedule, schedule, type Bound
 } from '../src/simulator/schedules.js'
 import { arrivalsArb, deliveryProperties, stepsArb } from './delivery-properties.js'
 

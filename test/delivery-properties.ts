@@ -8,10 +8,10 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import g2sentry, { type G2SentryOptions } from '../src/index.js'
 import {
   MAX_DELIVERIES, finalStatus, formatSchedule, interleave, lifecycle, rank, schedule, trueStatus, withoutLost,
-  type Bound, type CallbackEvent, type Delivery, type JobPlan, type Step
+  type Bound, type Delivery, type JobPlan, type Step
 } from '../src/simulator/schedules.js'
 import { FakeG2Sentry } from '../src/simulator/fake-g2sentry.js'
-import type { AppendResult, JobState } from '../src/domain/types.js'
+import type { AppendResult, JobEvent, JobState } from '../src/domain/types.js'
 import { signBody } from '../src/domain/verify-signature.js'
 
 const SECRET = 'property-test-secret'
@@ -44,7 +44,7 @@ async function harness (t: Test, backend: Backend, extra: () => Partial<G2Sentry
 }
 
 /** POSTs one callback, signed over the exact bytes sent, and expects a 200. */
-async function deliver (app: FastifyInstance, event: CallbackEvent): Promise<AppendResult> {
+async function deliver (app: FastifyInstance, event: JobEvent): Promise<AppendResult> {
   const body = JSON.stringify(event)
   const response = await app.inject({
     method: 'POST',
@@ -118,7 +118,7 @@ function buildRun (input: RunInput, bound: Bound): Run {
     const events = lifecycle(jobId, job.steps)
     plans.push({ jobId, steps: job.steps, events, finalStatus: finalStatus(events) })
     // An unsupported event rides along after the lifecycle; its arrival keys place it anywhere.
-    const extra: CallbackEvent[] = job.unsupported === undefined
+    const extra: JobEvent[] = job.unsupported === undefined
       ? []
       : [{ jobId, eventType: job.unsupported, jobName: `Job ${jobId}`, jobStatus: finalStatus(events) }]
     return schedule([...events, ...extra], job.arrivals, bound)
@@ -249,7 +249,7 @@ export function deliveryProperties (t: Test, backend: Backend, numRuns: number):
   // Hand-written schedules: the regressions a reader can follow without a generator.
 
   /** Sends `events` in the given order and returns the outcomes and the job afterwards. */
-  async function sendAll (t: Test, events: CallbackEvent[]) {
+  async function sendAll (t: Test, events: JobEvent[]) {
     const withApp = await harness(t, backend)
     return withApp(async (app) => {
       const results = []
@@ -260,7 +260,7 @@ export function deliveryProperties (t: Test, backend: Backend, numRuns: number):
   }
 
   t.test('example: a start that arrives before its assignment', async (t) => {
-    const [assign, start] = lifecycle(1, ['assignWithPhone', 'start']) as [CallbackEvent, CallbackEvent]
+    const [assign, start] = lifecycle(1, ['assignWithPhone', 'start']) as [JobEvent, JobEvent]
     const { outcomes, job, report } = await sendAll(t, [start, assign, assign])
     t.same(outcomes, ['applied', 'stale', 'stale'])
     t.match(job, { status: 'InProgress', lastEventType: 'JobStarted', guardianPhone: start.guardianPhone, version: 1, eventCount: 3 })
@@ -268,7 +268,7 @@ export function deliveryProperties (t: Test, backend: Backend, numRuns: number):
   })
 
   t.test('example: an assignment redelivered after the job completed', async (t) => {
-    const [assign, start, complete] = lifecycle(2, ['assign', 'start', 'complete']) as [CallbackEvent, CallbackEvent, CallbackEvent]
+    const [assign, start, complete] = lifecycle(2, ['assign', 'start', 'complete']) as [JobEvent, JobEvent, JobEvent]
     const { outcomes, job, report } = await sendAll(t, [assign, start, complete, assign])
     t.same(outcomes, ['applied', 'applied', 'applied', 'stale'])
     t.match(job, { status: 'Completed', guardianPhone: null, version: 3, eventCount: 4 })
@@ -279,7 +279,7 @@ export function deliveryProperties (t: Test, backend: Backend, numRuns: number):
     const events = lifecycle(3, ['assign', 'withdraw', 'assign', 'withdraw'])
     t.equal(JSON.stringify(events[2]), JSON.stringify(events[0]), 'the re-assignment is byte for byte the first')
     t.equal(JSON.stringify(events[3]), JSON.stringify(events[1]), 'so is the second withdrawal')
-    const [a1, w1, a2, w2] = events as [CallbackEvent, CallbackEvent, CallbackEvent, CallbackEvent]
+    const [a1, w1, a2, w2] = events as [JobEvent, JobEvent, JobEvent, JobEvent]
     const { outcomes, job, report } = await sendAll(t, [a1, a1, w1, w1, a2, a2, w2])
     t.same(outcomes, ['applied', 'duplicate', 'applied', 'duplicate', 'applied', 'duplicate', 'applied'])
     t.match(job, { status: 'New', lastEventType: 'JobWithdrawed', guardianPhone: null, version: 4, eventCount: 7 })

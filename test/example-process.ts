@@ -16,7 +16,8 @@ import { ROOT, runCli, type Run } from './cli-process.js'
 /** The environment without any of the variables the example reads, so each test sets only its own. */
 export function baseEnv (): NodeJS.ProcessEnv {
   const env = { ...process.env }
-  for (const name of ['NODE_ENV', 'PORT', 'HOST', 'G2SENTRY_DB', 'G2SENTRY_CALLBACK_SECRET', 'G2SENTRY_CALLBACK_SECRET_PREVIOUS',
+  for (const name of ['NODE_ENV', 'PORT', 'HOST', 'G2SENTRY_DB', 'G2SENTRY_CALLBACK_SECRET', 'G2SENTRY_CALLBACK_SECRET_PREVIOUS', 'G2SENTRY_READ_TOKEN',
+    'G2SENTRY_FORWARD_URL', 'G2SENTRY_FORWARD_SECRET', 'G2SENTRY_FORWARD_MAX_BACKOFF_MS',
     'G2SENTRY_API_URL', 'G2SENTRY_PARTNER_KEY', 'G2SENTRY_PARTNER_SECRET', 'G2SENTRY_RECONCILE_QUIET_MS', 'G2SENTRY_RECONCILE_EVERY_MS', 'G2SENTRY_RECONCILE_LEASE_MS']) delete env[name]
   return env
 }

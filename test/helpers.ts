@@ -1,7 +1,7 @@
 /**
  * Shared helpers for the plugin's HTTP tests: an app on a real SQLite file in the test's
- * directory, a delivery signed over its exact bytes, and the four payloads G2 Sentry pushes,
- * shaped like the examples of reference/partner-api-callbacks.txt.
+ * directory and a delivery signed over its exact bytes; the payloads are the fixtures
+ * (test/fixtures.ts), re-exported here.
  */
 import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
 import { join } from 'node:path'
@@ -11,10 +11,11 @@ import g2sentry from '../src/index.js'
 import type { G2SentryOptions } from '../src/plugin/options.js'
 import type { LogRow, QuarantineRow } from '../src/domain/types.js'
 import { signBody } from '../src/domain/verify-signature.js'
+import { bytesOf, SECRET } from './fixtures.js'
 
-export const SECRET = 'test-secret'
+export * from './fixtures.js'
+
 export const CALLBACK_PATH = '/callbacks/g2sentry'
-export const JOB_NAME = 'Open House at 123 Main St'
 
 export interface BuildOptions extends Partial<G2SentryOptions> {
   /** Where Fastify's logger writes (every level, from trace up); no logger when absent. */
@@ -67,13 +68,6 @@ export interface PostOptions {
   url?: string
 }
 
-/** The exact bytes a payload is sent as: objects through JSON.stringify, strings as UTF-8. */
-export function bytesOf (payload: unknown): Buffer {
-  if (Buffer.isBuffer(payload)) return payload
-  if (typeof payload === 'string') return Buffer.from(payload, 'utf8')
-  return Buffer.from(JSON.stringify(payload), 'utf8')
-}
-
 /** POSTs a callback whose `X-Signature` is the HMAC of exactly the bytes sent. */
 export async function post (app: FastifyInstance, payload: unknown, options: PostOptions = {}): Promise<LightMyRequestResponse> {
   const body = bytesOf(payload)
@@ -100,38 +94,3 @@ export function quarantineRows (app: FastifyInstance): Promise<QuarantineRow[]> 
   return app.g2sentry.store.listQuarantine({ limit: 100 })
 }
 
-export interface CallbackPayload {
-  jobId: number
-  eventType: string
-  jobName: string
-  jobStatus: string
-  guardianPhone?: string
-  [extra: string]: unknown
-}
-
-interface EventFields {
-  phone?: string
-  name?: string
-}
-
-function payload (jobId: number, eventType: string, jobStatus: string, { phone, name = JOB_NAME }: EventFields): CallbackPayload {
-  const body: CallbackPayload = { jobId, eventType, jobName: name, jobStatus }
-  if (phone !== undefined) body.guardianPhone = phone
-  return body
-}
-
-/** `JobAssigned` → `Assigned`, with a guardian phone when given. */
-export const assigned = (jobId: number, fields: EventFields = {}): CallbackPayload =>
-  payload(jobId, 'JobAssigned', 'Assigned', fields)
-
-/** `JobStarted` → `InProgress`, with a guardian phone when given. */
-export const started = (jobId: number, fields: EventFields = {}): CallbackPayload =>
-  payload(jobId, 'JobStarted', 'InProgress', fields)
-
-/** `JobCompleted` → `Completed`. */
-export const completed = (jobId: number, fields: Omit<EventFields, 'phone'> = {}): CallbackPayload =>
-  payload(jobId, 'JobCompleted', 'Completed', fields)
-
-/** `JobWithdrawed` → `New`: the guardian withdrew, the job is open again. */
-export const withdrawn = (jobId: number, fields: Omit<EventFields, 'phone'> = {}): CallbackPayload =>
-  payload(jobId, 'JobWithdrawed', 'New', fields)

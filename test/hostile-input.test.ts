@@ -13,7 +13,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { signBody } from '../src/domain/verify-signature.js'
 import {
-  assigned, buildApp, bytesOf, CALLBACK_PATH, logRows, post, quarantineRows, SECRET, type CallbackPayload
+  assigned, buildApp, bytesOf, CALLBACK_PATH, logRows, post, quarantineRows, SECRET
 } from './helpers.js'
 
 const PHONE = '+12345678901'
@@ -89,7 +89,7 @@ function withTail (jobId: number, tail: string, name = 'Open House'): Buffer {
 }
 
 /** A valid JobAssigned body padded with an extra field so that its JSON is exactly `size` bytes, and whose last byte can be cut to break it. */
-function paddedTo (size: number, base: CallbackPayload = assigned(1)): Buffer {
+function paddedTo (size: number, base: object = assigned(1)): Buffer {
   const overhead = bytesOf({ ...base, padding: '' }).length
   const body = bytesOf({ ...base, padding: 'x'.repeat(size - overhead) })
   if (body.length !== size) throw new Error(`padding went wrong: ${body.length} bytes, wanted ${size}`)

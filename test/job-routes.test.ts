@@ -99,6 +99,48 @@ t.test('GET /jobs/:jobId', async (t) => {
       }
     }
   })
+
+  // Job 5001 exists: an id written any other way than its plain digits must not reach it (nor
+  // another job) by number coercion.
+  t.test('the id as written: digits only, no sign, leading zero, exponent, decimal point or hex', async (t) => {
+    const app = await buildApp(t)
+    await deliver(t, app, assigned(5001), assigned(5000))
+    const rows: Array<[string, number]> = [
+      ['5001', 200],
+      ['5000', 200],
+      [String(Number.MAX_SAFE_INTEGER), 404],
+      ['0x1389', 400],
+      ['0X1389', 400],
+      ['0b1001110001001', 400],
+      ['0o11611', 400],
+      ['5e3', 400],
+      ['5.001e3', 400],
+      ['+5001', 400],
+      ['%2B5001', 400],
+      ['-5001', 400],
+      ['05001', 400],
+      ['005001', 400],
+      ['0', 400],
+      ['5001.0', 400],
+      ['5001.', 400],
+      ['5_001', 400],
+      ['%205001', 400],
+      ['5001%20', 400],
+      ['Infinity', 400],
+      [String(Number.MAX_SAFE_INTEGER + 1), 400],
+      ['99999999999999999', 400]
+    ]
+    for (const [id, status] of rows) {
+      for (const url of [`/jobs/${id}`, `/jobs/${id}/events`, `/jobs/stream?jobId=${id}`]) {
+        // The stream answers 200 with a body that never ends: only its refusals are read here.
+        if (url.includes('stream') && status !== 400) continue
+        const res = await get(app, url)
+        t.equal(res.statusCode, status, `${url} → ${status}`)
+        if (status === 400) t.match(res.json(), { statusCode: 400, code: 'FST_G2SENTRY_INVALID_REQUEST' }, url)
+        if (status === 200) t.equal(res.json().jobId, Number(id), `${url} is job ${id}`)
+      }
+    }
+  })
 })
 
 t.test('GET /jobs/:jobId/events lists the job’s deliveries in seq order with their outcomes', async (t) => {

@@ -4,163 +4,24 @@
 // Last-Event-ID gets what it missed from the log, then the live changes, none twice, in order.
 import t, { type Test } from 'tap'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
-import { request as httpRequest, type IncomingHttpHeaders, type ClientRequest } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import g2sentry from '../src/index.js'
 import { mulberry32 } from '../src/simulator/schedules.js'
 import { postgresStore } from '../src/store/postgres/postgres-store.js'
 import { sqliteStore } from '../src/store/sqlite/sqlite-store.js'
-import type { AppendResult, G2SentryStore, JobStatus, LogRow } from '../src/domain/types.js'
+import type { AppendResult, G2SentryStore } from '../src/domain/types.js'
 import { signBody } from '../src/domain/verify-signature.js'
-import { assigned, buildApp, CALLBACK_PATH, completed, SECRET, started, withdrawn, type BuildOptions, type CallbackPayload } from './helpers.js'
+import { assigned, CALLBACK_PATH, completed, SECRET, started, withdrawn, type CallbackPayload } from './helpers.js'
 import { freshSchema, pgUnavailable, pgUrl, redact } from './pg.js'
 import { readWholeLog } from './store-contract.js'
+import { appliedChanges, deliver, listen, server, SseClient, type Change, type Delivered } from './stream-helpers.js'
 
 t.setTimeout(120_000)
 
 const PHONE = '+12345678901'
 const OTHER_PHONE = '+15550001111'
 
-interface SseEvent { id: string | undefined; event: string; data: string }
-
-interface Change { seq: number; jobId: number; eventType: string; status: JobStatus; jobName: string; receivedAt: string }
-
-/**
- * A Server-Sent Events reader over node:http: dispatches an event at each blank line that ends
- * a block with data, ignores comments, as EventSource does. Closed in teardown.
- */
-class SseClient {
-  readonly events: SseEvent[] = []
-  /** Everything the server sent, as text. */
-  text = ''
-  statusCode = 0
-  headers: IncomingHttpHeaders = {}
-  /** Resolves when the server ends the response (or the connection closes). */
-  readonly ended: Promise<void>
-  #endedResolve!: () => void
-  #request: ClientRequest | undefined
-  #pending = ''
-  #block: { id: string | undefined; event: string; data: string[] } = { id: undefined, event: 'message', data: [] }
-
-  constructor () {
-    this.ended = new Promise((resolve) => { this.#endedResolve = resolve })
-  }
-
-  /** Opens the stream; resolves once the response headers arrived (the body keeps coming). */
-  static open (t: Test, url: string, headers: Record<string, string> = {}): Promise<SseClient> {
-    const client = new SseClient()
-    t.teardown(() => client.close())
-    return new Promise((resolve, reject) => {
-      const req = httpRequest(url, { headers: { accept: 'text/event-stream', ...headers }, agent: false })
-      client.#request = req
-      req.once('error', (error) => { client.#endedResolve(); reject(error) })
-      req.once('response', (res) => {
-        client.statusCode = res.statusCode ?? 0
-        client.headers = res.headers
-        res.setEncoding('utf8')
-        res.on('data', (chunk: string) => client.#receive(chunk))
-        res.once('end', () => client.#endedResolve())
-        res.once('close', () => client.#endedResolve())
-        res.once('error', () => client.#endedResolve())
-        resolve(client)
-      })
-      req.end()
-    })
-  }
-
-  #receive (chunk: string): void {
-    this.text += chunk
-    this.#pending += chunk
-    const lines = this.#pending.split(/\r\n|\r|\n/)
-    this.#pending = lines.pop() ?? ''
-    for (const line of lines) {
-      if (line === '') {
-        if (this.#block.data.length > 0) this.events.push({ id: this.#block.id, event: this.#block.event, data: this.#block.data.join('\n') })
-        this.#block = { id: undefined, event: 'message', data: [] }
-        continue
-      }
-      if (line.startsWith(':')) continue
-      const colon = line.indexOf(':')
-      const field = colon === -1 ? line : line.slice(0, colon)
-      let value = colon === -1 ? '' : line.slice(colon + 1)
-      if (value.startsWith(' ')) value = value.slice(1)
-      if (field === 'id') this.#block.id = value
-      else if (field === 'event') this.#block.event = value
-      else if (field === 'data') this.#block.data.push(value)
-    }
-  }
-
-  /** The events' ids as numbers. */
-  get ids (): number[] {
-    return this.events.map((event) => Number(event.id))
-  }
-
-  get changes (): Change[] {
-    return this.events.map((event) => JSON.parse(event.data) as Change)
-  }
-
-  /** Waits until an event with id `seq` arrived; fails after `ms`. */
-  async until (seq: number, ms = 10_000): Promise<void> {
-    const deadline = Date.now() + ms
-    while (!this.ids.includes(seq)) {
-      if (Date.now() > deadline) throw new Error(`event ${seq} did not arrive within ${ms} ms; got ${JSON.stringify(this.ids)}`)
-      await new Promise((resolve) => setTimeout(resolve, 5))
-    }
-  }
-
-  /** The whole body of a response that is not a stream. */
-  async body (): Promise<string> {
-    await this.ended
-    return this.text
-  }
-
-  close (): void {
-    this.#request?.destroy()
-  }
-}
-
-async function listen (app: FastifyInstance): Promise<string> {
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  return `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
-}
-
-/** A listening app on a fresh SQLite file (closed in teardown), and its base URL. */
-async function server (t: Test, options: BuildOptions = {}): Promise<{ app: FastifyInstance; base: string }> {
-  const app = await buildApp(t, options)
-  return { app, base: await listen(app) }
-}
-
-interface Delivered extends AppendResult { httpStatus: number }
-
-/** Signs and POSTs one callback over HTTP. */
-async function deliver (base: string, payload: CallbackPayload): Promise<Delivered> {
-  const body = JSON.stringify(payload)
-  const response = await fetch(base + CALLBACK_PATH, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', 'x-signature': signBody(body, SECRET) },
-    body
-  })
-  const answer = await response.json() as AppendResult
-  return { ...answer, httpStatus: response.status }
-}
-
 const rated = (jobId: number): CallbackPayload => ({ jobId, eventType: 'JobGuardianRate', jobName: 'Front desk', jobStatus: 'New' })
-
-const asChange = (row: LogRow): Change => ({
-  seq: row.seq,
-  jobId: row.jobId,
-  eventType: row.eventType,
-  status: row.jobStatus,
-  jobName: row.jobName,
-  receivedAt: new Date(row.receivedAt).toISOString()
-})
-
-/** What the stream owes a client: the applied rows of the log after `after`, of one job if asked. */
-async function appliedChanges (store: G2SentryStore, after = 0, jobId?: number): Promise<Change[]> {
-  const rows = await readWholeLog(store, jobId, 500)
-  return rows.filter((row) => row.seq > after && row.outcome === 'applied').map(asChange)
-}
 
 /** Each id once, in increasing order. */
 function assertOrdered (t: Test, ids: number[], label: string): void {

@@ -156,6 +156,22 @@ if (!existsSync(CHROMIUM)) {
     t.match(await fresh.textContent('#summary'), /^6 jobs$/)
     await fresh.close()
 
+    // The server comes back on an empty database (a reset): the page's last id (21) is beyond the
+    // end of the new log, the server says `reset`, and the page starts over instead of waiting
+    // for seqs past 21 that would never come.
+    t.same(await stop(server, 5000), { code: 0, signal: null })
+    await page.waitForSelector('#connection[data-state="reconnecting"]', { timeout: 10_000 })
+    server = startServer(t, { port, env: { G2SENTRY_DB: join(dir, 'data', 'reset.db') } })
+    await listening(server)
+    await page.waitForSelector('#connection[data-state="live"]', { timeout: 15_000 })
+    await page.waitForFunction(() => document.querySelectorAll('#jobs tbody tr').length === 0, undefined, { timeout: 10_000 })
+    t.same(await changesOf(page), [], 'after the reset the page dropped the jobs and changes of the old log')
+    await simulate(port, ['--first-job', '301'], { expectSuccess: true })
+    await waitForStatuses(page, { 301: 'Completed', 302: 'InProgress', 303: 'Assigned' })
+    t.same((await tableOf(page)).map((row) => row.jobId), [301, 302, 303], 'and shows the jobs of the new log')
+    t.same(await changesOf(page), [10, 9, 8, 6, 4, 2, 1], 'with its changes, from seq 1 again')
+    await screenshot(dir, page, 'live-page-after-reset.png')
+
     t.same(pageErrors, [], 'no script error on the page')
     t.same(consoleErrors.slice(0, consoleErrorsBefore), [], 'no console error while the server was up (not even a favicon 404)')
     t.same(elsewhere, [], 'the page loaded nothing from anywhere but the server')

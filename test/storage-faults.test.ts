@@ -14,7 +14,7 @@ import { readLogStream } from '../src/log/read-log.js'
 import { sqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import type { IncomingEvent, LogRow } from '../src/domain/types.js'
 import { signBody } from '../src/domain/verify-signature.js'
-import { assigned, buildApp, bytesOf, completed, post, SECRET, started, type CallbackPayload } from './helpers.js'
+import { assigned, buildApp, bytesOf, completed, memoryStream, post, SECRET, started, type CallbackPayload } from './helpers.js'
 
 t.setTimeout(60_000)
 
@@ -378,4 +378,21 @@ t.test('locked database: the lock is released while deliveries are in flight', a
   const counts = bodies.map((body) => countBody(final, body))
   t.same(counts.filter((n) => n !== 1), [], 'each of the 50 deliveries is in the log exactly once')
   await assertConsistent(t, store, 'after the retries')
+})
+
+t.test('a 503 is logged once, at error level, with the store\'s own error as the cause', async (t) => {
+  const store = sqliteStore({ filename: join(t.testdir(), 'g2.db') })
+  t.teardown(() => store.close())
+  const log = memoryStream()
+  const app = await buildApp(t, { store, logStream: log.stream })
+  store.db.pragma('query_only = ON')
+  for (const payload of [assigned(1), 'not json']) {
+    log.lines.length = 0
+    const res = await post(app, payload)
+    assertUnavailable(t, res, typeof payload === 'string' ? 'a body for quarantine' : 'an event')
+    t.same(res.json(), { statusCode: 503, code: UNAVAILABLE, error: 'Service Unavailable', message: 'The event could not be stored; retry later' }, 'the body has Fastify\'s error shape')
+    const errorLines = log.lines.map((line) => JSON.parse(line) as { level: number; msg: string; err?: { type?: string; message?: string } }).filter((line) => line.level >= 50)
+    t.equal(errorLines.length, 1, `one error line, not one per layer: ${JSON.stringify(errorLines.map((line) => line.msg))}`)
+    t.match(errorLines[0], { msg: /storage failed/, err: { type: 'SqliteError', message: /readonly/ } }, 'and it names the cause')
+  }
 })

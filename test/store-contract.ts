@@ -1,7 +1,9 @@
 /**
  * The behaviour every G2SentryStore backend must show. A backend's test file calls
- * `storeContract(t, 'sqlite', async (t) => openAFreshStore(t))`; every subtest opens its own
+ * `storeContract(t, 'sqlite', openAFreshStore, location)`; every subtest opens its own
  * empty store through the factory, and the contract closes it when the subtest ends.
+ *
+ * `location` opens stores on the same storage again, for what must survive a restart.
  *
  * Rebuild after tampering with the stored projection is backend-specific (it needs the backend's
  * own SQL) and lives in the backend's test file.
@@ -9,45 +11,27 @@
 import { createHash } from 'node:crypto'
 import type { Test } from 'tap'
 import { mulberry32 } from '../src/simulator/schedules.js'
-import type { AppendResult, G2SentryStore, IncomingEvent, JobEvent, JobState, JobStatus, LeaseFence, LogRow } from '../src/domain/types.js'
+import type { AppendResult, G2SentryStore, IncomingEvent, JobState, JobStatus, LeaseFence, LogRow } from '../src/domain/types.js'
 import { signBody } from '../src/domain/verify-signature.js'
+import { assigned, completed, incoming, SECRET, started, T0, withdrawn } from './fixtures.js'
+import { readLogStream } from '../src/log/read-log.js'
 import { shuffle } from './random.js'
 
 /** Opens a new, empty store for one subtest. */
 export type OpenStore = (t: Test) => Promise<G2SentryStore>
 
-export const SECRET = 'secret'
-
-/** A fixed epoch so that received-at times are predictable. */
-export const T0 = 1_700_000_000_000
-
-/** A verified event as the route hands it to the store: the real bytes, their signature, a time. */
-export function incoming (payload: JobEvent, receivedAt: number = T0): IncomingEvent {
-  const rawBody = Buffer.from(JSON.stringify(payload))
-  return { ...payload, rawBody, signature: signBody(rawBody, SECRET), receivedAt }
-}
-
-export const assigned = (jobId: number, guardianPhone?: string, jobName = `Job ${jobId}`): JobEvent =>
-  guardianPhone === undefined
-    ? { jobId, eventType: 'JobAssigned', jobName, jobStatus: 'Assigned' }
-    : { jobId, eventType: 'JobAssigned', jobName, jobStatus: 'Assigned', guardianPhone }
-export const started = (jobId: number, jobName = `Job ${jobId}`): JobEvent =>
-  ({ jobId, eventType: 'JobStarted', jobName, jobStatus: 'InProgress' })
-export const completed = (jobId: number, jobName = `Job ${jobId}`): JobEvent =>
-  ({ jobId, eventType: 'JobCompleted', jobName, jobStatus: 'Completed' })
-export const withdrawn = (jobId: number, jobName = `Job ${jobId}`): JobEvent =>
-  ({ jobId, eventType: 'JobWithdrawed', jobName, jobStatus: 'New' })
+export { assigned, completed, incoming, SECRET, started, T0, withdrawn } from './fixtures.js'
 
 export const sha256 = (body: Buffer): string => createHash('sha256').update(body).digest('hex')
 
 /** A few jobs in various states, with a duplicate and a stale delivery in the log: 8 events, 3 jobs. */
 export async function seedLog (store: G2SentryStore): Promise<AppendResult[]> {
   const events = [
-    incoming(assigned(1, '+44 7700 900001'), T0),
-    incoming(assigned(2, '+44 7700 900002'), T0 + 1),
+    incoming(assigned(1, { phone: '+44 7700 900001' }), T0),
+    incoming(assigned(2, { phone: '+44 7700 900002' }), T0 + 1),
     incoming(started(1), T0 + 2),
-    incoming(assigned(1, '+44 7700 900001'), T0 + 3), // stale: job 1 is in progress
-    incoming(assigned(2, '+44 7700 900002'), T0 + 4), // duplicate
+    incoming(assigned(1, { phone: '+44 7700 900001' }), T0 + 3), // stale: job 1 is in progress
+    incoming(assigned(2, { phone: '+44 7700 900002' }), T0 + 4), // duplicate
     incoming(completed(3), T0 + 5),
     incoming(withdrawn(2), T0 + 6),
     incoming({ jobId: 4, eventType: 'JobGuardianRate', jobName: 'Job 4', jobStatus: 'Completed' }, T0 + 7)
@@ -57,17 +41,18 @@ export async function seedLog (store: G2SentryStore): Promise<AppendResult[]> {
   return results
 }
 
-/** Every row of the log, read through the store's own paging. */
+/** Every row of the log (or of one job's), read with `readLogStream` in pages of `pageSize`. */
 export async function readWholeLog (store: G2SentryStore, jobId?: number, pageSize = 100): Promise<LogRow[]> {
   const rows: LogRow[] = []
-  let afterSeq = 0
-  for (;;) {
-    const page = await store.readLog({ jobId, afterSeq, limit: pageSize })
-    rows.push(...page)
-    if (page.length < pageSize) return rows
-    afterSeq = (page[page.length - 1] as LogRow).seq
-  }
+  for await (const row of readLogStream(store, { jobId, pageSize })) rows.push(row)
+  return rows
 }
+
+/**
+ * Where a backend keeps a store between two opens (a file, a schema): the returned function opens
+ * a store on the same storage every time it is called, as a restarted process would.
+ */
+export type StoreLocation = (t: Test) => () => Promise<G2SentryStore>
 
 /** Takes lease `name` for `holder` and returns the fence for writes under it. */
 export async function fenceFor (store: G2SentryStore, name: string, holder: string, ttlMs = 60_000): Promise<LeaseFence> {
@@ -76,7 +61,7 @@ export async function fenceFor (store: G2SentryStore, name: string, holder: stri
   return { lease: name, holder, token: grant.token }
 }
 
-export function storeContract (t: Test, name: string, open: OpenStore): void {
+export function storeContract (t: Test, name: string, open: OpenStore, location: StoreLocation): void {
   t.test(`${name}: G2SentryStore contract`, async (t) => {
     /** A fresh store for one subtest, closed when it ends. */
     const fresh = async (t: Test): Promise<G2SentryStore> => {
@@ -87,7 +72,7 @@ export function storeContract (t: Test, name: string, open: OpenStore): void {
 
     t.test('the first event of a job is applied and creates its projection', async (t) => {
       const store = await fresh(t)
-      const event = incoming(assigned(7, '+44 7700 900001'), T0 + 5)
+      const event = incoming(assigned(7, { phone: '+44 7700 900001', name: 'Job 7' }), T0 + 5)
       const result = await store.append(event)
       t.same(result, { outcome: 'applied', seq: result.seq, jobId: 7, status: 'Assigned' })
       t.ok(Number.isInteger(result.seq) && result.seq > 0, 'seq is a positive integer')
@@ -125,7 +110,7 @@ export function storeContract (t: Test, name: string, open: OpenStore): void {
 
     t.test('a redelivery is a duplicate: version unchanged, delivery counted, sameAs the first row', async (t) => {
       const store = await fresh(t)
-      const event = incoming(assigned(1, '+44 7700 900002'), T0)
+      const event = incoming(assigned(1, { phone: '+44 7700 900002' }), T0)
       const first = await store.append(event)
       const before = await store.getJob(1)
 
@@ -152,7 +137,7 @@ export function storeContract (t: Test, name: string, open: OpenStore): void {
 
     t.test('sameAs names the first earlier row with the same body, even across a re-assignment', async (t) => {
       const store = await fresh(t)
-      const assign = incoming(assigned(3, '+44 7700 900003'), T0)
+      const assign = incoming(assigned(3, { phone: '+44 7700 900003' }), T0)
       const a = await store.append(assign)
       const w = await store.append(incoming(withdrawn(3), T0 + 1))
       const reassign = await store.append({ ...assign, receivedAt: T0 + 2 })
@@ -170,7 +155,7 @@ export function storeContract (t: Test, name: string, open: OpenStore): void {
 
     t.test('a stale event is logged as stale and leaves the projection unchanged', async (t) => {
       const store = await fresh(t)
-      await store.append(incoming(assigned(2, '+44 7700 900004'), T0))
+      await store.append(incoming(assigned(2, { phone: '+44 7700 900004' }), T0))
       await store.append(incoming(completed(2), T0 + 10))
       const before = await store.getJob(2)
       t.equal(before?.status, 'Completed')
@@ -178,7 +163,7 @@ export function storeContract (t: Test, name: string, open: OpenStore): void {
 
       const late = await store.append(incoming(started(2), T0 + 20))
       t.same(late, { outcome: 'stale', seq: late.seq, jobId: 2, status: 'Completed' })
-      const lateAssign = await store.append(incoming(assigned(2, '+44 7700 900999'), T0 + 30))
+      const lateAssign = await store.append(incoming(assigned(2, { phone: '+44 7700 900999' }), T0 + 30))
       t.equal(lateAssign.outcome, 'stale')
 
       const after = await store.getJob(2)
@@ -209,6 +194,32 @@ export function storeContract (t: Test, name: string, open: OpenStore): void {
       t.same(await store.getJob(5), before, 'the projection is untouched')
     })
 
+    t.test('a restart on the same storage keeps the log and the projection, and seq continues', async (t) => {
+      const reopen = location(t)
+      const first = await reopen()
+      const results = await seedLog(first)
+      const jobs = await first.listJobs({ limit: 100 })
+      const log = await readWholeLog(first)
+      await first.close()
+      t.equal(jobs.length, 3)
+      t.equal(log.length, 8)
+
+      const store = await reopen()
+      t.teardown(() => store.close())
+      for (const job of jobs) t.same(await store.getJob(job.jobId), job, `job ${job.jobId} survives the restart`)
+      t.same(await store.listJobs({ limit: 100 }), jobs)
+      t.same(await readWholeLog(store), log, 'the log is unchanged, bodies byte for byte')
+
+      const lastSeq = Math.max(...results.map((r) => r.seq))
+      const next = await store.append(incoming(assigned(1, { phone: '+44 7700 900001' }), T0 + 100))
+      t.equal(next.outcome, 'stale', 'the projection after restart is the one decisions are made on')
+      t.ok(next.seq > lastSeq, `seq continues after the restart (${next.seq} > ${lastSeq})`)
+      const redelivery = await store.append(incoming(started(1), T0 + 101))
+      t.equal(redelivery.outcome, 'duplicate')
+      t.equal(redelivery.status, 'InProgress')
+      t.same(await store.rebuild({ dryRun: true }).then((r) => [r.outcomeMismatches, r.differingJobs]), [[], []])
+    })
+
     t.test('seq strictly increases across jobs, and the log reads back in seq order', async (t) => {
       const store = await fresh(t)
       const events = [
@@ -232,7 +243,7 @@ export function storeContract (t: Test, name: string, open: OpenStore): void {
       const byJob = new Map<number, number[]>()
       for (let i = 0; i < 11; i++) {
         const jobId = i % 3 === 0 ? 100 : 200
-        const event = i % 2 === 0 ? assigned(jobId, `+44 7700 9${String(i).padStart(5, '0')}`) : started(jobId)
+        const event = i % 2 === 0 ? assigned(jobId, { phone: `+44 7700 9${String(i).padStart(5, '0')}` }) : started(jobId)
         const { seq } = await store.append(incoming(event, T0 + i))
         seqs.push(seq)
         byJob.set(jobId, [...(byJob.get(jobId) ?? []), seq])
@@ -341,7 +352,7 @@ export function storeContract (t: Test, name: string, open: OpenStore): void {
       const jobIds = Array.from({ length: 50 }, (_, i) => 1000 + i)
       const deliveries: IncomingEvent[] = []
       for (const jobId of jobIds) {
-        const lifecycle = [incoming(assigned(jobId, `+44 7700 ${900000 + jobId}`)), incoming(started(jobId)), incoming(completed(jobId))]
+        const lifecycle = [incoming(assigned(jobId, { phone: `+44 7700 ${900000 + jobId}` })), incoming(started(jobId)), incoming(completed(jobId))]
         const mine = [...lifecycle]
         for (let i = 0; i < 7; i++) mine.push(lifecycle[Math.floor(random() * lifecycle.length)] as IncomingEvent)
         deliveries.push(...mine)
@@ -398,6 +409,24 @@ export function storeContract (t: Test, name: string, open: OpenStore): void {
       t.same(report, { events: 500, jobs: 50, outcomeMismatches: [], differingJobs: [] },
         'a replay of the log agrees with every live outcome and every projection')
       t.same(await store.listJobs({ limit: 100 }), jobs, 'a dry run changes nothing')
+    })
+
+    t.test('an onCommit listener that throws fails no append: the batch is committed once and every caller gets its result', async (t) => {
+      const store = await open(t)
+      const warnings: Error[] = []
+      const onWarning = (warning: Error) => { warnings.push(warning) }
+      process.on('warning', onWarning)
+      t.teardown(() => { process.off('warning', onWarning) })
+      const unsubscribe = store.onCommit?.(() => { throw new Error('a listener bug') })
+      t.ok(unsubscribe, 'the store takes commit listeners')
+      const events = [incoming(assigned(1), T0), incoming(assigned(2), T0 + 1), incoming(started(1), T0 + 2)]
+      const settled = await Promise.allSettled(events.map((event) => store.append(event)))
+      t.same(settled.map((s) => s.status), ['fulfilled', 'fulfilled', 'fulfilled'], 'every append resolves')
+      t.same((await readWholeLog(store)).map((row) => [row.seq, row.jobId, row.outcome]),
+        [[1, 1, 'applied'], [2, 2, 'applied'], [3, 1, 'applied']], 'each event is in the log once')
+      await new Promise((resolve) => setImmediate(resolve))
+      t.match(warnings, [{ code: 'FST_G2SENTRY_COMMIT_LISTENER_FAILED', message: /a listener bug/ }], 'the listener\'s error is reported as a process warning')
+      unsubscribe?.()
     })
 
     t.test('a lease has one holder at a time; renewals keep the token, takeovers raise it', async (t) => {

@@ -19,7 +19,7 @@ const stdout: Out = (line) => stdoutChunk(line + '\n')
  * takes whole lines, `write` the chunks of an export as they are.
  */
 export async function main (argv: string[], out: Out = stdout,
-  err = (line: string) => process.stderr.write(line + '\n'), write: Out = stdoutChunk): Promise<number> {
+  err: (line: string) => unknown = (line) => process.stderr.write(line + '\n'), write: Out = stdoutChunk): Promise<number> {
   const [name, ...args] = argv
   let command: Command | undefined
   try {

@@ -5,11 +5,30 @@ import { logRecord } from '../log/export.js'
 import type { RetryReport } from '../log/quarantine.js'
 import type { LogRow, QuarantineRow, RebuildReport } from '../domain/types.js'
 
-/** Cells padded to their column's width (0: the last column, as long as it is), joined by a space. */
-export const padded = (widths: readonly number[], cells: readonly string[]): string =>
-  cells.map((cell, i) => (widths[i] ?? 0) > 0 ? cell.padEnd(widths[i] as number) : cell).join(' ').trimEnd()
+// C0 controls, DEL and C1 controls (ESC starts a terminal command: a title change, a line erase),
+// the line and paragraph separators, and the bidirectional controls that reorder what is shown.
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g
+const NAMED: Record<string, string> = { '\t': '\\t', '\n': '\\n', '\r': '\\r' }
 
-// The table is for reading; --format ndjson has every detail whole.
+/**
+ * `text` with every character that would act on the terminal instead of showing written out
+ * (`\x1b`, `\r`, `\u202e`): table cells come from signed bodies and request headers, which
+ * are input from outside. A backslash is left as it is; --format ndjson has every value exact.
+ */
+export const visible = (text: string): string => text.replace(UNSAFE, (c) => {
+  const code = c.charCodeAt(0)
+  return NAMED[c] ?? (code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`)
+})
+
+/**
+ * Cells padded to their column's width (0: the last column, as long as it is), joined by a
+ * space, each with its control characters written out.
+ */
+export const padded = (widths: readonly number[], cells: readonly string[]): string =>
+  cells.map(visible).map((cell, i) => (widths[i] ?? 0) > 0 ? cell.padEnd(widths[i] as number) : cell).join(' ').trimEnd()
+
+// The table is for reading; --format ndjson has every detail whole. Clipped once written out,
+// so the column keeps its width.
 const clip = (text: string, width: number) => text.length > width ? text.slice(0, width - 1) + '…' : text
 
 const LOG_COLUMNS = ['seq', 'receivedAt', 'jobId', 'eventType', 'jobStatus', 'outcome', 'jobName'] as const
@@ -33,7 +52,7 @@ export const quarantineTableHeader = (): string => padded(QUARANTINE_WIDTHS, QUA
 
 /** One quarantined body as a line of `quarantine list`. */
 export const quarantineTableRow = (row: QuarantineRow): string => padded(QUARANTINE_WIDTHS, [String(row.id),
-  new Date(row.receivedAt).toISOString(), row.reason, clip(row.detail, 40), row.contentType ?? '', String(row.rawBody.length),
+  new Date(row.receivedAt).toISOString(), row.reason, clip(visible(row.detail), 40), row.contentType ?? '', String(row.rawBody.length),
   row.retriedSeq === null ? '' : String(row.retriedSeq)])
 
 /** One quarantined body as an NDJSON line, with the body as text. */

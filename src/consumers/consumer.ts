@@ -221,7 +221,13 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
   }
 
   /** Saves the checkpoint at `position` (and parks a row with it); false when the lease was lost. */
-  async function save (park?: { seq: number; attempts: number; error: string }): Promise<boolean> {
+  let saving: Promise<boolean> = Promise.resolve(true)
+  function save (park?: { seq: number; attempts: number; error: string }): Promise<boolean> {
+    // One save at a time, in order, so a checkpoint never moves back.
+    saving = saving.then(() => saveNow(park), () => saveNow(park))
+    return saving
+  }
+  async function saveNow (park?: { seq: number; attempts: number; error: string }): Promise<boolean> {
     const current = fence
     if (current === undefined || position === undefined) return false
     if (park === undefined && position <= saved) return true
@@ -241,6 +247,8 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
   async function attempt (row: LogRow, item: Delivered<Delivery>, firstAttempt: number, limit: number | undefined):
     Promise<{ outcome: Outcome; attempts: number; error?: string }> {
     for (let n = 1; ; n++) {
+      // A handler that takes a while: what came before it is saved meanwhile.
+      const flush = setTimeout(() => { save().catch(storeFailed) }, SAVE_EVERY_MS)
       try {
         await call(item, { consumer: name, seq: row.seq, attempt: firstAttempt + n - 1, signal: abort.signal })
         return { outcome: 'done', attempts: n }
@@ -256,6 +264,8 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
         if (n === 1 && !await save()) return { outcome: 'stopped', attempts: n }
         await sleep(retryInMs as number, false)
         if (!holding()) return { outcome: 'stopped', attempts: n }
+      } finally {
+        clearTimeout(flush)
       }
     }
   }

@@ -1,6 +1,6 @@
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import secureJson from 'secure-json-parse'
-import { CallbackPayload } from '../plugin/schemas.js'
+import { CallbackPayload } from './callback.js'
 import type { JobEvent, QuarantineReason } from './types.js'
 
 const checkPayload = TypeCompiler.Compile(CallbackPayload)

@@ -1,3 +1,5 @@
+import type { CallbackPayload } from './callback.js'
+
 /** A job's status at G2 Sentry, as the callback's `jobStatus` reports it. */
 export const JOB_STATUSES = ['New', 'Assigned', 'InProgress', 'Completed', 'Canceled'] as const
 export type JobStatus = (typeof JOB_STATUSES)[number]
@@ -18,14 +20,8 @@ export type EventSource = 'callback' | 'api'
 /** The event type of a row the reconciler appends; a callback of this type is `unsupported`. */
 export const RECONCILED_EVENT_TYPE = 'Reconciled'
 
-/** The fields of a callback body that the projection reads. */
-export interface JobEvent {
-  jobId: number
-  eventType: string
-  jobName: string
-  jobStatus: JobStatus
-  guardianPhone?: string | undefined
-}
+/** The fields of a callback body that the projection reads: the callback's one shape (src/domain/callback.ts). */
+export type JobEvent = CallbackPayload
 
 /** The projected state of one job: the row behind `GET /jobs/:jobId`. */
 export interface JobState {

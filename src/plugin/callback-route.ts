@@ -1,6 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify'
 import { decodeCallback } from '../domain/decode-callback.js'
-import { errors } from '../errors.js'
+import { errorBody, errors } from '../errors.js'
 import type { G2SentryMetrics } from './metrics.js'
 import type { ResolvedOptions } from './options.js'
 import type { Committed } from './post-commit.js'
@@ -28,7 +28,17 @@ export async function callbackRoute (app: FastifyInstance, opts: {
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const known = translate(error, bodyLimit)
     metrics?.rejected(known.code)
-    if (known.statusCode === undefined || (known.statusCode >= 500 && known.code !== 'FST_G2SENTRY_STORAGE_UNAVAILABLE')) request.log.error({ err: error }, 'g2sentry: callback failed')
+    // A 503 was logged with its cause where the store failed: its body is sent as it is, so that
+    // Fastify does not log it a second time.
+    if (known.code === 'FST_G2SENTRY_STORAGE_UNAVAILABLE') return reply.code(503).send(errorBody(known))
+    // The client went away before its body had arrived (or was cut off by requestTimeout): no
+    // one reads an answer, and under a slow-client attack a stack trace per connection would
+    // flood the log.
+    if (known.code === 'ECONNRESET') {
+      request.log.warn('g2sentry: callback aborted: the client went away before its body arrived')
+      return reply.code(400).send(errorBody(known))
+    }
+    if (known.statusCode === undefined || known.statusCode >= 500) request.log.error({ err: error }, 'g2sentry: callback failed')
     reply.code(known.statusCode ?? 500).send(known)
   })
 

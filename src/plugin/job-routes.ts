@@ -1,8 +1,8 @@
 import type { FastifyError, FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import { errors } from '../errors.js'
-import type { JobRouteOptions } from './options.js'
-import { JobEventsView, JobIdParams, JobListView, JobView, ListJobsQuerystring } from './schemas.js'
+import { errorBody, errors } from '../errors.js'
+import type { JobRouteOptions, StreamLimits } from './options.js'
+import { JobEventsView, JobIdParams, JobListView, JobView, ListJobsQuerystring, toJobId } from './schemas.js'
 import { jobStream } from './job-stream.js'
 import type { ChangeFeed } from './change-feed.js'
 import { readLogStream } from '../log/read-log.js'
@@ -24,20 +24,22 @@ const eventView = (row: LogRow) => ({
 })
 
 /** `GET /jobs`, `GET /jobs/stream`, `GET /jobs/:jobId` and `GET /jobs/:jobId/events`, read from the projection and the log. */
-export async function jobRoutes (instance: FastifyInstance, opts: { store: G2SentryStore; feed: ChangeFeed; routeOptions: JobRouteOptions }): Promise<void> {
+export async function jobRoutes (instance: FastifyInstance, opts: { store: G2SentryStore; feed: ChangeFeed; routeOptions: JobRouteOptions; stream: StreamLimits }): Promise<void> {
   const app = instance.withTypeProvider<TypeBoxTypeProvider>()
-  const { store, routeOptions } = opts
+  const { store, feed, routeOptions, stream } = opts
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
     if (error.validation !== undefined) {
       reply.code(400).send(new errors.INVALID_REQUEST(error.message))
       return
     }
+    // A full stream is the cap doing its job, not a fault: the request's own log line shows the 503.
+    if (error.code === 'FST_G2SENTRY_STREAM_FULL') return reply.code(503).send(errorBody(error))
     if (error.statusCode === undefined || error.statusCode >= 500) request.log.error({ err: error }, 'g2sentry: job route failed')
     reply.send(error)
   })
 
-  jobStream(instance, opts)
+  jobStream(instance, { store, feed, routeOptions, limits: stream })
 
   app.get('/', {
     ...routeOptions,
@@ -53,8 +55,9 @@ export async function jobRoutes (instance: FastifyInstance, opts: { store: G2Sen
     ...routeOptions,
     schema: { params: JobIdParams, response: { 200: JobView } }
   }, async (request) => {
-    const job = await store.getJob(request.params.jobId)
-    if (job === undefined) throw new errors.JOB_NOT_FOUND(request.params.jobId)
+    const jobId = toJobId(request.params.jobId)
+    const job = await store.getJob(jobId)
+    if (job === undefined) throw new errors.JOB_NOT_FOUND(jobId)
     return jobView(job)
   })
 
@@ -62,7 +65,7 @@ export async function jobRoutes (instance: FastifyInstance, opts: { store: G2Sen
     ...routeOptions,
     schema: { params: JobIdParams, response: { 200: JobEventsView } }
   }, async (request) => {
-    const { jobId } = request.params
+    const jobId = toJobId(request.params.jobId)
     const events = []
     for await (const row of readLogStream(store, { jobId })) events.push(eventView(row))
     if (events.length === 0) throw new errors.JOB_NOT_FOUND(jobId)

@@ -1,15 +1,18 @@
-import type { FastifyInstance, FastifyReply } from 'fastify'
+import type { FastifyInstance } from 'fastify'
+import type { ServerResponse } from 'node:http'
+import { setImmediate as nextTurn } from 'node:timers/promises'
 import { Type } from '@sinclair/typebox'
+import { errors } from '../errors.js'
 import type { ChangeFeed, JobChange } from './change-feed.js'
-import type { JobRouteOptions } from './options.js'
-import { readLogStream } from '../log/read-log.js'
+import type { JobRouteOptions, StreamLimits } from './options.js'
+import { JobIdString, toJobId } from './schemas.js'
 import type { G2SentryStore, LogRow } from '../domain/types.js'
 
 const HEARTBEAT_MS = 15_000
+/** Rows read from the log per page of a catch-up. A page is read, written and then the loop yields. */
+const PAGE_SIZE = 250
 
-const StreamQuerystring = Type.Object({
-  jobId: Type.Optional(Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }))
-})
+const StreamQuerystring = Type.Object({ jobId: Type.Optional(JobIdString) })
 
 const LastEventId = /^\d{1,16}$/
 
@@ -25,21 +28,91 @@ const fromLog = (row: LogRow): JobChange => ({
 const message = (change: JobChange) => `id: ${change.seq}\nevent: job\ndata: ${JSON.stringify(change)}\n\n`
 
 /**
+ * What one client has not read yet, bounded. It writes while the socket accepts; once a write
+ * returns false it keeps the next messages until 'drain', and cuts the client off when what it
+ * keeps plus what the socket still buffers passes `maxBuffered` bytes. The client then
+ * reconnects with Last-Event-ID and catches up from the log, which costs the server nothing
+ * while the client is slow.
+ */
+class Outbox {
+  readonly #raw: ServerResponse
+  readonly #maxBuffered: number
+  #kept: string[] = []
+  #keptBytes = 0
+  #waiting: Promise<void> | undefined
+
+  constructor (raw: ServerResponse, maxBuffered: number) {
+    this.#raw = raw
+    this.#maxBuffered = maxBuffered
+  }
+
+  /** Resolves when the socket accepts writes again (at once when it does), or is gone. */
+  get writable (): Promise<void> {
+    return this.#waiting ?? Promise.resolve()
+  }
+
+  send (text: string): void {
+    const raw = this.#raw
+    if (raw.destroyed) return
+    if (this.#waiting === undefined) {
+      if (!raw.write(text)) this.#waitForDrain()
+      return
+    }
+    this.#kept.push(text)
+    this.#keptBytes += Buffer.byteLength(text)
+    if (this.#keptBytes + raw.writableLength > this.#maxBuffered) {
+      this.#kept = []
+      this.#keptBytes = 0
+      raw.destroy()
+    }
+  }
+
+  #waitForDrain (): void {
+    const raw = this.#raw
+    this.#waiting = new Promise<void>((resolve) => {
+      const done = () => {
+        raw.off('drain', done)
+        raw.off('close', done)
+        this.#waiting = undefined
+        const kept = this.#kept.join('')
+        this.#kept = []
+        this.#keptBytes = 0
+        if (kept !== '' && !raw.destroyed && !raw.write(kept)) this.#waitForDrain()
+        resolve()
+      }
+      raw.on('drain', done)
+      raw.on('close', done)
+    })
+  }
+}
+
+/**
  * `GET /jobs/stream`: Server-Sent Events, one per projection change this instance commits, with
  * `id:` = seq. A client that reconnects with `Last-Event-ID` first gets the changes it missed,
- * read from the log, then the live ones, none twice.
+ * read from the log a page at a time (waiting for the socket between writes, yielding between
+ * pages), then the live ones, none twice, in seq order. A `Last-Event-ID` beyond the end of the
+ * log gets `event: reset` (id: the last seq) and then the live changes.
  */
-export function jobStream (app: FastifyInstance, opts: { store: G2SentryStore; feed: ChangeFeed; routeOptions: JobRouteOptions }): void {
-  const { store, feed, routeOptions } = opts
-  const open = new Set<FastifyReply>()
+export function jobStream (app: FastifyInstance, opts: {
+  store: G2SentryStore
+  feed: ChangeFeed
+  routeOptions: JobRouteOptions
+  limits: StreamLimits
+}): void {
+  const { store, feed, routeOptions, limits } = opts
+  const open = new Set<ServerResponse>()
   // Long-lived responses would hold app.close() open: end them when the server closes.
-  app.addHook('preClose', async () => { for (const reply of open) reply.raw.end() })
+  app.addHook('preClose', async () => { for (const raw of open) raw.end() })
 
-  app.get<{ Querystring: { jobId?: number } }>('/stream', {
+  app.get<{ Querystring: { jobId?: string } }>('/stream', {
     ...routeOptions,
     schema: { querystring: StreamQuerystring }
   }, async (request, reply) => {
-    const { jobId } = request.query
+    const jobId = request.query.jobId === undefined ? undefined : toJobId(request.query.jobId)
+    if (open.size >= limits.maxClients) {
+      reply.header('retry-after', '10')
+      throw new errors.STREAM_FULL(limits.maxClients)
+    }
     const lastHeader = request.headers['last-event-id']
     const last = typeof lastHeader === 'string' && LastEventId.test(lastHeader) ? Number(lastHeader) : undefined
 
@@ -52,40 +125,57 @@ export function jobStream (app: FastifyInstance, opts: { store: G2SentryStore; f
       'x-accel-buffering': 'no'
     })
     raw.write('retry: 2000\n\n')
-    open.add(reply)
+    open.add(raw)
+    const outbox = new Outbox(raw, limits.maxBuffered)
 
-    // Live changes are held back until the catch-up from the log is written, then sent in order.
-    let sent = last ?? 0
-    let caughtUp = false
-    const held: JobChange[] = []
-    const send = (change: JobChange) => {
-      if (change.seq <= sent || (jobId !== undefined && change.jobId !== jobId)) return
-      sent = change.seq
-      raw.write(message(change))
-    }
-    const unsubscribe = feed.subscribe((change) => { if (caughtUp) send(change); else held.push(change) })
-    const heartbeat = setInterval(() => raw.write(': keep-alive\n\n'), HEARTBEAT_MS).unref()
+    // `position`: the last seq this client has been given or has passed over. While it catches
+    // up, live changes only raise `newest`: they are in the log (published after the commit),
+    // so the loop reads on until it has passed them, and only then do live changes flow.
+    let position = last ?? 0
+    let catchingUp = last !== undefined
+    let newest = 0
+    const unsubscribe = feed.subscribe((change) => {
+      if (change.seq <= position || (jobId !== undefined && change.jobId !== jobId)) return
+      if (catchingUp) {
+        newest = Math.max(newest, change.seq)
+        return
+      }
+      position = change.seq
+      outbox.send(message(change))
+    })
+    const heartbeat = setInterval(() => outbox.send(': keep-alive\n\n'), HEARTBEAT_MS).unref()
     const closed = new Promise<void>((resolve) => raw.once('close', resolve))
     void closed.then(() => {
       clearInterval(heartbeat)
       unsubscribe()
-      open.delete(reply)
+      open.delete(raw)
     })
 
     try {
       if (last !== undefined) {
-        for await (const row of readLogStream(store, { jobId, afterSeq: last })) {
-          if (raw.destroyed) break
-          if (row.outcome === 'applied') send(fromLog(row))
+        const head = (await store.chainHead())?.seq ?? 0
+        if (last > head) {
+          // The log was reset or restored: the client's id means nothing here any more.
+          position = head
+          outbox.send(`id: ${head}\nevent: reset\ndata: ${JSON.stringify({ lastEventId: last, lastSeq: head })}\n\n`)
         }
+      }
+      while (catchingUp && !raw.destroyed) {
+        const page = await store.readLog({ jobId, afterSeq: position, limit: PAGE_SIZE })
+        for (const row of page) {
+          await outbox.writable
+          if (raw.destroyed) break
+          position = row.seq
+          if (row.outcome === 'applied') outbox.send(message(fromLog(row)))
+        }
+        if (page.length < PAGE_SIZE && newest <= position) catchingUp = false
+        else await nextTurn()
       }
     } catch (err) {
       request.log.error({ err }, 'g2sentry: the live stream could not read the log')
       raw.end()
       return
     }
-    caughtUp = true
-    for (const change of held.splice(0)) send(change)
     await closed
   })
 }

@@ -20,6 +20,8 @@ export interface G2SentryMetrics {
   delivered: (outcome: Outcome) => void
   rejected: (code: string) => void
   secretMatched: (index: number) => void
+  /** A consumer's handler failed once (it will be retried, or the row was parked). */
+  consumerFailed: (consumer: string) => void
   /** Stops observing the store. */
   close: () => void
 }
@@ -62,6 +64,51 @@ export function createMetrics (store: G2SentryStore, registry = new Registry()):
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
     registers: [registry]
   })
+  // Consumers as the database has them, so every instance reports the same (the runner's too).
+  const consumerRows = async () => {
+    const [consumers, head] = await Promise.all([store.listConsumers(), store.chainHead()])
+    return { consumers, last: head?.seq ?? 0 }
+  }
+  new Gauge({
+    name: 'g2sentry_consumer_checkpoint',
+    help: 'The last seq each durable consumer is done with',
+    labelNames: ['consumer'] as const,
+    registers: [registry],
+    async collect () {
+      this.reset()
+      if (typeof store.listConsumers !== 'function') return
+      for (const c of (await consumerRows()).consumers) this.set({ consumer: c.name }, c.checkpoint)
+    }
+  })
+  new Gauge({
+    name: 'g2sentry_consumer_lag',
+    help: 'Rows in the log after each consumer\'s checkpoint (the log\'s last seq minus the checkpoint)',
+    labelNames: ['consumer'] as const,
+    registers: [registry],
+    async collect () {
+      this.reset()
+      if (typeof store.listConsumers !== 'function') return
+      const { consumers, last } = await consumerRows()
+      for (const c of consumers) this.set({ consumer: c.name }, Math.max(0, last - c.checkpoint))
+    }
+  })
+  new Gauge({
+    name: 'g2sentry_consumer_parked',
+    help: 'Rows each consumer parked after its attempts ran out',
+    labelNames: ['consumer'] as const,
+    registers: [registry],
+    async collect () {
+      this.reset()
+      if (typeof store.listConsumers !== 'function') return
+      for (const c of (await consumerRows()).consumers) this.set({ consumer: c.name }, c.parked)
+    }
+  })
+  const consumerFailures = new Counter({
+    name: 'g2sentry_consumer_handler_failures_total',
+    help: 'Failed handler calls of the consumers this instance runs (each is retried, or its row parked)',
+    labelNames: ['consumer'] as const,
+    registers: [registry]
+  })
   const unsubscribe = store.onCommit?.((size, seconds) => {
     batchSize.observe(size)
     commitSeconds.observe(seconds)
@@ -74,6 +121,7 @@ export function createMetrics (store: G2SentryStore, registry = new Registry()):
       if (reason !== undefined) rejections.inc({ reason })
     },
     secretMatched: (index) => secrets.inc({ secret: String(index) }),
+    consumerFailed: (consumer) => consumerFailures.inc({ consumer }),
     close: () => unsubscribe?.()
   }
 }

@@ -3,11 +3,24 @@ import { Registry } from 'prom-client'
 import { errors } from '../errors.js'
 import type { AppendResult, G2SentryStore, JobEvent } from '../domain/types.js'
 import type { CommitSource } from './post-commit.js'
+import { checkForwardOptions, type ForwardOptions } from '../consumers/forwarder.js'
 
 /** Route options a user may put on the job routes, e.g. an `onRequest` hook for authentication. */
 export type JobRouteOptions = Pick<RouteShorthandOptions,
   'onRequest' | 'preParsing' | 'preValidation' | 'preHandler' | 'preSerialization' | 'onSend' | 'onResponse' |
   'onError' | 'onTimeout' | 'config' | 'logLevel' | 'constraints'>
+
+/** Bounds of `GET /jobs/stream` (option `stream`). */
+export interface StreamLimits {
+  /** Clients connected at once; one more gets `503 FST_G2SENTRY_STREAM_FULL` (default 100). */
+  maxClients: number
+  /**
+   * Bytes a client may leave unread (what the server keeps for it plus what its socket buffers)
+   * before it is disconnected; it reconnects with Last-Event-ID and catches up from the log
+   * (default 1 MiB).
+   */
+  maxBuffered: number
+}
 
 /** What `onEvent` receives once an event is committed. */
 export interface CommittedEvent extends AppendResult {
@@ -35,6 +48,13 @@ export interface G2SentryOptions {
    * options such as an `onRequest` hook.
    */
   metrics?: boolean | ({ path?: string; registry?: Registry } & JobRouteOptions)
+  /** Bounds of the live stream: `{ maxClients, maxBuffered }` (defaults 100 clients, 1 MiB). */
+  stream?: Partial<StreamLimits>
+  /**
+   * Forwards each projection change to a URL of yours, signed, in seq order, retried until a 2xx,
+   * across restarts (a durable consumer named `forwarder` unless `name` says otherwise).
+   */
+  forward?: ForwardOptions
   /**
    * Called after each event is committed (a callback, a retried quarantine body, a reconciliation),
    * with the request for a callback and `undefined` otherwise. Best-effort: it runs in the request,
@@ -76,7 +96,9 @@ export interface ResolvedOptions {
   bodyLimit: number
   jobRoutes: false | ({ prefix: string } & JobRouteOptions)
   onEvent: G2SentryOptions['onEvent']
+  forward: ForwardOptions | undefined
   metrics: false | ({ path: string; registry: Registry | undefined } & JobRouteOptions)
+  stream: StreamLimits
   reconcile: ResolvedReconcileOptions | undefined
   prefix: string
 }
@@ -108,6 +130,7 @@ export function resolveOptions (options: G2SentryOptions): ResolvedOptions {
   }
   if (bodyLimit !== undefined && !(Number.isSafeInteger(bodyLimit) && bodyLimit > 0)) fail('bodyLimit must be a positive integer (bytes)')
   if (onEvent !== undefined && typeof onEvent !== 'function') fail('onEvent must be a function')
+  if (options.forward !== undefined) checkForwardOptions(options.forward)
 
   let routes: ResolvedOptions['jobRoutes']
   if (jobRoutes === false) routes = false
@@ -125,8 +148,15 @@ export function resolveOptions (options: G2SentryOptions): ResolvedOptions {
     metrics = { ...rest, registry, path: path('metrics.path', metricsOption.path, '/metrics') }
   } else fail('metrics must be true, false or an object of options')
 
+  const streamOption = options.stream ?? {}
+  if (typeof streamOption !== 'object' || streamOption === null) fail('stream must be an object: { maxClients, maxBuffered }')
+  const { maxClients = 100, maxBuffered = 1024 * 1024 } = streamOption
+  if (!(Number.isSafeInteger(maxClients) && maxClients > 0)) fail('stream.maxClients must be a positive integer')
+  if (!(Number.isSafeInteger(maxBuffered) && maxBuffered > 0)) fail('stream.maxBuffered must be a positive integer (bytes)')
+
   return {
     secrets: [...secrets],
+    stream: { maxClients, maxBuffered },
     metrics,
     database: database ?? './g2sentry.db',
     store,
@@ -134,6 +164,7 @@ export function resolveOptions (options: G2SentryOptions): ResolvedOptions {
     bodyLimit: bodyLimit ?? 64 * 1024,
     jobRoutes: routes,
     onEvent,
+    forward: options.forward,
     reconcile: resolveReconcile(options.reconcile),
     prefix: options.prefix ?? ''
   }

@@ -1,17 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox'
-import { JOB_STATUSES } from '../domain/types.js'
-
-const JobStatusSchema = Type.Union(JOB_STATUSES.map((status) => Type.Literal(status)))
-
-/** A callback body as G2 Sentry documents it. Unknown extra fields are allowed and kept in the log. */
-export const CallbackPayload = Type.Object({
-  jobId: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }),
-  eventType: Type.String({ minLength: 1 }),
-  jobName: Type.String(),
-  jobStatus: JobStatusSchema,
-  guardianPhone: Type.Optional(Type.String())
-})
-export type CallbackPayload = Static<typeof CallbackPayload>
+import { JobStatusSchema } from '../domain/callback.js'
+import { errors } from '../errors.js'
 
 export const CallbackResponse = Type.Object({
   outcome: Type.Union([Type.Literal('applied'), Type.Literal('duplicate'), Type.Literal('stale'), Type.Literal('unsupported')]),
@@ -20,9 +9,21 @@ export const CallbackResponse = Type.Object({
   status: Type.Union([JobStatusSchema, Type.Null()])
 })
 
-export const JobIdParams = Type.Object({
-  jobId: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })
-})
+/**
+ * A job id in a URL, as text: digits only, no sign, no leading zero, no exponent, no decimal
+ * point. Fastify's validator would coerce `0x1389`, `5e3`, `+5001`, `05001` or `5001.0` to a
+ * number; a string pattern takes the text as written. `toJobId` adds the safe-integer bound.
+ */
+export const JobIdString = Type.String({ pattern: '^[1-9][0-9]{0,15}$' })
+
+/** The job id a `JobIdString` names; a 400 when it is past `Number.MAX_SAFE_INTEGER`. */
+export function toJobId (text: string, name = 'jobId'): number {
+  const jobId = Number(text)
+  if (!Number.isSafeInteger(jobId)) throw new errors.INVALID_REQUEST(`${name} must be at most ${Number.MAX_SAFE_INTEGER}`)
+  return jobId
+}
+
+export const JobIdParams = Type.Object({ jobId: JobIdString })
 
 export const JobView = Type.Object({
   jobId: Type.Integer(),

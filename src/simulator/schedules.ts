@@ -6,7 +6,7 @@
  * delivery arrives, which job speaks next), so fast-check can drive it in the tests and the small
  * seeded PRNG below can drive it where fast-check is not available. No runtime dependency.
  */
-import type { JobStatus } from '../domain/types.js'
+import type { JobEvent, JobStatus } from '../domain/types.js'
 
 /**
  * One thing that happens to a job at G2 Sentry, named for the reader of a shrunk counterexample.
@@ -14,18 +14,10 @@ import type { JobStatus } from '../domain/types.js'
  */
 export type Step = 'assign' | 'assignWithPhone' | 'withdraw' | 'start' | 'complete' | 'cancel'
 
-/** A callback body, exactly the fields G2 Sentry sends. */
-export interface CallbackEvent {
-  jobId: number
-  eventType: string
-  jobName: string
-  jobStatus: JobStatus
-  guardianPhone?: string
-}
 
 /** One POST the receiver sees. `attempt` counts the arrivals of the same event (1 = the first to arrive). */
 export interface Delivery {
-  event: CallbackEvent
+  event: JobEvent
   /** The event's place in its job's lifecycle. */
   index: number
   attempt: number
@@ -35,7 +27,7 @@ export interface Delivery {
 export interface JobPlan {
   jobId: number
   steps: Step[]
-  events: CallbackEvent[]
+  events: JobEvent[]
   finalStatus: JobStatus
 }
 
@@ -109,7 +101,7 @@ export function guardianPhoneOf (jobId: number): string {
  * cancellation pushes none). The same guardian comes back after each withdrawal, so a
  * re-assignment is identical to an earlier one: the case where identical content must still be applied.
  */
-export function lifecycle (jobId: number, steps: readonly Step[], jobName = `Job ${jobId}`): CallbackEvent[] {
+export function lifecycle (jobId: number, steps: readonly Step[], jobName = `Job ${jobId}`): JobEvent[] {
   const bad = invalidStepAt(steps)
   if (bad !== -1) throw new RangeError(`step ${bad} (${String(steps[bad])}) is not allowed after ${steps.slice(0, bad).join(', ') || 'nothing'}`)
   return steps.filter((step): step is Exclude<Step, 'cancel'> => step !== 'cancel').map((step) => {
@@ -119,7 +111,7 @@ export function lifecycle (jobId: number, steps: readonly Step[], jobName = `Job
 }
 
 /** Where a job truly is after its events: the last one's status, or `New` before any. */
-export function finalStatus (events: readonly CallbackEvent[]): JobStatus {
+export function finalStatus (events: readonly JobEvent[]): JobStatus {
   return events[events.length - 1]?.jobStatus ?? 'New'
 }
 
@@ -177,7 +169,7 @@ export function randomLifecycle (rng: Rng, options: RandomLifecycleOptions = {})
  * withdrawal: the events between two withdrawals share a block, and each withdrawal has a block
  * of its own between them (A₁ | W₁ | A₂ | W₂ | A₃ S C).
  */
-function block (events: readonly CallbackEvent[], index: number): number {
+function block (events: readonly JobEvent[], index: number): number {
   let withdrawals = 0
   for (let i = 0; i < index; i++) if (events[i]?.eventType === 'JobWithdrawed') withdrawals++
   return 2 * withdrawals + (events[index]?.eventType === 'JobWithdrawed' ? 1 : 0)
@@ -190,7 +182,7 @@ function block (events: readonly CallbackEvent[], index: number): number {
  * entry is delivered once with key 0. With the `withdrawals` bound the keys order deliveries only
  * inside their block.
  */
-export function schedule (events: readonly CallbackEvent[], arrivals: ReadonlyArray<readonly number[]>, bound: Bound = 'none'): Delivery[] {
+export function schedule (events: readonly JobEvent[], arrivals: ReadonlyArray<readonly number[]>, bound: Bound = 'none'): Delivery[] {
   const all: Array<{ index: number; block: number; key: number }> = []
   events.forEach((_, index) => {
     const keys = arrivals[index] ?? [0]
@@ -203,7 +195,7 @@ export function schedule (events: readonly CallbackEvent[], arrivals: ReadonlyAr
   return all.map(({ index }) => {
     const attempt = (seen.get(index) ?? 0) + 1
     seen.set(index, attempt)
-    return { event: events[index] as CallbackEvent, index, attempt }
+    return { event: events[index] as JobEvent, index, attempt }
   })
 }
 
@@ -212,7 +204,7 @@ export function schedule (events: readonly CallbackEvent[], arrivals: ReadonlyAr
  * `maxGapMs` after the previous one, each attempt is lost with probability `lossRate` and retried
  * after the next delay, and every arrival is late by up to `jitterMs`. Feed the result to `schedule`.
  */
-export function randomArrivals (rng: Rng, events: readonly CallbackEvent[], options: { lossRate?: number; maxGapMs?: number; jitterMs?: number } = {}): number[][] {
+export function randomArrivals (rng: Rng, events: readonly JobEvent[], options: { lossRate?: number; maxGapMs?: number; jitterMs?: number } = {}): number[][] {
   const { lossRate = 0.3, maxGapMs = 600_000, jitterMs = 2_000 } = options
   let happenedAt = 0
   return events.map(() => {
@@ -286,7 +278,7 @@ export function randomSchedule (seed: number, options: RandomScheduleOptions = {
 }
 
 /** `JobAssigned(Assigned, phone)`: an event as one reads it in a counterexample. */
-export function describeEvent (event: CallbackEvent): string {
+export function describeEvent (event: JobEvent): string {
   return `${event.eventType}(${event.jobStatus}${event.guardianPhone === undefined ? '' : ', phone'})`
 }
 

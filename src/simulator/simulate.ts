@@ -1,6 +1,7 @@
-import { randomSchedule, type CallbackEvent } from './schedules.js'
+import { randomSchedule } from './schedules.js'
 import { signBody } from '../domain/verify-signature.js'
-import type { JobStatus } from '../domain/types.js'
+import type { JobEvent, JobStatus } from '../domain/types.js'
+import { errors } from '../errors.js'
 
 /** The secret the example server and the simulator share when none is configured. Never use it in production. */
 export const DEVELOPMENT_SECRET = 'g2sentry-development-secret-not-for-production'
@@ -8,7 +9,7 @@ export const DEVELOPMENT_SECRET = 'g2sentry-development-secret-not-for-productio
 export interface SimulatedDelivery {
   /** What this delivery shows, for the printout. */
   note: string
-  payload: { jobId: number; eventType: string; jobName: string; jobStatus: JobStatus; guardianPhone?: string }
+  payload: JobEvent
 }
 
 const event = (jobId: number, jobName: string, eventType: string, jobStatus: JobStatus, guardianPhone?: string) =>
@@ -47,10 +48,20 @@ export interface SimulateOptions {
   print?: (line: string) => void
 }
 
+/** `fetch`, but a server that cannot be reached is named in one line rather than "fetch failed". */
+async function request (url: string | URL, init?: RequestInit): Promise<Response> {
+  try {
+    return await fetch(url, init)
+  } catch (error) {
+    const cause = (error as { cause?: { code?: string, message?: string } }).cause
+    throw new errors.UNREACHABLE(String(url), cause?.code ?? cause?.message ?? (error as Error).message)
+  }
+}
+
 /** Signs `payload` with `secret` and POSTs it to the callback URL. */
-export async function post (url: string, secret: string, payload: CallbackEvent): Promise<{ status: number; answer: unknown }> {
+export async function post (url: string, secret: string, payload: JobEvent): Promise<{ status: number; answer: unknown }> {
   const body = JSON.stringify(payload)
-  const response = await fetch(url, {
+  const response = await request(url, {
     method: 'POST',
     headers: { 'content-type': 'application/json', 'x-signature': signBody(body, secret) },
     body
@@ -61,6 +72,11 @@ export async function post (url: string, secret: string, payload: CallbackEvent)
 /** Said when the URL answers 404: usually the server's address was given, not the callback's. */
 export const notFoundHint = (url: string): string =>
   `${url} answered 404: --url takes the callback URL itself, e.g. http://127.0.0.1:3000/callbacks/g2sentry`
+
+/** Said when every delivery answered 401: the simulator signs with another secret than the server checks. */
+const secretHint = (url: string): string =>
+  `${url} answered 401 to every delivery: the server's callback secret and the simulator's differ ` +
+  '(give the simulator the server\'s with --secret or G2SENTRY_CALLBACK_SECRET)'
 
 /** Signs and posts the simulated deliveries one after another; returns each answer. */
 export async function simulate (options: SimulateOptions): Promise<Array<{ delivery: SimulatedDelivery; status: number; body: unknown }>> {
@@ -76,6 +92,7 @@ export async function simulate (options: SimulateOptions): Promise<Array<{ deliv
     answers.push({ delivery, status, body: answer })
   }
   if (answers.some((a) => a.status === 404)) print(notFoundHint(options.url))
+  if (answers.every((a) => a.status === 401)) print(secretHint(options.url))
   return answers
 }
 
@@ -84,6 +101,8 @@ export interface RandomSimulationOptions extends SimulateOptions {
   jobs: number
   /** Where the job routes are (default: `/jobs` on the callback URL's host). */
   jobsUrl?: string
+  /** Sent as `Authorization: Bearer <token>` to the job routes, for a server that protects them. */
+  readToken?: string | undefined
 }
 
 /**
@@ -101,10 +120,16 @@ export async function simulateRandom (options: RandomSimulationOptions): Promise
   }
   print(`seed ${options.seed}: ${deliveries.length} deliveries for ${jobs.length} jobs → ${[...outcomes].map(([k, n]) => `${n} ${k}`).join(', ')}`)
   if (outcomes.has('HTTP 404')) print(notFoundHint(options.url))
+  if (outcomes.size === 1 && outcomes.has('HTTP 401')) {
+    // Nothing was logged, so every job would be reported missing: the secret is the one thing to say.
+    print(secretHint(options.url))
+    return false
+  }
   const jobsUrl = options.jobsUrl ?? new URL('/jobs/', options.url).href
+  const headers = options.readToken === undefined ? undefined : { authorization: `Bearer ${options.readToken}` }
   let converged = 0
   for (const job of jobs) {
-    const response = await fetch(new URL(String(job.jobId), jobsUrl))
+    const response = await request(new URL(String(job.jobId), jobsUrl), { headers })
     const projected = response.ok ? (await response.json() as { status: JobStatus }).status : `HTTP ${response.status}`
     if (projected === job.finalStatus) converged++
     else print(`job ${job.jobId}: projected ${projected}, truly ${job.finalStatus} (${job.steps.join(' → ')})`)

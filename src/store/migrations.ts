@@ -57,3 +57,12 @@ export function pendingMigrations (all: Migration[], applied: AppliedMigration[]
   const appliedVersions = new Set(applied.map((m) => m.version))
   return all.filter((m) => !appliedVersions.has(m.version))
 }
+
+/**
+ * For a log opened read-only, which is never migrated: throws unless every migration of this
+ * version is applied, unchanged (`where` names the log, without a password).
+ */
+export function requireMigrated (all: Migration[], applied: AppliedMigration[], where: string): void {
+  const pending = pendingMigrations(all, applied)
+  if (pending.length > 0) throw new errors.LOG_NOT_MIGRATED(where, pending.map((m) => m.name).join(', '))
+}

@@ -7,14 +7,24 @@ const POSTGRES_URL = /^postgres(ql)?:\/\//
 /** True when `database` names a PostgreSQL database rather than a SQLite file. */
 export const isPostgresUrl = (database: string): boolean => POSTGRES_URL.test(database)
 
+export interface OpenStoreOptions {
+  /**
+   * Open an existing, up-to-date log for reading only: nothing is created or migrated, and a
+   * database without a g2sentry log is refused (`FST_G2SENTRY_NO_LOG`), as is a log that this
+   * version would migrate (`FST_G2SENTRY_LOG_NOT_MIGRATED`).
+   */
+  readOnly?: boolean
+}
+
 /**
  * Opens the store a `database` option names: a SQLite file path, or a `postgres://` URL, where
  * a `schema` query parameter names the schema that holds the tables (default `public`).
  */
-export async function openStore (database: string): Promise<G2SentryStore> {
-  if (!isPostgresUrl(database)) return sqliteStore({ filename: database })
+export async function openStore (database: string, options: OpenStoreOptions = {}): Promise<G2SentryStore> {
+  const readOnly = options.readOnly === true
+  if (!isPostgresUrl(database)) return sqliteStore({ filename: database, readOnly })
   const url = new URL(database)
   const schema = url.searchParams.get('schema') ?? undefined
   url.searchParams.delete('schema')
-  return postgresStore({ connectionString: url.href, schema })
+  return postgresStore({ connectionString: url.href, schema, readOnly })
 }

@@ -1,7 +1,8 @@
 import { hash } from 'node:crypto'
 // Table and column names, and the mapping between rows and the store's types, shared by every
 // SQL backend: the SQLite and PostgreSQL schemas use the same names.
-import type { EventSource, IncomingEvent, JobState, JobStatus, LogRow, Outcome, QuarantineRow } from '../domain/types.js'
+import type { AppendResult, EventSource, IncomingEvent, JobState, JobStatus, LogRow, Outcome, QuarantineRow } from '../domain/types.js'
+import type { Decision } from '../domain/project-status.js'
 import { GENESIS, rowHash } from './chain.js'
 
 export interface JobRow {
@@ -131,3 +132,7 @@ export function eventParams (event: IncomingEvent, bodyHash: string, head: Chain
     next: { seq, hash }
   }
 }
+
+/** What an append reports once committed: the event's outcome, its seq, and the job's status after it. */
+export const appendResult = (decision: Decision, seq: number, jobId: number): AppendResult =>
+  ({ outcome: decision.outcome, seq, jobId, status: decision.state?.status ?? null })

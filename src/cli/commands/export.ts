@@ -72,7 +72,7 @@ personal data.`,
     const jobId = wholeNumber('job', values.job)
     const from = bound('from', values.from)
     const to = bound('to', values.to)
-    return withLog(values.db, async (store) => {
+    return withLog(values.db, 'read', async (store) => {
       // Progress is for a person watching a terminal; a pipe or a log file gets nothing.
       const bar = process.stderr.isTTY ? progressLine(process.stderr) : undefined
       try {

@@ -1,4 +1,5 @@
 import type { Command } from '../command.js'
+import { consumers } from './consumers.js'
 import { exportCommand } from './export.js'
 import { quarantine } from './quarantine.js'
 import { rebuild } from './rebuild.js'
@@ -23,5 +24,6 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   verify,
   quarantine,
   reconcile,
+  consumers,
   simulate
 }

@@ -41,7 +41,7 @@ const list = defineCommand({
   async run (values, { out }) {
     const format = values.format ?? 'table'
     if (format !== 'ndjson' && format !== 'table') throw new UsageError('--format must be table or ndjson')
-    return withLog(values.db, async (store) => {
+    return withLog(values.db, 'read', async (store) => {
       if (format === 'table') await out(quarantineTableHeader())
       for await (const row of quarantineRows(store, values.all !== true)) {
         await out(format === 'table' ? quarantineTableRow(row) : quarantineNdjsonRow(row))
@@ -66,7 +66,7 @@ const retry = defineCommand({
     const secrets = values.secret ?? fromEnv
     if (secrets.length === 0) throw new UsageError('quarantine retry needs the callback secret: --secret SECRET or $G2SENTRY_CALLBACK_SECRET')
     const ids = values.id?.map((id) => wholeNumber('id', id) as number)
-    return withLog(values.db, async (store) => {
+    return withLog(values.db, 'write', async (store) => {
       const report = await retryQuarantine(store, { secrets, ids })
       for (const line of describeRetry(report)) await out(line)
       return report.notFound.length > 0 ? 1 : 0

@@ -10,7 +10,7 @@ export const rebuild = defineCommand({
     db: { type: 'string' }
   },
   async run (values, { out }) {
-    return withLog(values.db, async (store) => {
+    return withLog(values.db, 'write', async (store) => {
       const report = await store.rebuild()
       for (const line of describeRebuild(report, 'rebuilt')) await out(line)
       // The log is never rewritten: rows whose recorded outcome does not replay are evidence to keep.

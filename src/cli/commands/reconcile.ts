@@ -39,7 +39,7 @@ Prints one line per job that differs and a summary. A status the projection has 
 reported as a conflict and not applied. Requests share the rate limit (50 in any 60 s) with a
 server reconciling on the same database.
   --job      ask only about this job, whatever its status (repeatable)
-  --dry-run  ask, and print what would change, without writing anything
+  --dry-run  ask, and print what would change, appending nothing
   --api      the Partner API's base URL (default $G2SENTRY_API_URL)
 The partner key and secret come from $G2SENTRY_PARTNER_KEY and $G2SENTRY_PARTNER_SECRET.
 Exit code 0 when every job was asked about; 1 when G2 Sentry refused the credentials or could
@@ -60,7 +60,8 @@ not be reached.`,
     }
     const jobIds = values.job?.map((job) => wholeNumber('job', job) as number)
     const dryRun = values['dry-run'] === true
-    return withLog(values.db, async (store) => {
+    // Even a dry run writes: its requests take slots in the shared rate-limit window.
+    return withLog(values.db, 'write', async (store) => {
       const client = sharedClient(store, { baseUrl, partnerKey, partnerSecret, requestsPerMinute: 50 })
       const reconciler = new Reconciler({ store, client, quietFor: 0 })
       return run(store, reconciler, jobIds, dryRun, out)

@@ -23,7 +23,7 @@ signature: what G2 Sentry told us, and when. The rows hold guardian phone number
       afterSeq: (wholeNumber('from', values.from) ?? 1) - 1,
       toSeq: wholeNumber('to', values.to)
     }
-    return withLog(values.db, async (store) => {
+    return withLog(values.db, 'read', async (store) => {
       if (format === 'table') await out(logTableHeader())
       const rows = readLogStream(store, query)
       for await (const row of rows) await out(format === 'table' ? logTableRow(row) : logNdjsonRow(row))

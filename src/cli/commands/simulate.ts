@@ -2,6 +2,16 @@ import { DEVELOPMENT_SECRET, simulate as simulateFixed, simulateRandom } from '.
 import { simulateReconcile } from '../../simulator/simulate-reconcile.js'
 import { defineCommand, UsageError, wholeNumber } from '../command.js'
 
+/**
+ * The callback URL of the example server as the same environment starts it (examples/server.ts
+ * reads PORT and HOST); a server listening on every address is reached on the loopback one.
+ */
+export function defaultCallbackUrl (env: NodeJS.ProcessEnv): string {
+  const host = env.HOST === undefined || env.HOST === '' || env.HOST === '0.0.0.0' ? '127.0.0.1' : env.HOST === '::' ? '::1' : env.HOST
+  const port = env.PORT === undefined || env.PORT === '' ? '3000' : env.PORT
+  return `http://${host.includes(':') ? `[${host}]` : host}:${port}/callbacks/g2sentry`
+}
+
 export const simulate = defineCommand({
   summary: 'send signed example callbacks to a running server',
   usage: `Usage: g2sentry simulate [--url URL] [--secret SECRET] [--first-job N] [--seed S --jobs N]
@@ -10,11 +20,14 @@ export const simulate = defineCommand({
 withdrawal) to a running receiver, printing what each delivery got. With --seed, generates
 --jobs random lifecycles instead, delivers each event 1-7 times in a shuffled order, and checks
 through the job routes that every job ends in its true status.
-  --url        callback URL (default http://127.0.0.1:3000/callbacks/g2sentry)
+  --url        callback URL (default http://$HOST:$PORT/callbacks/g2sentry, read as the example
+               server reads them: http://127.0.0.1:3000/callbacks/g2sentry when neither is set)
   --secret     callback secret (default $G2SENTRY_CALLBACK_SECRET, else the development secret)
   --first-job  first job id to use (default 101)
   --seed       seed of a generated schedule (same seed, same deliveries)
   --jobs       jobs in a generated schedule (default 20)
+With $G2SENTRY_READ_TOKEN set, the job routes are read with it, as the example server asks.
+Exit code 1 when a delivery is refused or a job ends in another status.
 With --reconcile, runs a fake G2 Sentry Partner API on --api-port (default 3100; partner key and
 secret from $G2SENTRY_PARTNER_KEY and $G2SENTRY_PARTNER_SECRET, else demo-partner and
 demo-partner-secret) beside a server started with G2SENTRY_API_URL pointing at it, delivers a
@@ -32,13 +45,13 @@ Exit code 0 when all converge within the rate limit, 1 otherwise.`,
     wait: { type: 'string' }
   },
   async run (values, { out }) {
-    const secret = values.secret?.at(-1) ?? process.env.G2SENTRY_CALLBACK_SECRET
+    const secret = values.secret?.at(-1) ?? (process.env.G2SENTRY_CALLBACK_SECRET || undefined)
     const firstJobId = wholeNumber('first-job', values['first-job'])
     const seed = wholeNumber('seed', values.seed)
     const jobs = wholeNumber('jobs', values.jobs) ?? 20
     if (secret === undefined) await out('no --secret and no G2SENTRY_CALLBACK_SECRET: signing with the development secret')
     const common = {
-      url: values.url ?? 'http://127.0.0.1:3000/callbacks/g2sentry',
+      url: values.url ?? defaultCallbackUrl(process.env),
       secret: secret ?? DEVELOPMENT_SECRET,
       firstJobId,
       print: out
@@ -55,7 +68,10 @@ Exit code 0 when all converge within the rate limit, 1 otherwise.`,
       }) ? 0 : 1
     }
     if (values['api-port'] !== undefined || values.wait !== undefined) throw new UsageError('--api-port and --wait go with --reconcile')
-    if (seed !== undefined) return await simulateRandom({ ...common, seed, jobs }) ? 0 : 1
+    if (seed !== undefined) {
+      const readToken = process.env.G2SENTRY_READ_TOKEN || undefined
+      return await simulateRandom({ ...common, seed, jobs, readToken }) ? 0 : 1
+    }
     const answers = await simulateFixed(common)
     return answers.every((a) => a.status === 200) ? 0 : 1
   }

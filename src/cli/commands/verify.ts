@@ -20,7 +20,7 @@ Exit code 0 when all hold, 1 otherwise.`,
     secret: { type: 'string', multiple: true }
   },
   async run (values, { out }) {
-    return withLog(values.db, async (store) => {
+    return withLog(values.db, 'read', async (store) => {
       const report = await auditLog(store, { secrets: values.secret })
       const { chain, unsigned, projection } = report
       await out(chain.ok

@@ -1,5 +1,7 @@
 import type Database from 'better-sqlite3'
 import type { AppendResult, G2SentryStore, ListJobsQuery, QuarantineInput, ReadLogQuery, RebuildReport } from '../../domain/types.js'
+import { errors } from '../../errors.js'
+import { commitListeners } from '../commit-listeners.js'
 import { groupCommit } from '../group-commit.js'
 import { sqliteConsumers } from './sqlite-consumers.js'
 import { ACQUIRE_LEASE, checkLeaseRequest, LIST_LEASES, RELEASE_LEASE, SELECT_LEASE, toGrant, toLease, type LeaseDbRow } from '../leases.js'
@@ -8,6 +10,7 @@ import {
   jobParams, REPLAY_COLUMNS, toJob, toLogRow, toQuarantine, type ChainHead,
   type EventRow, type JobRow, type QuarantineDbRow, type ReplayRow
 } from '../rows.js'
+import { openReadOnly } from './sqlite-read-only.js'
 import { sqliteReconcileState } from './sqlite-reconcile.js'
 import { createWriter, HEAD_SQL, openConnection, UPSERT_JOB, type ConnectionSettings } from './sqlite-writer.js'
 
@@ -18,21 +21,25 @@ export interface SqliteStoreOptions extends ConnectionSettings {
   maxBatch?: number
   /** Job states a rebuild keeps in memory before writing the least recently used out (default 100,000). */
   replayCacheSize?: number
+  /**
+   * Open an existing log for reading only: the file is opened read-only, and nothing is created
+   * or migrated (see sqlite-read-only.ts for what is refused).
+   */
+  readOnly?: boolean
 }
 
-/** Opens (and migrates) a SQLite event store. */
+/** Opens (and, unless `readOnly`, migrates) a SQLite event store. */
 export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & Required<Pick<G2SentryStore, 'appendIf' | 'reconcileState'>> & { readonly db: Database.Database } {
-  const db = openConnection(options.filename, options, true)
+  const db = options.readOnly === true ? openReadOnly(options.filename, options) : openConnection(options.filename, options, true)
   const writer = createWriter(db)
 
   // Group commit (src/store/group-commit.ts): one transaction and one disk flush per batch.
-  const commitListeners = new Set<(batchSize: number, seconds: number) => void>()
+  const listeners = commitListeners()
   let closed = false
   const queue = groupCommit(options.maxBatch ?? 256, (events) => {
     const started = process.hrtime.bigint()
     const outcomes = writer.appendBatch(events)
-    const seconds = Number(process.hrtime.bigint() - started) / 1e9
-    for (const listener of commitListeners) listener(events.length, seconds)
+    listeners.committed(events.length, started)
     return outcomes
   })
 
@@ -95,12 +102,12 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & Requi
   return {
     db,
     append (event) {
-      if (closed) return Promise.reject(new Error('The store is closed'))
+      if (closed) return Promise.reject(new errors.STORE_CLOSED())
       // An IncomingEvent has no ifLastSeq, so it is never superseded.
       return queue.append(event) as Promise<AppendResult>
     },
     appendIf (event) {
-      if (closed) return Promise.reject(new Error('The store is closed'))
+      if (closed) return Promise.reject(new errors.STORE_CLOSED())
       return queue.append(event)
     },
     reconcileState: sqliteReconcileState(db),
@@ -147,10 +154,7 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & Requi
       return listLeases.all({ now: Date.now() }).map(toLease)
     },
     ...sqliteConsumers(db),
-    onCommit (listener) {
-      commitListeners.add(listener)
-      return () => { commitListeners.delete(listener) }
-    },
+    onCommit: listeners.onCommit,
     async rebuild (options) {
       const dryRun = options?.dryRun === true
       // A rebuild takes the write lock so no append slips in between the replay and the swap.

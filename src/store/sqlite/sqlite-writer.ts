@@ -7,7 +7,7 @@ import type { AppendResult, ConditionalEvent, IncomingEvent, JobState, Quarantin
 import type { BatchOutcome } from '../group-commit.js'
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from '../migrations.js'
 import {
-  contentHash, EVENT_INSERT_COLUMNS, eventParams, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, toJob,
+  appendResult, contentHash, EVENT_INSERT_COLUMNS, eventParams, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, toJob,
   UPDATE_JOB_ON_CONFLICT, type ChainHead, type JobRow
 } from '../rows.js'
 
@@ -79,7 +79,7 @@ export function createWriter (db: Database.Database): SqliteWriter {
     insertEvent.run(params)
     if (decision.outcome !== 'unsupported') upsertJob.run(jobParams(decision.state as JobState))
     head = next
-    return { outcome: decision.outcome, seq: next.seq, jobId: event.jobId, status: decision.state?.status ?? null }
+    return appendResult(decision, next.seq, event.jobId)
   }
 
   // A batch runs straight through; only if an event fails is it run again with a savepoint per

@@ -1,0 +1,66 @@
+// What the example server sets up around the plugin, kept apart so that the tests build a server
+// exactly this way (with shorter timeouts): timeouts that cut off slow clients, a read token for
+// the routes that show jobs, and request log lines that never show that token.
+// In your own app, import from 'fastify-g2sentry' instead of '../src/index.js'.
+import { createHash, timingSafeEqual } from 'node:crypto'
+import type { FastifyHttpOptions, FastifyRequest, onRequestHookHandler } from 'fastify'
+import type { Server } from 'node:http'
+import { errors } from '../src/index.js'
+
+export interface Timeouts {
+  /** The whole request (headers and body) must have arrived within this many ms, else 408 and the connection is closed. */
+  requestTimeout: number
+  /** A connection on which nothing moves for this many ms is closed (the live stream sends a comment every 15 s). */
+  connectionTimeout: number
+  /** How often Node looks for requests past `requestTimeout`, in ms. */
+  checkEvery: number
+}
+
+/** The example server's: a trickling body is cut off within 25 s, a silent connection after 60 s. */
+export const TIMEOUTS: Timeouts = { requestTimeout: 20_000, connectionTimeout: 60_000, checkEvery: 5_000 }
+
+/**
+ * Fastify server options with these timeouts. `requestTimeout` is also given to Node's server as
+ * it is created (`http`): on Node 20.20 with Fastify 5.12, Fastify's option alone (set on the
+ * server after it is created) never cut off a body sent a byte a second.
+ */
+export function timeoutOptions ({ requestTimeout, connectionTimeout, checkEvery }: Timeouts = TIMEOUTS): FastifyHttpOptions<Server> {
+  return { requestTimeout, connectionTimeout, http: { requestTimeout, connectionsCheckingInterval: checkEvery } }
+}
+
+const sha256 = (text: string) => createHash('sha256').update(text).digest()
+
+/**
+ * An `onRequest` hook that lets a request through only with `Authorization: Bearer <token>`,
+ * or, on the paths in `queryTokenPaths` (the live stream: EventSource cannot send headers),
+ * with `?token=<token>`. Compared in constant time (both sides hashed to the same length).
+ */
+export function requireReadToken (token: string, options: { queryTokenPaths?: readonly string[] } = {}): onRequestHookHandler {
+  const expected = sha256(token)
+  const queryTokenPaths = new Set(options.queryTokenPaths ?? [])
+  return async (request: FastifyRequest) => {
+    const header = request.headers.authorization
+    let given = typeof header === 'string' && /^Bearer /i.test(header) ? header.slice(7).trim() : undefined
+    if (given === undefined && queryTokenPaths.has(request.routeOptions.url ?? '')) {
+      const query = request.query as Record<string, unknown> | undefined
+      if (typeof query?.token === 'string') given = query.token
+    }
+    if (given === undefined || !timingSafeEqual(sha256(given), expected)) throw new errors.READ_TOKEN_REQUIRED()
+  }
+}
+
+/** `url` with the value of any `token` query parameter replaced by `[redacted]`. */
+export function withoutToken (url: string): string {
+  return url.replace(/([?&]token=)[^&#]*/gi, '$1[redacted]')
+}
+
+/** Fastify's request log fields, with the read token taken out of the URL. */
+export function requestLogFields (request: FastifyRequest): Record<string, unknown> {
+  return {
+    method: request.method,
+    url: withoutToken(request.url),
+    host: request.host,
+    remoteAddress: request.ip,
+    remotePort: request.socket?.remotePort
+  }
+}

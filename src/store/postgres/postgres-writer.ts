@@ -1,0 +1,323 @@
+// The write side of the PostgreSQL store: the driver and pool, migrations, transactions, and the
+// group commit that appends a batch of events in one transaction (src/store/group-commit.ts
+// gathers the batches). Mirrors src/store/sqlite/sqlite-writer.ts.
+import { join } from 'node:path'
+import { projectEvent } from '../../domain/project-status.js'
+import type { AppendResult, ConditionalEvent, IncomingEvent, JobState, QuarantineInput, SupersededResult } from '../../domain/types.js'
+import { errors } from '../../errors.js'
+import type { BatchOutcome } from '../group-commit.js'
+import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from '../migrations.js'
+import { logLocation, requireLog } from './postgres-read-only.js'
+import {
+  appendResult, contentHash, EVENT_INSERT_COLUMNS, eventParams, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, toJob,
+  UPDATE_JOB_ON_CONFLICT, type ChainHead, type JobRow
+} from '../rows.js'
+
+// Minimal shapes of what this store uses from `pg`, so `pg` stays an optional peer dependency.
+export interface QueryResult<R> { rows: R[] }
+export interface Client {
+  query: <R = Record<string, unknown>>(text: string, values?: unknown[]) => Promise<QueryResult<R>>
+  release: (error?: Error | boolean) => void
+}
+export interface Pool {
+  query: Client['query']
+  connect: () => Promise<Client>
+  end: () => Promise<void>
+  on: ((event: 'error', listener: (error: Error) => void) => unknown) &
+    ((event: 'connect', listener: (client: { on: (event: 'error', listener: (error: Error) => void) => unknown }) => void) => unknown)
+}
+
+export interface PoolSettings {
+  /** e.g. `postgres://user@host:5432/db`. */
+  connectionString: string
+  /** Schema that holds the tables (default `public`); created if missing. */
+  schema?: string | undefined
+  /** Most connections in the pool (default 10). */
+  max?: number | undefined
+  /**
+   * Open an existing log for reading only: no schema or table is created and nothing is migrated
+   * (see postgres-read-only.ts for what is refused).
+   */
+  readOnly?: boolean | undefined
+}
+
+const INT8 = 20
+// A fixed key for the migrations' advisory lock, so it does not collide with the app's own.
+const LOCK_SEED = 0x6732_7365
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/
+
+/**
+ * Loads the `pg` driver, opens a pool on the settings' schema and brings the schema up to date
+ * (creating it if missing); with `readOnly`, only checks that a log is there (postgres-read-only.ts).
+ */
+export async function openPool (settings: PoolSettings): Promise<Pool> {
+  const schema = settings.schema ?? 'public'
+  if (!SCHEMA_NAME.test(schema)) throw new errors.INVALID_OPTION(`schema must be a lower-case SQL identifier, got "${schema}"`)
+  let pg: Awaited<typeof import('pg')>['default']
+  try {
+    pg = (await import('pg')).default
+  } catch {
+    throw new errors.MISSING_DRIVER('A PostgreSQL database needs the "pg" package: npm install pg')
+  }
+  const pool: Pool = new pg.Pool({
+    connectionString: settings.connectionString,
+    max: settings.max ?? 10,
+    options: `-c search_path=${schema} -c synchronous_commit=on`,
+    // Sequence numbers, job ids and times are bigint columns that always fit in a double.
+    types: { getTypeParser: (oid: number, format?: string) => oid === INT8 ? Number : pg.types.getTypeParser(oid, format as 'text') }
+  }) as unknown as Pool
+  // A client that loses its connection must not crash the app: an idle one is replaced, and a
+  // checked-out one fails its query (which the caller handles); the 'error' event is not needed.
+  pool.on('error', () => {})
+  pool.on('connect', (client) => { client.on('error', () => {}) })
+  try {
+    if (settings.readOnly === true) await requireLog(pool, schema, logLocation(settings.connectionString, settings.schema))
+    else await migrate(pool, schema)
+  } catch (error) {
+    await pool.end()
+    throw error
+  }
+  return pool
+}
+
+/** Runs `work` in a transaction opened with `begin` on a client of its own; rolls back if it throws. */
+export async function transaction<T> (pool: Pool, begin: string, work: (client: Client) => Promise<T>): Promise<T> {
+  const client = await pool.connect()
+  try {
+    await client.query(begin)
+    const result = await work(client)
+    await client.query('COMMIT')
+    client.release()
+    return result
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => {})
+    client.release(true)
+    throw error
+  }
+}
+
+// "Durable before 200" needs the commit flushed on the server whatever its default: the session
+// asks for it at connect time, and each append transaction again, in case a pooler in between
+// drops the startup options.
+const BEGIN_APPEND = 'BEGIN; SET LOCAL synchronous_commit = on'
+
+// Every append links to the row before it, so appends from all instances take turns on the
+// chain's head row (held for two round trips and the commit).
+export const SELECT_HEAD = 'SELECT seq, hash FROM g2sentry_chain WHERE id = 1'
+
+// The event, and the projection row when the event has one ($16), in one statement.
+const APPEND = `WITH event AS (
+    INSERT INTO events (${EVENT_INSERT_COLUMNS})
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)),
+  head AS (UPDATE g2sentry_chain SET seq = $1, hash = $14 WHERE id = 1)
+  INSERT INTO jobs (${JOB_COLUMNS})
+  SELECT $2, $17::text, $18::text, $19::text, $20::text, $21::int, $22::int, $23::bigint, $24::bigint WHERE $16::boolean
+  ${UPDATE_JOB_ON_CONFLICT}`
+
+// A batch's events, its projection rows (the last state of each job it touched) and the new
+// head, in one statement.
+const APPEND_BATCH = `WITH event AS (
+    INSERT INTO events (${EVENT_INSERT_COLUMNS})
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[],
+      $8::text[], $9::text[], $10::bigint[], $11::text[], $12::bigint[], $13::text[], $14::text[], $15::text[])),
+  head AS (UPDATE g2sentry_chain SET seq = $16, hash = $17 WHERE id = 1)
+  INSERT INTO jobs (${JOB_COLUMNS})
+  SELECT * FROM unnest($18::bigint[], $19::text[], $20::text[], $21::text[], $22::text[], $23::int[], $24::int[], $25::bigint[], $26::bigint[])
+  ${UPDATE_JOB_ON_CONFLICT}`
+
+/** Rows as columns, for unnest. */
+export const columnsOf = (rows: unknown[][], width: number): unknown[][] => Array.from({ length: width }, (_, c) => rows.map((row) => row[c]))
+
+export interface PostgresWriter {
+  /**
+   * Appends `events` in one transaction, in order; if that fails, runs them again one per
+   * transaction, so that one failing event fails only itself.
+   */
+  appendBatch (events: IncomingEvent[]): Promise<BatchOutcome[]>
+  quarantine (entry: QuarantineInput): Promise<number>
+  resolveQuarantine (id: number, seq: number): Promise<void>
+}
+
+/**
+ * The group commit over `pool`. `committed` is told of every transaction that committed appends
+ * (its size, when it began, and the last seq it wrote).
+ */
+export function createWriter (pool: Pool, committed: (batchSize: number, started: bigint, lastSeq: number) => void): PostgresWriter {
+  /**
+   * Runs `work` in an append transaction. When the COMMIT fails, the transaction may still have
+   * committed (the connection was lost after COMMIT was sent): the chain's head row it wrote
+   * tells, once whoever holds the head's lock is done. Only a transaction known not to have
+   * committed fails, so a committed batch is never appended again.
+   */
+  async function appendTransaction<T> (work: (client: Client) => Promise<{ value: T; head: ChainHead }>): Promise<T> {
+    const client = await pool.connect()
+    let written: { value: T; head: ChainHead } | undefined
+    try {
+      await client.query(BEGIN_APPEND)
+      written = await work(client)
+      await client.query('COMMIT')
+      client.release()
+      return written.value
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {})
+      client.release(true)
+      if (written !== undefined && await inLog(written.head)) return written.value
+      throw error
+    }
+  }
+
+  /** Whether the row `head` names is in the log, with that hash; waits for the head's lock first. */
+  async function inLog (head: ChainHead): Promise<boolean> {
+    return transaction(pool, 'BEGIN', async (client) => {
+      const [, { rows: [row] }] = await client.query(`${SELECT_HEAD} FOR UPDATE; SELECT hash FROM events WHERE seq = ${head.seq}`) as
+        unknown as [QueryResult<ChainHead>, QueryResult<{ hash: string | null }>]
+      return row !== undefined && row.hash === head.hash
+    })
+  }
+
+  /** One append in its own transaction: a batch that failed is run again this way. */
+  async function appendOne (event: IncomingEvent): Promise<AppendResult | SupersededResult> {
+    const started = process.hrtime.bigint()
+    const result = await appendTransaction<AppendResult | SupersededResult>(async (client) => {
+      // Two round trips besides begin and commit: lock the chain's head and read the job and an
+      // earlier row with the same body; write the event, the head and the projection in one
+      // statement. The job id is a checked integer and the body hash is hex, both safe to inline.
+      const bodyHash = contentHash(event.rawBody)
+      const [{ rows: [head] }, { rows: [current] }, { rows: [same] }] = await client.query(`${SELECT_HEAD} FOR UPDATE;
+        SELECT * FROM jobs WHERE job_id = ${event.jobId};
+        SELECT seq FROM events WHERE job_id = ${event.jobId} AND content_hash = '${bodyHash}' ORDER BY seq LIMIT 1`
+      ) as unknown as [QueryResult<ChainHead>, QueryResult<JobRow>, QueryResult<{ seq: number }>]
+      const { ifLastSeq } = event as Partial<ConditionalEvent>
+      if (ifLastSeq !== undefined) {
+        const { rows: [last] } = await client.query<{ seq: number | null }>(`SELECT max(seq) AS seq FROM events WHERE job_id = ${event.jobId}`)
+        const lastSeq = last?.seq ?? 0
+        if (lastSeq !== ifLastSeq) return { value: { outcome: 'superseded', jobId: event.jobId, lastSeq }, head: head ?? { seq: 0, hash: null } }
+      }
+      const decision = projectEvent(current && toJob(current), event)
+      const sameAs = decision.outcome === 'duplicate' ? same?.seq ?? null : null
+      const { params, next } = eventParams(event, bodyHash, head, decision.outcome, sameAs)
+      const writeJob = decision.outcome !== 'unsupported'
+      await client.query(APPEND, [...params, writeJob, ...(writeJob ? jobParams(decision.state).slice(1) : Array(8).fill(null))])
+      return { value: appendResult(decision, next.seq, event.jobId), head: next }
+    })
+    if (result.outcome !== 'superseded') committed(1, started, result.seq)
+    return result
+  }
+
+  /**
+   * A batch in one transaction, under one lock of the chain's head: one round trip reads the
+   * head, the batch's jobs and their earlier rows with the same bodies; the projection runs in
+   * memory, in order, on those states; one statement writes every event, the last state of each
+   * job and the new head.
+   */
+  async function appendMany (events: IncomingEvent[]): Promise<Array<AppendResult | SupersededResult>> {
+    const started = process.hrtime.bigint()
+    let written = 0
+    let lastSeq = 0
+    const results = await appendTransaction(async (client) => {
+      const hashes = events.map((event) => contentHash(event.rawBody))
+      // Job ids are checked integers and hashes hex: both safe to inline.
+      const ids = [...new Set(events.map((event) => event.jobId))].join(',')
+      const [{ rows: [head] }, { rows: jobRows }, { rows: firsts }] = await client.query(`${SELECT_HEAD} FOR UPDATE;
+        SELECT * FROM jobs WHERE job_id = ANY('{${ids}}'::bigint[]);
+        SELECT job_id, content_hash, min(seq) AS seq FROM events
+          WHERE job_id = ANY('{${ids}}'::bigint[]) AND content_hash = ANY('{${[...new Set(hashes)].join(',')}}'::text[])
+          GROUP BY job_id, content_hash`
+      ) as unknown as [QueryResult<ChainHead>, QueryResult<JobRow>, QueryResult<{ job_id: number; content_hash: string; seq: number }>]
+      const states = new Map(jobRows.map((row) => [row.job_id, toJob(row)]))
+      // Conditional appends (the reconciler's) compare with each job's last seq, kept up to date
+      // through the batch; a batch of callbacks alone never reads it.
+      const conditional = events.filter((event) => (event as Partial<ConditionalEvent>).ifLastSeq !== undefined)
+      const lastSeqs = new Map<number, number>()
+      if (conditional.length > 0) {
+        const { rows: lasts } = await client.query<{ job_id: number; seq: number }>(
+          'SELECT job_id, max(seq) AS seq FROM events WHERE job_id = ANY($1::bigint[]) GROUP BY job_id', [conditional.map((e) => e.jobId)])
+        for (const row of lasts) lastSeqs.set(row.job_id, row.seq)
+      }
+      const touched = new Set<number>()
+      // The first row of each job with each body: from the log, else from this batch.
+      const firstSeq = new Map(firsts.map((row) => [`${row.job_id} ${row.content_hash}`, row.seq]))
+      const rows: unknown[][] = []
+      const results: Array<AppendResult | SupersededResult> = []
+      let at: ChainHead | undefined = head
+      events.forEach((event, i) => {
+        const { ifLastSeq } = event as Partial<ConditionalEvent>
+        if (ifLastSeq !== undefined && ifLastSeq !== (lastSeqs.get(event.jobId) ?? 0)) {
+          results.push({ outcome: 'superseded', jobId: event.jobId, lastSeq: lastSeqs.get(event.jobId) ?? 0 })
+          return
+        }
+        const bodyHash = hashes[i] as string
+        const decision = projectEvent(states.get(event.jobId), event)
+        const key = `${event.jobId} ${bodyHash}`
+        const sameAs = decision.outcome === 'duplicate' ? firstSeq.get(key) ?? null : null
+        const { params, next } = eventParams(event, bodyHash, at, decision.outcome, sameAs)
+        if (!firstSeq.has(key)) firstSeq.set(key, next.seq)
+        if (decision.outcome !== 'unsupported') {
+          states.set(event.jobId, decision.state)
+          touched.add(event.jobId)
+        }
+        rows.push(params)
+        if (conditional.length > 0) lastSeqs.set(event.jobId, next.seq)
+        at = next
+        results.push(appendResult(decision, next.seq, event.jobId))
+      })
+      const jobs = [...touched].map((jobId) => jobParams(states.get(jobId) as JobState))
+      if (rows.length > 0) await client.query(APPEND_BATCH, [...columnsOf(rows, 15), at?.seq, at?.hash, ...columnsOf(jobs, 9)])
+      written = rows.length
+      lastSeq = at?.seq ?? 0
+      return { value: results, head: at ?? { seq: 0, hash: null } }
+    })
+    if (written > 0) committed(written, started, lastSeq)
+    return results
+  }
+
+  return {
+    async appendBatch (events) {
+      try {
+        return (await appendMany(events)).map((result) => ({ ok: true as const, result }))
+      } catch {
+        const outcomes: BatchOutcome[] = []
+        for (const event of events) {
+          outcomes.push(await appendOne(event).then((result) => ({ ok: true as const, result }), (error: unknown) => ({ ok: false as const, error })))
+        }
+        return outcomes
+      }
+    },
+    async quarantine (entry) {
+      const { rows: [row] } = await pool.query<{ id: number }>(
+        `INSERT INTO quarantine (${QUARANTINE_INSERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
+        [entry.reason, entry.detail, entry.rawBody, entry.signature, entry.contentType, entry.receivedAt])
+      return (row as { id: number }).id
+    },
+    async resolveQuarantine (id, seq) {
+      await pool.query('UPDATE quarantine SET retried_seq = $1 WHERE id = $2', [seq, id])
+    }
+  }
+}
+
+async function migrate (pool: Pool, schema: string): Promise<void> {
+  const all = loadMigrations(join(MIGRATIONS_ROOT, 'postgres'))
+  const client = await pool.connect()
+  try {
+    await client.query('BEGIN')
+    // Instances starting together migrate one at a time.
+    await client.query('SELECT pg_advisory_xact_lock($1)', [LOCK_SEED])
+    // CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege even when the schema exists.
+    const { rows: [found] } = await client.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema])
+    if (found === undefined) await client.query(`CREATE SCHEMA ${schema}`)
+    await client.query(`CREATE TABLE IF NOT EXISTS g2sentry_migrations (
+      version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)`)
+    const { rows: applied } = await client.query<AppliedMigration>('SELECT version, name, checksum FROM g2sentry_migrations ORDER BY version')
+    for (const migration of pendingMigrations(all, applied)) {
+      await client.query(migration.sql)
+      await client.query('INSERT INTO g2sentry_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)',
+        [migration.version, migration.name, migration.checksum, Date.now()])
+    }
+    await client.query('COMMIT')
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => {})
+    throw error
+  } finally {
+    client.release()
+  }
+}

@@ -1,0 +1,128 @@
+// The forwarder through the plugin (real callbacks through the callback route, a real HTTP
+// receiver that checks the signature): every applied change, in seq order, signed, retried
+// through 500s, a receiver that is down for a while and one that hangs; plus the plugin's
+// consume(), its option checks, its metrics and onEvent staying best-effort.
+import t, { type Test } from 'tap'
+import type { FastifyInstance } from 'fastify'
+import { join } from 'node:path'
+import type { JobChange } from '../src/plugin/change-feed.js'
+import { assigned, buildApp, completed, memoryStream, post, started, withdrawn } from './helpers.js'
+import { distinctInOrder, startReceiver } from './receiver.js'
+
+const FORWARD_SECRET = 'forward-secret-never-logged'
+
+async function until (t: Test, what: string, condition: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!await condition()) {
+    if (Date.now() > deadline) {
+      t.fail(`timed out waiting for ${what}`)
+      throw new Error(`timed out waiting for ${what}`)
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}
+
+/** Posts a few lifecycles; returns the seqs of the applied changes, in order. */
+async function traffic (app: FastifyInstance, jobs: number[]): Promise<number[]> {
+  const applied: number[] = []
+  for (const jobId of jobs) {
+    for (const payload of [assigned(jobId), withdrawn(jobId), assigned(jobId), assigned(jobId), started(jobId), completed(jobId)]) {
+      const response = await post(app, payload)
+      if (response.statusCode !== 200) throw new Error(`callback answered ${response.statusCode}`)
+      const result = response.json<{ outcome: string; seq: number }>()
+      if (result.outcome === 'applied') applied.push(result.seq)
+    }
+  }
+  return applied
+}
+
+t.test('every applied change reaches the receiver once, in seq order, signed, through 500s and an outage', async (t) => {
+  // One attempt in three fails.
+  const receiver = await startReceiver(t, { secret: FORWARD_SECRET, fail: (n) => n % 3 === 0 })
+  const { stream, lines } = memoryStream()
+  const app = await buildApp(t, {
+    logStream: stream,
+    metrics: true,
+    forward: { url: receiver.url, secret: FORWARD_SECRET, minBackoffMs: 10, maxBackoffMs: 200, timeoutMs: 2000 }
+  })
+  const first = await traffic(app, [1, 2, 3])
+  await until(t, 'the first changes forwarded', () => distinctInOrder(receiver.accepted).distinct.length === first.length)
+
+  await receiver.down()
+  const during = await traffic(app, [4, 5])
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  t.equal(receiver.accepted.length, first.length, 'nothing arrives while the receiver is down')
+  await receiver.up()
+  const after = await traffic(app, [6])
+  const all = [...first, ...during, ...after]
+  await until(t, 'every change forwarded', () => receiver.accepted.length >= all.length)
+
+  t.same(receiver.accepted.map((c) => c.seq), all, 'each applied change exactly once, in seq order')
+  t.equal(receiver.badSignatures(), 0, 'every request was signed with the secret')
+  const change = receiver.accepted[0] as JobChange
+  t.same(Object.keys(change), ['seq', 'jobId', 'eventType', 'status', 'jobName', 'receivedAt'], 'the stream\'s shape')
+  t.same({ ...change, receivedAt: '' }, { seq: 1, jobId: 1, eventType: 'JobAssigned', status: 'Assigned', jobName: 'Open House at 123 Main St', receivedAt: '' })
+  t.ok(receiver.attempts() > all.length, 'some attempts failed and were retried')
+
+  const warnings = lines.filter((line) => line.includes('consumer handler failed'))
+  t.ok(warnings.length > 0, 'failures are logged as warnings')
+  t.notOk(lines.some((line) => line.includes(FORWARD_SECRET)), 'the secret is never logged')
+
+  const metrics = (await app.inject('/metrics')).body
+  t.match(metrics, new RegExp(`g2sentry_consumer_checkpoint\\{consumer="forwarder"\\} ${all[all.length - 1]}`), 'the checkpoint is at the last applied seq')
+  t.match(metrics, /g2sentry_consumer_lag\{consumer="forwarder"\} 0/, 'no lag')
+  t.match(metrics, /g2sentry_consumer_parked\{consumer="forwarder"\} 0/)
+  t.match(metrics, /g2sentry_consumer_handler_failures_total\{consumer="forwarder"\} [1-9]/, 'failures counted')
+})
+
+t.test('an attempt that gets no answer within timeoutMs is retried', async (t) => {
+  const receiver = await startReceiver(t, { secret: FORWARD_SECRET, hang: (n) => n === 1 })
+  const app = await buildApp(t, { forward: { url: receiver.url, secret: FORWARD_SECRET, minBackoffMs: 10, timeoutMs: 300 } })
+  await post(app, assigned(1))
+  await until(t, 'the change forwarded after the hung attempt', () => receiver.accepted.length === 1)
+  t.equal(receiver.attempts(), 2, 'the hung attempt, then one that succeeded')
+})
+
+t.test('app.g2sentry.consume: a handler of the user\'s, closed with the app, one name once per instance', async (t) => {
+  const app = await buildApp(t)
+  const seen: number[] = []
+  const consumer = app.g2sentry.consume('mailer', (change) => { seen.push(change.seq) }, { pollMs: 60_000 })
+  t.equal(app.g2sentry.consumers.get('mailer'), consumer)
+  t.throws(() => app.g2sentry.consume('mailer', () => {}), { code: 'FST_G2SENTRY_INVALID_OPTION', message: /already running/ })
+  t.throws(() => app.g2sentry.consume('bad name', () => {}), { code: 'FST_G2SENTRY_INVALID_OPTION' })
+  await post(app, assigned(1))
+  await post(app, started(1))
+  await until(t, 'both changes handled', () => seen.length === 2)
+  const rows: number[] = []
+  app.g2sentry.consume<'rows'>('auditor', (row) => { rows.push(row.seq) }, { deliver: 'rows' })
+  await post(app, started(1))
+  await until(t, 'every row handled', () => rows.length === 3)
+  t.same(seen, [1, 2], 'the duplicate is not a change')
+  await app.close()
+  t.equal(consumer.status().active, false, 'closed with the app')
+})
+
+t.test('the forward option is checked at registration', async (t) => {
+  const cases: Array<[string, unknown, RegExp]> = [
+    ['not an object', 'http://x', /forward must be an object/],
+    ['no url', { secret: 's' }, /forward.url must be an http/],
+    ['a file url', { url: 'file:///etc/passwd', secret: 's' }, /forward.url must be an http/],
+    ['no secret', { url: 'http://127.0.0.1:1/' }, /forward.secret must be a non-empty string/],
+    ['a bad timeout', { url: 'http://127.0.0.1:1/', secret: 's', timeoutMs: -1 }, /forward.timeoutMs/],
+    ['a bad backoff cap', { url: 'http://127.0.0.1:1/', secret: 's', maxBackoffMs: Number('x') }, /maxBackoffMs must be a positive integer/],
+    ['a bad name', { url: 'http://127.0.0.1:1/', secret: 's', name: 'a b' }, /consumer name/]
+  ]
+  for (const [what, forward, message] of cases) {
+    await t.rejects(buildApp(t, { database: join(t.testdir(), `${what.replace(/ /g, '-')}.db`), forward: forward as never }),
+      { code: 'FST_G2SENTRY_INVALID_OPTION', message }, what)
+  }
+})
+
+t.test('onEvent stays best-effort: a failing onEvent loses nothing a consumer gets', async (t) => {
+  const seen: number[] = []
+  const app = await buildApp(t, { onEvent: () => { throw new Error('onEvent broke') } })
+  app.g2sentry.consume('safe', (change) => { seen.push(change.seq) })
+  const response = await post(app, assigned(1))
+  t.equal(response.statusCode, 200, 'the delivery is acknowledged all the same')
+  await until(t, 'the consumer got it', () => seen.length === 1)
+})
