@@ -50,6 +50,25 @@ if (forwardUrl !== undefined && forwardUrl !== '' && (forwardSecret === undefine
 const forward = forwardUrl === undefined || forwardUrl === ''
   ? undefined
   : { url: forwardUrl, secret: forwardSecret as string, maxBackoffMs: forwardMaxBackoff === undefined ? 60_000 : Number(forwardMaxBackoff) }
+// Reconciliation with G2 Sentry's Partner API, when its URL and the partner's credentials are set:
+// cancellations and lost or late withdrawals, which callbacks cannot tell, reach the log too.
+const apiUrl = process.env.G2SENTRY_API_URL
+const partnerKey = process.env.G2SENTRY_PARTNER_KEY
+const partnerSecret = process.env.G2SENTRY_PARTNER_SECRET
+const milliseconds = (name: string): number | undefined => process.env[name] === undefined || process.env[name] === '' ? undefined : Number(process.env[name])
+const reconcile = apiUrl && partnerKey && partnerSecret
+  ? {
+      baseUrl: apiUrl,
+      partnerKey,
+      partnerSecret,
+      quietFor: milliseconds('G2SENTRY_RECONCILE_QUIET_MS'),
+      every: milliseconds('G2SENTRY_RECONCILE_EVERY_MS'),
+      leaseTtl: milliseconds('G2SENTRY_RECONCILE_LEASE_MS')
+    }
+  : undefined
+if (reconcile === undefined && (apiUrl || partnerKey || partnerSecret)) {
+  app.log.warn('reconciliation is off: it needs G2SENTRY_API_URL, G2SENTRY_PARTNER_KEY and G2SENTRY_PARTNER_SECRET together')
+}
 
 // G2SENTRY_DB is a SQLite file (its folder is created) or a postgres:// URL.
 if (database !== ':memory:' && !isPostgresUrl(database)) mkdirSync(dirname(database), { recursive: true })
@@ -60,6 +79,7 @@ await app.register(g2sentry, {
   // Prometheus metrics on /metrics.
   metrics: protect,
   forward,
+  reconcile,
   // Best-effort and in the request (a crash can lose it): for reactions that must not be lost,
   // use a consumer (README, "Consumers").
   onEvent: ({ jobId, outcome, status, source }, request) => {

@@ -20,6 +20,8 @@ export const errors = {
   STREAM_FULL: createError('FST_G2SENTRY_STREAM_FULL', 'The live stream already has %d clients; retry later', 503),
   READ_TOKEN_REQUIRED: createError('FST_G2SENTRY_READ_TOKEN_REQUIRED', 'This route needs the read token: Authorization: Bearer <token>', 401),
   MIGRATION_REFUSED: createError('FST_G2SENTRY_MIGRATION_REFUSED', '%s', 500),
+  PARTNER_CREDENTIALS_REFUSED: createError('FST_G2SENTRY_PARTNER_CREDENTIALS_REFUSED', 'G2 Sentry refused the partner key and secret (HTTP %d at %s)', 500),
+  PARTNER_API_UNAVAILABLE: createError('FST_G2SENTRY_PARTNER_API_UNAVAILABLE', 'G2 Sentry\'s Partner API did not answer %s: %s', 503),
   INVALID_LEASE: createError('FST_G2SENTRY_INVALID_LEASE', 'Invalid lease request: %s', 500),
   CONSUMER_NOT_FOUND: createError('FST_G2SENTRY_CONSUMER_NOT_FOUND', 'no consumer named %s', 404),
   FORWARD_FAILED: createError('FST_G2SENTRY_FORWARD_FAILED', 'Forwarding to %s failed: %s; it will be retried', 502),

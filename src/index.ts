@@ -16,6 +16,8 @@ import { resolveOptions, type G2SentryOptions } from './plugin/options.js'
 import { readLogStream, type ReadLogOptions } from './log/read-log.js'
 import { openStore } from './store/open-store.js'
 import type { G2SentryStore, LogRow, RebuildReport } from './domain/types.js'
+import { startReconciling } from './partner-api/start.js'
+import type { RoundReport } from './partner-api/reconciler.js'
 
 /** What the plugin adds to the Fastify instance as `fastify.g2sentry`. */
 export interface G2SentryDecorator {
@@ -46,6 +48,11 @@ export interface G2SentryDecorator {
   consume: <D extends Delivery = 'changes'>(name: string, handler: ConsumerHandler<D>, options?: ConsumerOptions<D>) => Consumer
   /** The consumers this instance started (the forwarder among them), by name. */
   consumers: ReadonlyMap<string, Consumer>
+  /**
+   * Runs a reconciliation round now, if the `reconcile` option is on and this process holds the
+   * reconciler's lease; resolves with what the round did, or undefined.
+   */
+  reconcile: () => Promise<RoundReport | undefined>
 }
 
 declare module 'fastify' {
@@ -63,6 +70,14 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
   const metrics = resolved.metrics === false ? undefined : createMetrics(store, resolved.metrics.registry)
   if (metrics !== undefined) app.addHook('onClose', async () => metrics.close())
   const committed = postCommitPath({ metrics, feed, onEvent: resolved.onEvent, log: app.log })
+  const reconciling = resolved.reconcile === undefined
+    ? undefined
+    : startReconciling(store, resolved.reconcile, {
+      log: app.log,
+      registry: metrics?.registry,
+      committed: (result, event, receivedAt) => committed({ result, event, receivedAt, source: 'api' })
+    })
+  if (reconciling !== undefined) app.addHook('onClose', () => reconciling.stop())
 
   const consumers = new Map<string, Consumer>()
   const consume = <D extends Delivery = 'changes'>(name: string, handler: ConsumerHandler<D>, consumerOptions?: ConsumerOptions<D>): Consumer => {
@@ -105,7 +120,8 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
     }),
     exportLog: (exportOptions: ExportOptions) => exportLog(store, exportOptions),
     consume,
-    consumers
+    consumers,
+    reconcile: async () => reconciling?.runNow()
   } satisfies G2SentryDecorator)
 
   if (resolved.forward !== undefined) {
@@ -140,7 +156,9 @@ export { readLogStream, type ReadLogOptions } from './log/read-log.js'
 export { auditLog, type AuditReport } from './log/audit.js'
 export { exportLog, type ExportOptions } from './log/export.js'
 export { retryQuarantine, type RetryQuarantineOptions, type RetryReport } from './log/quarantine.js'
-export type { G2SentryOptions, CommittedEvent, JobRouteOptions } from './plugin/options.js'
+export type { G2SentryOptions, CommittedEvent, JobRouteOptions, ReconcileOptions } from './plugin/options.js'
+export { PartnerApiClient, type PartnerApiClientOptions } from './partner-api/client.js'
+export type { RoundReport, JobCheck, CheckResult } from './partner-api/reconciler.js'
 export type { JobChange } from './plugin/change-feed.js'
 export {
   backoffDelay, consumerLease, startConsumer, type Consumer, type ConsumerEvents, type ConsumerHandler, type ConsumerOptions,

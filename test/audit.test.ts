@@ -113,3 +113,32 @@ t.test('g2sentry verify reports the first broken seq and unsigned rows, exit 1',
   const unchecked = await runCli(['verify', '--db', file], { expectSuccess: true })
   t.match(unchecked.stdout, /^signatures: not checked/m)
 })
+
+t.test('rows from the Partner API: chained, counted apart, and an edit to their source or body breaks the chain', async (t) => {
+  const dir = t.testdir()
+  const file = await writtenLog(t, dir)
+  const store = sqliteStore({ filename: file })
+  const body = Buffer.from('{"jobId":103,"status":"Canceled","extra":"ignored"}')
+  const last = (await store.readLog({ jobId: 103, limit: 100 })).at(-1)?.seq ?? 0
+  t.match(await store.appendIf({ jobId: 103, eventType: 'Reconciled', jobName: 'Night watch, 9 Dock Rd', jobStatus: 'Canceled', rawBody: body, signature: '', receivedAt: Date.now(), source: 'api', ifLastSeq: last }), { outcome: 'applied', seq: 12 })
+  const report = await auditLog(store, { secrets: [SECRET] })
+  await store.close()
+  t.ok(report.ok, 'verify passes on a log with an api row')
+  t.same([report.apiRows, report.unsigned], [1, []], 'counted apart, not as unsigned')
+
+  const cases: Array<[string, string, RegExp]> = [
+    ['source flipped to callback', "UPDATE events SET source = 'callback' WHERE seq = 12", /a stored field/],
+    ['a callback row claimed as api', "UPDATE events SET source = 'api' WHERE seq = 3", /a stored field/],
+    ['api body edited', "UPDATE events SET raw_body = CAST('{\"jobId\":103,\"status\":\"New\"}' AS BLOB) WHERE seq = 12", /the raw body was changed/],
+    ['api status edited', "UPDATE events SET job_status = 'New' WHERE seq = 12", /differs from its body/]
+  ]
+  for (const [name, sql, problem] of cases) {
+    const after = await auditAfter(dir, file, name.replace(/\W+/g, '-'), sql)
+    t.equal(after.ok, false, `${name}: not ok`)
+    t.match(after.chain.problem, problem, name)
+  }
+
+  const cli = await runCli(['verify', '--db', file, '--secret', SECRET])
+  t.equal(cli.code, 0)
+  t.match(cli.stdout, /^1 row from the Partner API \(chained, not signed\)$/m)
+})

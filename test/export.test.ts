@@ -72,6 +72,7 @@ t.test('export on a log written through the plugin', async (t) => {
       jobName: asText && /^[=+\-@\t\r]/.test(row.jobName) ? `'${row.jobName}` : row.jobName,
       guardianPhone: asText && row.guardianPhone !== null ? `'${row.guardianPhone}` : text(row.guardianPhone),
       outcome: row.outcome,
+      source: row.source,
       sameAs: text(row.sameAs),
       signature: row.signature,
       contentHash: row.contentHash,

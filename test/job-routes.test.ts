@@ -166,7 +166,7 @@ t.test('GET /jobs/:jobId/events lists the job’s deliveries in seq order with t
     [6, 'JobGuardianRate', 'InProgress', 'unsupported'],
     [7, 'JobCompleted', 'Completed', 'applied']
   ])
-  t.same(Object.keys(events[0]).sort(), ['eventType', 'guardianPhone', 'jobName', 'jobStatus', 'outcome', 'receivedAt', 'seq'])
+  t.same(Object.keys(events[0]).sort(), ['eventType', 'guardianPhone', 'jobName', 'jobStatus', 'outcome', 'receivedAt', 'seq', 'source'])
   t.match(events[0], { jobName: 'Open House at 123 Main St', guardianPhone: PHONE })
   t.equal(events[2].guardianPhone, null, 'a delivery without a phone shows null')
   for (const event of events) t.match(event.receivedAt, ISO_8601)

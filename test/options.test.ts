@@ -126,7 +126,7 @@ t.test('database ":memory:" works', async (t) => {
 
 t.test('the g2sentry decorator', async (t) => {
   const app = await buildApp(t)
-  t.same(Object.keys(app.g2sentry).sort(), ['audit', 'consume', 'consumers', 'exportLog', 'readLog', 'rebuild', 'retryQuarantine', 'store', 'verify'])
+  t.same(Object.keys(app.g2sentry).sort(), ['audit', 'consume', 'consumers', 'exportLog', 'readLog', 'rebuild', 'reconcile', 'retryQuarantine', 'store', 'verify'])
   await post(app, assigned(1, { phone: PHONE }))
   await post(app, assigned(1, { phone: PHONE }))
   await post(app, started(2))

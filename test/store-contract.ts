@@ -594,6 +594,81 @@ export function storeContract (t: Test, name: string, open: OpenStore, location:
       t.same((await store.listConsumers()).map((c) => c.name), ['mail'])
     })
 
+    /** The reconciler's row for `status`, appended only while job `jobId`'s last seq is `ifLastSeq`. */
+    const fromApi = (jobId: number, jobStatus: JobStatus, ifLastSeq: number, receivedAt = T0 + 100) => ({
+      jobId, eventType: 'Reconciled', jobName: `Job ${jobId}`, jobStatus, rawBody: Buffer.from(JSON.stringify({ jobId, status: jobStatus })),
+      signature: '', receivedAt, source: 'api' as const, ifLastSeq
+    })
+
+    t.test('appendIf appends while the job\'s last seq is unchanged and is superseded once a row arrived, in one batch too', async (t) => {
+      const store = await fresh(t)
+      const appendIf = store.appendIf?.bind(store)
+      if (appendIf === undefined) throw new Error('the built-in stores implement appendIf')
+      const first = await store.append(incoming(assigned(1)))
+      // Queued together, so they share a batch: the first is applied, the second sees its row.
+      const [won, lost] = await Promise.all([appendIf(fromApi(1, 'Canceled', first.seq)), appendIf(fromApi(1, 'New', first.seq))])
+      t.match(won, { outcome: 'applied', seq: 2, jobId: 1, status: 'Canceled' })
+      t.same(lost, { outcome: 'superseded', jobId: 1, lastSeq: 2 })
+      // A callback queued just before a conditional append for the same job supersedes it.
+      const [callback, late] = await Promise.all([store.append(incoming(assigned(2))), appendIf(fromApi(2, 'New', 0))])
+      t.match(callback, { outcome: 'applied', seq: 3 })
+      t.same(late, { outcome: 'superseded', jobId: 2, lastSeq: 3 })
+      t.match(await appendIf(fromApi(3, 'Canceled', 0)), { outcome: 'applied', seq: 4 }, 'a job without rows: ifLastSeq 0')
+      const rows = await readWholeLog(store)
+      t.same(rows.map((r) => [r.seq, r.source, r.eventType]), [[1, 'callback', 'JobAssigned'], [2, 'api', 'Reconciled'], [3, 'callback', 'JobAssigned'], [4, 'api', 'Reconciled']])
+      t.equal(rows[1]?.signature, '')
+      t.same((await store.rebuild({ dryRun: true })).differingJobs, [], 'a rebuild replays the api rows to the same projection')
+      // A signed callback of type Reconciled is not an API answer.
+      t.match(await store.append(incoming({ jobId: 1, eventType: 'Reconciled', jobName: 'Job 1', jobStatus: 'New' })), { outcome: 'unsupported', status: 'Canceled' })
+    })
+
+    t.test('the request window: a sliding log per partner key, and a pause for everyone', async (t) => {
+      const store = await fresh(t)
+      const state = store.reconcileState
+      if (state === undefined) throw new Error('the built-in stores implement reconcileState')
+      t.equal(await state.takeRequestSlot('k', 1000, 2, 1000), 0)
+      t.equal(await state.takeRequestSlot('k', 1500, 2, 1000), 0)
+      t.equal(await state.takeRequestSlot('k', 1900, 2, 1000), 100, 'full: wait until the first leaves the window')
+      t.equal(await state.takeRequestSlot('other', 1900, 2, 1000), 0, 'another partner key has its own window')
+      t.equal(await state.takeRequestSlot('k', 2000, 2, 1000), 0, 'the first left at 2000')
+      t.equal(await state.takeRequestSlot('k', 2100, 2, 1000), 400)
+      t.same(await state.requestTimes('k', 0), [1500, 2000], 'the refused tries took no slot; old ones are forgotten')
+      await state.pauseRequests('k', 9000)
+      await state.pauseRequests('k', 5000)
+      t.equal(await state.takeRequestSlot('k', 6000, 2, 1000), 3000, 'a pause holds until its end; a shorter one does not shorten it')
+      const racing = await Promise.all(Array.from({ length: 10 }, () => state.takeRequestSlot('race', 50_000, 3, 1000)))
+      t.equal(racing.filter((wait) => wait === 0).length, 3, 'ten at once: exactly the limit get a slot')
+    })
+
+    t.test('reconciler candidates: doubtful jobs first, then quiet ones oldest first, never terminal ones', async (t) => {
+      const store = await fresh(t)
+      const state = store.reconcileState
+      if (state === undefined) throw new Error('the built-in stores implement reconcileState')
+      await store.append(incoming(assigned(1), T0)) // quiet since T0
+      await store.append(incoming(assigned(2), T0 + 10)) // quiet since T0 + 10
+      await store.append(incoming(started(3), T0 + 20)) // first event not an assignment
+      await store.append(incoming(completed(4), T0 + 30)) // terminal
+      await store.append(incoming(assigned(5), T0 + 40))
+      await store.append(incoming(assigned(5), T0 + 41))
+      await store.append(incoming(withdrawn(5), T0 + 42)) // a withdrawal after two assignments
+      await store.append(incoming(started(6), T0 + 50))
+      await store.append(incoming(assigned(6), T0 + 51)) // stale, disagrees; and not first an assignment
+      const pick = async (now: number, quietFor: number, limit = 10) =>
+        (await state.candidates({ now, quietFor, limit })).map((c) => [c.jobId, c.reason])
+      t.same(await pick(T0 + 60, 1000), [[3, 'ambiguous'], [5, 'ambiguous'], [6, 'ambiguous']], 'nothing is quiet yet')
+      t.same(await pick(T0 + 2000, 1000), [[3, 'ambiguous'], [5, 'ambiguous'], [6, 'ambiguous'], [1, 'quiet'], [2, 'quiet']])
+      t.same(await pick(T0 + 2000, 1000, 4), [[3, 'ambiguous'], [5, 'ambiguous'], [6, 'ambiguous'], [1, 'quiet']], 'within the budget, most urgent first')
+      const [five] = await state.candidates({ now: T0, quietFor: 0, limit: 1, jobIds: [5] })
+      t.match(five, { jobId: 5, status: 'New', lastSeq: 7, lastEventAt: T0 + 42, checkedAt: null, reason: 'requested' })
+      await state.recordCheck(5, T0 + 2000, 7)
+      await state.recordCheck(1, T0 + 2000, 1)
+      t.same(await pick(T0 + 2500, 1000), [[3, 'ambiguous'], [6, 'ambiguous'], [2, 'quiet']], 'a checked doubt is settled; a checked job is quiet again only after quietFor')
+      t.same(await pick(T0 + 5000, 1000), [[3, 'ambiguous'], [6, 'ambiguous'], [2, 'quiet'], [1, 'quiet'], [5, 'quiet']])
+      t.equal(await state.oldestUnchecked(T0 + 5000), 5000 - 10, 'job 2 has waited longest')
+      t.same((await state.candidates({ now: 0, quietFor: 0, limit: 2, allOpen: true, afterJobId: 2 })).map((c) => c.jobId), [3, 5], 'every open job, paged')
+      t.same((await state.candidates({ now: 0, quietFor: 0, limit: 5, jobIds: [4, 9] })).map((c) => [c.jobId, c.status]), [[4, 'Completed']], 'a named job, even terminal')
+    })
+
     t.test('appends still queued when close is called settle, and after close append rejects', async (t) => {
       const store = await open(t)
       const queued = store.append(incoming(assigned(1), T0))

@@ -1,13 +1,25 @@
-import { SUPPORTED_EVENT_TYPES, type JobEvent, type JobState, type JobStatus, type Outcome } from './types.js'
+import { RECONCILED_EVENT_TYPE, SUPPORTED_EVENT_TYPES, type EventSource, type JobEvent, type JobState, type JobStatus, type Outcome } from './types.js'
 
 const RANK: Record<JobStatus, number> = { New: 0, Assigned: 1, InProgress: 2, Completed: 3, Canceled: 3 }
 const TERMINAL: ReadonlySet<JobStatus> = new Set(['Completed', 'Canceled'])
 const SHOWS_PHONE: ReadonlySet<JobStatus> = new Set(['Assigned', 'InProgress'])
 const SUPPORTED: ReadonlySet<string> = new Set(SUPPORTED_EVENT_TYPES)
 
-/** An event as the projection sees it: the payload plus when it was received. */
+/** An event as the projection sees it: the payload plus when it was received and where from. */
 export interface ProjectedEvent extends JobEvent {
   receivedAt: number
+  /** Default `callback`. */
+  source?: EventSource | undefined
+}
+
+/**
+ * Whether the projection reads the event: one of the four callbacks G2 Sentry pushes, or the
+ * reconciler's `Reconciled` row from the Partner API. A signed callback of type `Reconciled` is
+ * not one, so a sender cannot forge an API answer.
+ */
+function supported (event: ProjectedEvent): boolean {
+  if (event.eventType === RECONCILED_EVENT_TYPE) return event.source === 'api'
+  return event.source !== 'api' && SUPPORTED.has(event.eventType)
 }
 
 /**
@@ -42,7 +54,7 @@ function phoneAfter (current: JobState | undefined, event: JobEvent): string | n
  * so a rebuild from the log always equals the live projection.
  */
 export function projectEvent (current: JobState | undefined, event: ProjectedEvent): Decision {
-  if (!SUPPORTED.has(event.eventType)) return { outcome: 'unsupported', state: current }
+  if (!supported(event)) return { outcome: 'unsupported', state: current }
 
   if (current === undefined) {
     return {

@@ -11,6 +11,15 @@ export type SupportedEventType = (typeof SUPPORTED_EVENT_TYPES)[number]
 /** What the log records for one delivery. */
 export type Outcome = 'applied' | 'duplicate' | 'stale' | 'unsupported'
 
+/**
+ * Where a log row came from: a signed `callback`, or an answer of G2 Sentry's Partner API that
+ * the reconciler wrote (`api`, event type `Reconciled`, no signature).
+ */
+export type EventSource = 'callback' | 'api'
+
+/** The event type of a row the reconciler appends; a callback of this type is `unsupported`. */
+export const RECONCILED_EVENT_TYPE = 'Reconciled'
+
 /** The fields of a callback body that the projection reads: the callback's one shape (src/domain/callback.ts). */
 export type JobEvent = CallbackPayload
 
@@ -35,6 +44,25 @@ export interface IncomingEvent extends JobEvent {
   rawBody: Buffer
   signature: string
   receivedAt: number
+  /** Default `callback`. */
+  source?: EventSource | undefined
+}
+
+/**
+ * An event appended only if its job's log has not grown since `ifLastSeq` (the seq of the job's
+ * last row as the caller saw it; 0 for a job with no rows): how a slow answer of the Partner API
+ * loses to a callback that landed while it was on its way.
+ */
+export interface ConditionalEvent extends IncomingEvent {
+  ifLastSeq: number
+}
+
+/** What `appendIf` reports when the job's log grew since `ifLastSeq`: nothing was written. */
+export interface SupersededResult {
+  outcome: 'superseded'
+  jobId: number
+  /** The job's last seq now. */
+  lastSeq: number
 }
 
 /** One row of the event log. */
@@ -49,6 +77,7 @@ export interface LogRow {
   signature: string
   contentHash: string
   receivedAt: number
+  source: EventSource
   outcome: Outcome
   /** For a duplicate: the first earlier row of the same job with the same body. */
   sameAs: number | null
@@ -235,6 +264,13 @@ export interface G2SentryStore {
    * new `failure` and parks it again. False when the lease was lost.
    */
   resolveParked(consumer: string, seq: number, fence: LeaseFence, failure?: ParkFailure): Promise<boolean>
+  /**
+   * Appends `event` as `append` does, only if the job's last seq is still `event.ifLastSeq`;
+   * otherwise writes nothing and reports `superseded`. Required by the reconciler.
+   */
+  appendIf?(event: ConditionalEvent): Promise<AppendResult | SupersededResult>
+  /** The reconciler's queries and state (src/partner-api/); required by the reconciler. */
+  reconcileState?: ReconcileState
   /** Calls `listener` after each committed batch of appends (size, seconds); returns an unsubscribe. Optional. */
   onCommit?(listener: (batchSize: number, seconds: number) => void): () => void
   /**
@@ -245,4 +281,57 @@ export interface G2SentryStore {
    */
   watchCommits?(listener: (lastSeq: number | undefined) => void): () => void
   close(): Promise<void>
+}
+
+/** A job the reconciler may ask G2 Sentry about, with what it knows of it now. */
+export interface ReconcileCandidate {
+  jobId: number
+  status: JobStatus
+  /** The seq of the job's last log row. */
+  lastSeq: number
+  /** When the job's last row was received (ms). */
+  lastEventAt: number
+  /** When the reconciler last had an answer for it (ms), or null. */
+  checkedAt: number | null
+  /** `ambiguous`: its history cannot be decided from callbacks; `quiet`: no news for a while; `requested`: named by the caller. */
+  reason: 'ambiguous' | 'quiet' | 'requested'
+}
+
+export interface CandidateQuery {
+  now: number
+  /** A job is quiet when it had no event and no check for this long (ms). */
+  quietFor: number
+  limit: number
+  /** Every non-terminal job, quiet or not (the CLI), instead of the ambiguous and the quiet ones. */
+  allOpen?: boolean | undefined
+  /** Only these jobs, terminal or not (the CLI's --job). */
+  jobIds?: readonly number[] | undefined
+  /** Jobs with an id greater than this one (paging with `allOpen`). */
+  afterJobId?: number | undefined
+}
+
+/**
+ * What the reconciler keeps in the database, so that every process and instance shares it: when
+ * each job was last checked, and each partner key's request window (src/partner-api/rate-limiter.ts).
+ */
+export interface ReconcileState {
+  /** Jobs to ask about, most urgent first: ambiguous ones, then quiet ones, oldest first. Never terminal ones unless named. */
+  candidates(query: CandidateQuery): Promise<ReconcileCandidate[]>
+  /** Records that the reconciler had an answer for `jobId` at `checkedAt`, covering the log up to `checkedSeq`. */
+  recordCheck(jobId: number, checkedAt: number, checkedSeq: number): Promise<void>
+  /**
+   * The age (ms) of the open job that has gone longest without an event or a check, at `now`;
+   * null when no job is open.
+   */
+  oldestUnchecked(now: number): Promise<number | null>
+  /**
+   * Takes a request slot for `key` at `now` if fewer than `limit` requests were sent in the last
+   * `windowMs` and no pause is on; otherwise takes nothing and returns how long to wait (ms).
+   * Atomic across processes.
+   */
+  takeRequestSlot(key: string, now: number, limit: number, windowMs: number): Promise<number>
+  /** Stops every request for `key` until `until` (a 429's Retry-After), in every process. */
+  pauseRequests(key: string, until: number): Promise<void>
+  /** The send times (ms) of the requests in `key`'s window, oldest first (for tests and metrics). */
+  requestTimes(key: string, since: number): Promise<number[]>
 }

@@ -4,7 +4,7 @@ import type { G2SentryStore, LogRow } from '../domain/types.js'
 
 /** The columns of an export, in order: the CSV header and the NDJSON keys. */
 export const EXPORT_COLUMNS = ['seq', 'receivedAt', 'jobId', 'eventType', 'jobStatus', 'jobName', 'guardianPhone',
-  'outcome', 'sameAs', 'signature', 'contentHash', 'prevHash', 'hash', 'body'] as const
+  'outcome', 'source', 'sameAs', 'signature', 'contentHash', 'prevHash', 'hash', 'body'] as const
 
 export interface ExportOptions {
   /** Only this job's rows. */
@@ -40,6 +40,7 @@ export const logRecord = (row: LogRow) => ({
   jobName: row.jobName,
   guardianPhone: row.guardianPhone,
   outcome: row.outcome,
+  source: row.source,
   sameAs: row.sameAs,
   signature: row.signature,
   contentHash: row.contentHash,

@@ -19,6 +19,7 @@ const eventView = (row: LogRow) => ({
   jobName: row.jobName,
   guardianPhone: row.guardianPhone,
   outcome: row.outcome,
+  source: row.source,
   receivedAt: iso(row.receivedAt)
 })
 

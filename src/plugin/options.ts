@@ -62,9 +62,31 @@ export interface G2SentryOptions {
    * failed delivery. Reactions that must not be lost read the log as a consumer.
    */
   onEvent?: (event: CommittedEvent, request: FastifyRequest | undefined) => void | Promise<void>
+  /**
+   * Reconciliation with G2 Sentry's Partner API (off by default): asks about jobs that callbacks
+   * cannot settle (cancellations, lost or late withdrawals) and appends what differs to the log.
+   */
+  reconcile?: ReconcileOptions
   /** Passed by Fastify when the plugin is registered with a prefix. */
   prefix?: string
 }
+
+export interface ReconcileOptions {
+  /** The Partner API's base URL, e.g. `https://partner-api-demo.g2sentry.com`. */
+  baseUrl: string
+  partnerKey: string
+  partnerSecret: string
+  /** Ask about an open job after this long without an event or a check (ms, default 30 minutes). */
+  quietFor?: number
+  /** Between rounds (ms, default 60 s). */
+  every?: number
+  /** The most Partner API requests in any 60 s, shared by every process on the database (default 50 of G2 Sentry's 60). */
+  requestsPerMinute?: number
+  /** How long a process holds the reconciler's lease unless it renews it (ms, default 30 s). */
+  leaseTtl?: number
+}
+
+export type ResolvedReconcileOptions = Required<ReconcileOptions>
 
 export interface ResolvedOptions {
   secrets: string[]
@@ -77,6 +99,7 @@ export interface ResolvedOptions {
   forward: ForwardOptions | undefined
   metrics: false | ({ path: string; registry: Registry | undefined } & JobRouteOptions)
   stream: StreamLimits
+  reconcile: ResolvedReconcileOptions | undefined
   prefix: string
 }
 
@@ -142,6 +165,37 @@ export function resolveOptions (options: G2SentryOptions): ResolvedOptions {
     jobRoutes: routes,
     onEvent,
     forward: options.forward,
+    reconcile: resolveReconcile(options.reconcile),
     prefix: options.prefix ?? ''
+  }
+}
+
+const positive = (name: string, value: unknown, fallback: number, max = Number.MAX_SAFE_INTEGER): number => {
+  if (value === undefined) return fallback
+  if (!(Number.isSafeInteger(value) && (value as number) > 0 && (value as number) <= max)) fail(`${name} must be a positive integer${max < Number.MAX_SAFE_INTEGER ? ` up to ${max}` : ''}`)
+  return value as number
+}
+
+function resolveReconcile (reconcile: ReconcileOptions | undefined): ResolvedReconcileOptions | undefined {
+  if (reconcile === undefined) return undefined
+  if (typeof reconcile !== 'object' || reconcile === null) fail('reconcile must be an object: { baseUrl, partnerKey, partnerSecret }')
+  const { baseUrl, partnerKey, partnerSecret } = reconcile
+  let url: URL | undefined
+  try { url = new URL(String(baseUrl)) } catch {}
+  if (typeof baseUrl !== 'string' || url === undefined || (url.protocol !== 'https:' && url.protocol !== 'http:')) {
+    fail('reconcile.baseUrl must be the Partner API\'s http(s) URL, e.g. https://partner-api-demo.g2sentry.com')
+  }
+  if (typeof partnerKey !== 'string' || partnerKey === '') fail('reconcile.partnerKey must be a non-empty string')
+  // The message never quotes the secret.
+  if (typeof partnerSecret !== 'string' || partnerSecret === '') fail('reconcile.partnerSecret must be a non-empty string')
+  return {
+    baseUrl,
+    partnerKey,
+    partnerSecret,
+    quietFor: positive('reconcile.quietFor', reconcile.quietFor, 30 * 60_000),
+    every: positive('reconcile.every', reconcile.every, 60_000),
+    // G2 Sentry allows 60 a minute per key; more could only earn 429s.
+    requestsPerMinute: positive('reconcile.requestsPerMinute', reconcile.requestsPerMinute, 50, 60),
+    leaseTtl: positive('reconcile.leaseTtl', reconcile.leaseTtl, 30_000)
   }
 }

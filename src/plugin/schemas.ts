@@ -46,6 +46,8 @@ export const JobEventsView = Type.Object({
     jobName: Type.String(),
     guardianPhone: Type.Union([Type.String(), Type.Null()]),
     outcome: CallbackResponse.properties.outcome,
+    /** `callback`, or `api` for a row the reconciler wrote from G2 Sentry's Partner API. */
+    source: Type.Union([Type.Literal('callback'), Type.Literal('api')]),
     receivedAt: Type.String({ format: 'date-time' })
   }))
 })

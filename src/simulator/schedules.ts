@@ -8,8 +8,11 @@
  */
 import type { JobEvent, JobStatus } from '../domain/types.js'
 
-/** One thing that happens to a job at G2 Sentry, named for the reader of a shrunk counterexample. */
-export type Step = 'assign' | 'assignWithPhone' | 'withdraw' | 'start' | 'complete'
+/**
+ * One thing that happens to a job at G2 Sentry, named for the reader of a shrunk counterexample.
+ * `cancel` (the client cancels) is never pushed: only the Partner API tells it.
+ */
+export type Step = 'assign' | 'assignWithPhone' | 'withdraw' | 'start' | 'complete' | 'cancel'
 
 
 /** One POST the receiver sees. `attempt` counts the arrivals of the same event (1 = the first to arrive). */
@@ -38,7 +41,7 @@ export type Bound = 'none' | 'withdrawals'
 /** A source of uniform numbers in [0, 1), such as `mulberry32(seed)`. */
 export type Rng = () => number
 
-const EVENT: Record<Step, { eventType: string; jobStatus: JobStatus; phone: boolean }> = {
+const EVENT: Record<Exclude<Step, 'cancel'>, { eventType: string; jobStatus: JobStatus; phone: boolean }> = {
   assign: { eventType: 'JobAssigned', jobStatus: 'Assigned', phone: false },
   assignWithPhone: { eventType: 'JobAssigned', jobStatus: 'Assigned', phone: true },
   withdraw: { eventType: 'JobWithdrawed', jobStatus: 'New', phone: false },
@@ -47,10 +50,15 @@ const EVENT: Record<Step, { eventType: string; jobStatus: JobStatus; phone: bool
   complete: { eventType: 'JobCompleted', jobStatus: 'Completed', phone: false }
 }
 
+/** The status each step leaves the job in. */
+const STATUS_AFTER: Record<Step, JobStatus> = {
+  assign: 'Assigned', assignWithPhone: 'Assigned', withdraw: 'New', start: 'InProgress', complete: 'Completed', cancel: 'Canceled'
+}
+
 /** G2 Sentry's workflow, as the steps that may follow each status. Cancellation is never pushed. */
 const NEXT: Record<JobStatus, readonly Step[]> = {
-  New: ['assign', 'assignWithPhone'],
-  Assigned: ['withdraw', 'start'],
+  New: ['assign', 'assignWithPhone', 'cancel'],
+  Assigned: ['withdraw', 'start', 'cancel'],
   InProgress: ['complete'],
   Completed: [],
   Canceled: []
@@ -78,7 +86,7 @@ export function invalidStepAt (steps: readonly Step[]): number {
   for (let i = 0; i < steps.length; i++) {
     const step = steps[i] as Step
     if (!NEXT[status].includes(step)) return i
-    status = EVENT[step].jobStatus
+    status = STATUS_AFTER[step]
   }
   return -1
 }
@@ -89,14 +97,14 @@ export function guardianPhoneOf (jobId: number): string {
 }
 
 /**
- * The true events of a job that takes `steps`, in the order they happen. The same guardian
- * comes back after each withdrawal, so a re-assignment is identical to an earlier one: the case
- * where identical content must still be applied.
+ * The callbacks G2 Sentry pushes for a job that takes `steps`, in the order they happen (a
+ * cancellation pushes none). The same guardian comes back after each withdrawal, so a
+ * re-assignment is identical to an earlier one: the case where identical content must still be applied.
  */
 export function lifecycle (jobId: number, steps: readonly Step[], jobName = `Job ${jobId}`): JobEvent[] {
   const bad = invalidStepAt(steps)
   if (bad !== -1) throw new RangeError(`step ${bad} (${String(steps[bad])}) is not allowed after ${steps.slice(0, bad).join(', ') || 'nothing'}`)
-  return steps.map((step) => {
+  return steps.filter((step): step is Exclude<Step, 'cancel'> => step !== 'cancel').map((step) => {
     const { eventType, jobStatus, phone } = EVENT[step]
     return { jobId, eventType, jobName, jobStatus, ...(phone ? { guardianPhone: guardianPhoneOf(jobId) } : {}) }
   })
@@ -105,6 +113,12 @@ export function lifecycle (jobId: number, steps: readonly Step[], jobName = `Job
 /** Where a job truly is after its events: the last one's status, or `New` before any. */
 export function finalStatus (events: readonly JobEvent[]): JobStatus {
   return events[events.length - 1]?.jobStatus ?? 'New'
+}
+
+/** Where a job truly is after its steps, cancellations included: what G2 Sentry's status endpoint answers. */
+export function trueStatus (steps: readonly Step[]): JobStatus {
+  const last = steps[steps.length - 1]
+  return last === undefined ? 'New' : STATUS_AFTER[last]
 }
 
 /** A small seeded PRNG (mulberry32), so a simulated run can be replayed from its seed. */
@@ -128,21 +142,25 @@ export interface RandomLifecycleOptions {
   maxWithdrawals?: number
   /** The chance to stop after each step, leaving the job unfinished (default 0.2). */
   stopRate?: number
+  /** The chance that the client cancels when it may (New or Assigned, after the first assignment; default 0: never). */
+  cancelRate?: number
 }
 
 /** A random walk through the workflow: at least one step, ending anywhere the workflow allows. */
 export function randomLifecycle (rng: Rng, options: RandomLifecycleOptions = {}): Step[] {
-  const { withdrawals = true, maxWithdrawals = 3, stopRate = 0.2 } = options
+  const { withdrawals = true, maxWithdrawals = 3, stopRate = 0.2, cancelRate = 0 } = options
   const steps: Step[] = []
   let status: JobStatus = 'New'
   let withdrawn = 0
   for (;;) {
-    const allowed: Step[] = NEXT[status].filter((s) => s !== 'withdraw' || (withdrawals && withdrawn < maxWithdrawals))
+    const allowed: Step[] = NEXT[status].filter((s) => s !== 'cancel' && (s !== 'withdraw' || (withdrawals && withdrawn < maxWithdrawals)))
     if (allowed.length === 0 || (steps.length > 0 && rng() < stopRate)) return steps
+    // A job the receiver never heard of cannot be reconciled, so a cancellation follows an assignment.
+    if (steps.length > 0 && NEXT[status].includes('cancel') && cancelRate > 0 && rng() < cancelRate) return [...steps, 'cancel']
     const step: Step = pick(rng, allowed)
     if (step === 'withdraw') withdrawn++
     steps.push(step)
-    status = EVENT[step].jobStatus
+    status = STATUS_AFTER[step]
   }
 }
 
@@ -202,6 +220,11 @@ export function randomArrivals (rng: Rng, events: readonly JobEvent[], options: 
   })
 }
 
+/** The deliveries without any of the events in `lost`: G2 Sentry gave up on those after its last retry. */
+export function withoutLost (deliveries: readonly Delivery[], lost: ReadonlySet<number>): Delivery[] {
+  return deliveries.filter((delivery) => !lost.has(delivery.index))
+}
+
 /**
  * Many jobs' schedules merged, each job's own order kept. `picks[k]` chooses, among the jobs
  * with deliveries left, which one speaks next; once the picks run out the rest follow job by job,
@@ -229,11 +252,13 @@ export interface RandomScheduleOptions extends RandomLifecycleOptions {
   bound?: Bound
   /** The chance that an attempt is lost and retried (default 0.3). */
   lossRate?: number
+  /** The chance that every attempt of an event is lost: G2 Sentry gave up on it (default 0). */
+  giveUpRate?: number
 }
 
 /** A whole run for the simulator and the benchmark: the jobs' truth and the deliveries, replayable from `seed`. */
 export function randomSchedule (seed: number, options: RandomScheduleOptions = {}): { jobs: JobPlan[]; deliveries: Delivery[] } {
-  const { jobs: count = 10, firstJobId = 1, bound = 'none', lossRate } = options
+  const { jobs: count = 10, firstJobId = 1, bound = 'none', lossRate, giveUpRate = 0 } = options
   const rng = mulberry32(seed)
   const jobs: JobPlan[] = []
   const schedules: Delivery[][] = []
@@ -241,8 +266,11 @@ export function randomSchedule (seed: number, options: RandomScheduleOptions = {
     const jobId = firstJobId + n
     const steps = randomLifecycle(rng, options)
     const events = lifecycle(jobId, steps)
-    jobs.push({ jobId, steps, events, finalStatus: finalStatus(events) })
-    schedules.push(schedule(events, randomArrivals(rng, events, lossRate === undefined ? {} : { lossRate }), bound))
+    jobs.push({ jobId, steps, events, finalStatus: trueStatus(steps) })
+    const arrivals = randomArrivals(rng, events, lossRate === undefined ? {} : { lossRate })
+    // The first event always arrives, so the receiver knows the job; any later one may be lost for good.
+    const lost = new Set(events.map((_, i) => i).filter((i) => i > 0 && giveUpRate > 0 && rng() < giveUpRate))
+    schedules.push(withoutLost(schedule(events, arrivals, bound), lost))
   }
   const total = schedules.reduce((sum, s) => sum + s.length, 0)
   const picks = Array.from({ length: total }, () => Math.floor(rng() * count))

@@ -58,7 +58,8 @@ async function request (url: string | URL, init?: RequestInit): Promise<Response
   }
 }
 
-async function post (url: string, secret: string, payload: JobEvent): Promise<{ status: number; answer: unknown }> {
+/** Signs `payload` with `secret` and POSTs it to the callback URL. */
+export async function post (url: string, secret: string, payload: JobEvent): Promise<{ status: number; answer: unknown }> {
   const body = JSON.stringify(payload)
   const response = await request(url, {
     method: 'POST',
@@ -69,7 +70,7 @@ async function post (url: string, secret: string, payload: JobEvent): Promise<{ 
 }
 
 /** Said when the URL answers 404: usually the server's address was given, not the callback's. */
-const notFoundHint = (url: string): string =>
+export const notFoundHint = (url: string): string =>
   `${url} answered 404: --url takes the callback URL itself, e.g. http://127.0.0.1:3000/callbacks/g2sentry`
 
 /** Said when every delivery answered 401: the simulator signs with another secret than the server checks. */

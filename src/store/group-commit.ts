@@ -1,9 +1,12 @@
 // Group commit, shared by the stores: appends wait in a queue and are committed in batches, one
 // batch at a time, each caller learning its own outcome.
-import type { AppendResult, IncomingEvent } from '../domain/types.js'
+import type { AppendResult, IncomingEvent, SupersededResult } from '../domain/types.js'
 
-/** What one event of a batch came to: its result once committed, or its own error. */
-export type BatchOutcome = { ok: true; result: AppendResult } | { ok: false; error: unknown }
+/**
+ * What one event of a batch came to: its result once committed (or, for a conditional event
+ * whose job moved on, that nothing was written), or its own error.
+ */
+export type BatchOutcome = { ok: true; result: AppendResult | SupersededResult } | { ok: false; error: unknown }
 
 /**
  * Commits a batch: one outcome per event, in order; throws when the batch failed as a whole,
@@ -11,7 +14,7 @@ export type BatchOutcome = { ok: true; result: AppendResult } | { ok: false; err
  */
 export type CommitBatch = (events: IncomingEvent[]) => BatchOutcome[] | Promise<BatchOutcome[]>
 
-type Pending = { event: IncomingEvent; resolve: (result: AppendResult) => void; reject: (error: unknown) => void }
+type Pending = { event: IncomingEvent; resolve: (result: AppendResult | SupersededResult) => void; reject: (error: unknown) => void }
 
 /**
  * A batch holds the appends of two turns of the event loop, up to `maxBatch`: the turn that
@@ -22,7 +25,7 @@ type Pending = { event: IncomingEvent; resolve: (result: AppendResult) => void; 
  * wait for the next one.
  */
 export function groupCommit (maxBatch: number, commit: CommitBatch): {
-  append: (event: IncomingEvent) => Promise<AppendResult>
+  append: (event: IncomingEvent) => Promise<AppendResult | SupersededResult>
   /** Commits (or fails) every append queued so far. */
   drain: () => Promise<void>
 } {

@@ -57,7 +57,8 @@ export function replayPage (page: ReplayRow[], cache: ReplayCache, report: Rebui
       jobStatus: row.job_status,
       jobName: row.job_name,
       guardianPhone: row.guardian_phone ?? undefined,
-      receivedAt: row.received_at
+      receivedAt: row.received_at,
+      source: row.source
     })
     if (decision.outcome !== row.outcome) {
       report.outcomeMismatches.push({ seq: row.seq, stored: row.outcome, replayed: decision.outcome })

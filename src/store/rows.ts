@@ -1,7 +1,7 @@
 import { hash } from 'node:crypto'
 // Table and column names, and the mapping between rows and the store's types, shared by every
 // SQL backend: the SQLite and PostgreSQL schemas use the same names.
-import type { AppendResult, IncomingEvent, JobState, JobStatus, LogRow, Outcome, QuarantineRow } from '../domain/types.js'
+import type { AppendResult, EventSource, IncomingEvent, JobState, JobStatus, LogRow, Outcome, QuarantineRow } from '../domain/types.js'
 import type { Decision } from '../domain/project-status.js'
 import { GENESIS, rowHash } from './chain.js'
 
@@ -32,6 +32,7 @@ export interface EventRow {
   same_as: number | null
   prev_hash: string | null
   hash: string | null
+  source: EventSource
 }
 
 export interface QuarantineDbRow {
@@ -54,11 +55,11 @@ export const UPDATE_JOB_ON_CONFLICT = `ON CONFLICT (job_id) DO UPDATE SET job_na
   version = excluded.version, event_count = excluded.event_count, updated_at = excluded.updated_at`
 
 /** The columns of `events` an append writes, matching the values `eventParams` gives. */
-export const EVENT_INSERT_COLUMNS = 'seq, job_id, event_type, job_status, job_name, guardian_phone, raw_body, signature, content_hash, received_at, outcome, same_as, prev_hash, hash'
+export const EVENT_INSERT_COLUMNS = 'seq, job_id, event_type, job_status, job_name, guardian_phone, raw_body, signature, content_hash, received_at, outcome, same_as, prev_hash, hash, source'
 
 /** The columns a replay reads. */
-export const REPLAY_COLUMNS = 'seq, job_id, event_type, job_status, job_name, guardian_phone, received_at, outcome'
-export type ReplayRow = Pick<EventRow, 'seq' | 'job_id' | 'event_type' | 'job_status' | 'job_name' | 'guardian_phone' | 'received_at' | 'outcome'>
+export const REPLAY_COLUMNS = 'seq, job_id, event_type, job_status, job_name, guardian_phone, received_at, outcome, source'
+export type ReplayRow = Pick<EventRow, 'seq' | 'job_id' | 'event_type' | 'job_status' | 'job_name' | 'guardian_phone' | 'received_at' | 'outcome' | 'source'>
 
 export const QUARANTINE_INSERT_COLUMNS = 'reason, detail, raw_body, signature, content_type, received_at'
 
@@ -90,6 +91,7 @@ export const toLogRow = (row: EventRow): LogRow => ({
   signature: row.signature,
   contentHash: row.content_hash,
   receivedAt: row.received_at,
+  source: row.source,
   outcome: row.outcome,
   sameAs: row.same_as,
   prevHash: row.prev_hash,
@@ -123,10 +125,11 @@ export function eventParams (
   const seq = (head?.seq ?? 0) + 1
   // After rows from before the chain (no hash), the chain starts again from genesis.
   const prevHash = head?.hash ?? GENESIS
-  const hash = rowHash(prevHash, { seq, receivedAt: event.receivedAt, signature: event.signature, contentHash: bodyHash, outcome, sameAs })
+  const source = event.source ?? 'callback'
+  const hash = rowHash(prevHash, { seq, receivedAt: event.receivedAt, signature: event.signature, contentHash: bodyHash, outcome, sameAs, source })
   return {
     params: [seq, event.jobId, event.eventType, event.jobStatus, event.jobName, event.guardianPhone ?? null, event.rawBody,
-      event.signature, bodyHash, event.receivedAt, outcome, sameAs, prevHash, hash],
+      event.signature, bodyHash, event.receivedAt, outcome, sameAs, prevHash, hash, source],
     next: { seq, hash }
   }
 }

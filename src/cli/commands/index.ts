@@ -3,6 +3,7 @@ import { consumers } from './consumers.js'
 import { exportCommand } from './export.js'
 import { quarantine } from './quarantine.js'
 import { rebuild } from './rebuild.js'
+import { reconcile } from './reconcile.js'
 import { replay } from './replay.js'
 import { simulate } from './simulate.js'
 import { verify } from './verify.js'
@@ -22,6 +23,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   rebuild,
   verify,
   quarantine,
+  reconcile,
   consumers,
   simulate
 }

@@ -1,5 +1,6 @@
 import { DEVELOPMENT_SECRET, simulate as simulateFixed, simulateRandom } from '../../simulator/simulate.js'
-import { defineCommand, wholeNumber } from '../command.js'
+import { simulateReconcile } from '../../simulator/simulate-reconcile.js'
+import { defineCommand, UsageError, wholeNumber } from '../command.js'
 
 /**
  * The callback URL of the example server as the same environment starts it (examples/server.ts
@@ -13,7 +14,8 @@ export function defaultCallbackUrl (env: NodeJS.ProcessEnv): string {
 
 export const simulate = defineCommand({
   summary: 'send signed example callbacks to a running server',
-  usage: 'Usage: g2sentry simulate [--url URL] [--secret SECRET] [--first-job N] [--seed S --jobs N]',
+  usage: `Usage: g2sentry simulate [--url URL] [--secret SECRET] [--first-job N] [--seed S --jobs N]
+       g2sentry simulate --reconcile [--api-port N] [--url URL] [--secret SECRET] [--seed S] [--jobs N] [--wait SECONDS]`,
   help: `Signs and posts a few job lifecycles (with a redelivery, a reordering, a late event and a
 withdrawal) to a running receiver, printing what each delivery got. With --seed, generates
 --jobs random lifecycles instead, delivers each event 1-7 times in a shuffled order, and checks
@@ -25,13 +27,22 @@ through the job routes that every job ends in its true status.
   --seed       seed of a generated schedule (same seed, same deliveries)
   --jobs       jobs in a generated schedule (default 20)
 With $G2SENTRY_READ_TOKEN set, the job routes are read with it, as the example server asks.
-Exit code 1 when a delivery is refused or a job ends in another status.`,
+Exit code 1 when a delivery is refused or a job ends in another status.
+With --reconcile, runs a fake G2 Sentry Partner API on --api-port (default 3100; partner key and
+secret from $G2SENTRY_PARTNER_KEY and $G2SENTRY_PARTNER_SECRET, else demo-partner and
+demo-partner-secret) beside a server started with G2SENTRY_API_URL pointing at it, delivers a
+schedule where some jobs are canceled without a callback and some callbacks are lost for good,
+and waits (--wait, default 180 s) until the server's reconciler shows every job's true status.
+Exit code 0 when all converge within the rate limit, 1 otherwise.`,
   options: {
     url: { type: 'string' },
     secret: { type: 'string', multiple: true },
     'first-job': { type: 'string' },
     seed: { type: 'string' },
-    jobs: { type: 'string' }
+    jobs: { type: 'string' },
+    reconcile: { type: 'boolean' },
+    'api-port': { type: 'string' },
+    wait: { type: 'string' }
   },
   async run (values, { out }) {
     const secret = values.secret?.at(-1) ?? (process.env.G2SENTRY_CALLBACK_SECRET || undefined)
@@ -45,6 +56,18 @@ Exit code 1 when a delivery is refused or a job ends in another status.`,
       firstJobId,
       print: out
     }
+    if (values.reconcile === true) {
+      return await simulateReconcile({
+        ...common,
+        apiPort: wholeNumber('api-port', values['api-port']) ?? 3100,
+        seed: seed ?? 1,
+        jobs,
+        // A range of ids no earlier run used, unless one is given.
+        firstJobId: firstJobId ?? 100_000 + Math.floor(Date.now() / 1000) % 800_000 * 10,
+        waitMs: (wholeNumber('wait', values.wait) ?? 180) * 1000
+      }) ? 0 : 1
+    }
+    if (values['api-port'] !== undefined || values.wait !== undefined) throw new UsageError('--api-port and --wait go with --reconcile')
     if (seed !== undefined) {
       const readToken = process.env.G2SENTRY_READ_TOKEN || undefined
       return await simulateRandom({ ...common, seed, jobs, readToken }) ? 0 : 1

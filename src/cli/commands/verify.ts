@@ -10,7 +10,8 @@ export const verify = defineCommand({
   - the hash chain: every row links to the one before it, its stored fields match its hash and
     its raw body, and no row is missing (the first broken seq is reported);
   - signatures: with --secret (repeat it for every secret in use over the log's lifetime), that
-    one of them signs every row's raw body;
+    one of them signs every callback row's raw body (rows the reconciler wrote from G2 Sentry's
+    Partner API have no signature and are counted apart);
   - the projection: a replay of the whole log equals the stored jobs table, and every row
     replays to the outcome it was given live.
 Exit code 0 when all hold, 1 otherwise.`,
@@ -26,8 +27,10 @@ Exit code 0 when all hold, 1 otherwise.`,
         ? `chain: ok, ${report.events - chain.unchainedRows} rows linked${chain.unchainedRows > 0 ? ` (${chain.unchainedRows} older rows have no hash)` : ''}`
         : `chain: BROKEN at seq ${chain.firstBrokenSeq}: ${chain.problem}`)
       if (unsigned === null) await out('signatures: not checked (give --secret to check them)')
-      else if (unsigned.length === 0) await out('signatures: ok, every row is signed by a given secret')
+      else if (unsigned.length === 0) await out(`signatures: ok, every ${report.apiRows > 0 ? 'callback ' : ''}row is signed by a given secret`)
       else await out(`signatures: ${unsigned.length} rows are signed by none of the given secrets: seq ${unsigned.slice(0, 20).join(', ')}${unsigned.length > 20 ? ', …' : ''}`)
+      // Rows from the Partner API carry no signature: the chain is their evidence.
+      if (report.apiRows > 0) await out(`${report.apiRows} ${report.apiRows === 1 ? 'row' : 'rows'} from the Partner API (chained, not signed)`)
       for (const line of describeRebuild(projection, 'projection: replayed')) await out(line)
       await out(report.ok ? 'ok: the log is intact and the stored projection equals a rebuild from it' : 'FAILED')
       return report.ok ? 0 : 1

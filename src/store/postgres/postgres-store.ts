@@ -1,4 +1,4 @@
-import type { AppendResult, G2SentryStore, IncomingEvent, JobState, RebuildReport } from '../../domain/types.js'
+import type { AppendResult, ConditionalEvent, G2SentryStore, IncomingEvent, JobState, RebuildReport } from '../../domain/types.js'
 import { errors } from '../../errors.js'
 import { commitListeners } from '../commit-listeners.js'
 import { groupCommit } from '../group-commit.js'
@@ -6,6 +6,7 @@ import { postgresConsumers } from './postgres-consumers.js'
 import { commitAnnouncer, commitChannel, commitListener, type NotifyClient } from './commit-channel.js'
 import { ACQUIRE_LEASE, checkLeaseRequest, LIST_LEASES, positional, RELEASE_LEASE, SELECT_LEASE, toGrant, toLease, type LeaseDbRow } from '../leases.js'
 import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from '../replay-core.js'
+import { postgresReconcileState } from './postgres-reconcile.js'
 import {
   JOB_COLUMNS, jobParams, REPLAY_COLUMNS, toJob, toLogRow, toQuarantine, UPDATE_JOB_ON_CONFLICT, type ChainHead,
   type EventRow, type JobRow, type QuarantineDbRow, type ReplayRow
@@ -97,6 +98,11 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
   const store: G2SentryStore = {
     append (event: IncomingEvent): Promise<AppendResult> {
       if (!Number.isSafeInteger(event.jobId)) return Promise.reject(new errors.INVALID_EVENT('jobId must be a safe integer'))
+      // An IncomingEvent has no ifLastSeq, so it is never superseded.
+      return queue.append(event) as Promise<AppendResult>
+    },
+    appendIf (event: ConditionalEvent) {
+      if (!Number.isSafeInteger(event.jobId)) return Promise.reject(new errors.INVALID_EVENT('jobId must be a safe integer'))
       return queue.append(event)
     },
     quarantine: (entry) => writer.quarantine(entry),
@@ -168,6 +174,8 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
   }
   return {
     append: track(store.append),
+    appendIf: track(store.appendIf as NonNullable<G2SentryStore['appendIf']>),
+    reconcileState: postgresReconcileState(pool, track),
     quarantine: track(store.quarantine),
     getJob: track(store.getJob),
     listJobs: track(store.listJobs),

@@ -3,7 +3,7 @@
 // gathers the batches). Mirrors src/store/sqlite/sqlite-writer.ts.
 import { join } from 'node:path'
 import { projectEvent } from '../../domain/project-status.js'
-import type { AppendResult, IncomingEvent, JobState, QuarantineInput } from '../../domain/types.js'
+import type { AppendResult, ConditionalEvent, IncomingEvent, JobState, QuarantineInput, SupersededResult } from '../../domain/types.js'
 import { errors } from '../../errors.js'
 import type { BatchOutcome } from '../group-commit.js'
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from '../migrations.js'
@@ -105,13 +105,13 @@ const BEGIN_APPEND = 'BEGIN; SET LOCAL synchronous_commit = on'
 // chain's head row (held for two round trips and the commit).
 export const SELECT_HEAD = 'SELECT seq, hash FROM g2sentry_chain WHERE id = 1'
 
-// The event, and the projection row when the event has one ($15), in one statement.
+// The event, and the projection row when the event has one ($16), in one statement.
 const APPEND = `WITH event AS (
     INSERT INTO events (${EVENT_INSERT_COLUMNS})
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)),
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)),
   head AS (UPDATE g2sentry_chain SET seq = $1, hash = $14 WHERE id = 1)
   INSERT INTO jobs (${JOB_COLUMNS})
-  SELECT $2, $16::text, $17::text, $18::text, $19::text, $20::int, $21::int, $22::bigint, $23::bigint WHERE $15::boolean
+  SELECT $2, $17::text, $18::text, $19::text, $20::text, $21::int, $22::int, $23::bigint, $24::bigint WHERE $16::boolean
   ${UPDATE_JOB_ON_CONFLICT}`
 
 // A batch's events, its projection rows (the last state of each job it touched) and the new
@@ -119,10 +119,10 @@ const APPEND = `WITH event AS (
 const APPEND_BATCH = `WITH event AS (
     INSERT INTO events (${EVENT_INSERT_COLUMNS})
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[],
-      $8::text[], $9::text[], $10::bigint[], $11::text[], $12::bigint[], $13::text[], $14::text[])),
-  head AS (UPDATE g2sentry_chain SET seq = $15, hash = $16 WHERE id = 1)
+      $8::text[], $9::text[], $10::bigint[], $11::text[], $12::bigint[], $13::text[], $14::text[], $15::text[])),
+  head AS (UPDATE g2sentry_chain SET seq = $16, hash = $17 WHERE id = 1)
   INSERT INTO jobs (${JOB_COLUMNS})
-  SELECT * FROM unnest($17::bigint[], $18::text[], $19::text[], $20::text[], $21::text[], $22::int[], $23::int[], $24::bigint[], $25::bigint[])
+  SELECT * FROM unnest($18::bigint[], $19::text[], $20::text[], $21::text[], $22::text[], $23::int[], $24::int[], $25::bigint[], $26::bigint[])
   ${UPDATE_JOB_ON_CONFLICT}`
 
 /** Rows as columns, for unnest. */
@@ -176,9 +176,9 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
   }
 
   /** One append in its own transaction: a batch that failed is run again this way. */
-  async function appendOne (event: IncomingEvent): Promise<AppendResult> {
+  async function appendOne (event: IncomingEvent): Promise<AppendResult | SupersededResult> {
     const started = process.hrtime.bigint()
-    const result = await appendTransaction(async (client) => {
+    const result = await appendTransaction<AppendResult | SupersededResult>(async (client) => {
       // Two round trips besides begin and commit: lock the chain's head and read the job and an
       // earlier row with the same body; write the event, the head and the projection in one
       // statement. The job id is a checked integer and the body hash is hex, both safe to inline.
@@ -187,6 +187,12 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
         SELECT * FROM jobs WHERE job_id = ${event.jobId};
         SELECT seq FROM events WHERE job_id = ${event.jobId} AND content_hash = '${bodyHash}' ORDER BY seq LIMIT 1`
       ) as unknown as [QueryResult<ChainHead>, QueryResult<JobRow>, QueryResult<{ seq: number }>]
+      const { ifLastSeq } = event as Partial<ConditionalEvent>
+      if (ifLastSeq !== undefined) {
+        const { rows: [last] } = await client.query<{ seq: number | null }>(`SELECT max(seq) AS seq FROM events WHERE job_id = ${event.jobId}`)
+        const lastSeq = last?.seq ?? 0
+        if (lastSeq !== ifLastSeq) return { value: { outcome: 'superseded', jobId: event.jobId, lastSeq }, head: head ?? { seq: 0, hash: null } }
+      }
       const decision = projectEvent(current && toJob(current), event)
       const sameAs = decision.outcome === 'duplicate' ? same?.seq ?? null : null
       const { params, next } = eventParams(event, bodyHash, head, decision.outcome, sameAs)
@@ -194,7 +200,7 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
       await client.query(APPEND, [...params, writeJob, ...(writeJob ? jobParams(decision.state).slice(1) : Array(8).fill(null))])
       return { value: appendResult(decision, next.seq, event.jobId), head: next }
     })
-    committed(1, started, result.seq)
+    if (result.outcome !== 'superseded') committed(1, started, result.seq)
     return result
   }
 
@@ -204,8 +210,10 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
    * memory, in order, on those states; one statement writes every event, the last state of each
    * job and the new head.
    */
-  async function appendMany (events: IncomingEvent[]): Promise<AppendResult[]> {
+  async function appendMany (events: IncomingEvent[]): Promise<Array<AppendResult | SupersededResult>> {
     const started = process.hrtime.bigint()
+    let written = 0
+    let lastSeq = 0
     const results = await appendTransaction(async (client) => {
       const hashes = events.map((event) => contentHash(event.rawBody))
       // Job ids are checked integers and hashes hex: both safe to inline.
@@ -217,13 +225,27 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
           GROUP BY job_id, content_hash`
       ) as unknown as [QueryResult<ChainHead>, QueryResult<JobRow>, QueryResult<{ job_id: number; content_hash: string; seq: number }>]
       const states = new Map(jobRows.map((row) => [row.job_id, toJob(row)]))
+      // Conditional appends (the reconciler's) compare with each job's last seq, kept up to date
+      // through the batch; a batch of callbacks alone never reads it.
+      const conditional = events.filter((event) => (event as Partial<ConditionalEvent>).ifLastSeq !== undefined)
+      const lastSeqs = new Map<number, number>()
+      if (conditional.length > 0) {
+        const { rows: lasts } = await client.query<{ job_id: number; seq: number }>(
+          'SELECT job_id, max(seq) AS seq FROM events WHERE job_id = ANY($1::bigint[]) GROUP BY job_id', [conditional.map((e) => e.jobId)])
+        for (const row of lasts) lastSeqs.set(row.job_id, row.seq)
+      }
       const touched = new Set<number>()
       // The first row of each job with each body: from the log, else from this batch.
       const firstSeq = new Map(firsts.map((row) => [`${row.job_id} ${row.content_hash}`, row.seq]))
       const rows: unknown[][] = []
-      const results: AppendResult[] = []
+      const results: Array<AppendResult | SupersededResult> = []
       let at: ChainHead | undefined = head
       events.forEach((event, i) => {
+        const { ifLastSeq } = event as Partial<ConditionalEvent>
+        if (ifLastSeq !== undefined && ifLastSeq !== (lastSeqs.get(event.jobId) ?? 0)) {
+          results.push({ outcome: 'superseded', jobId: event.jobId, lastSeq: lastSeqs.get(event.jobId) ?? 0 })
+          return
+        }
         const bodyHash = hashes[i] as string
         const decision = projectEvent(states.get(event.jobId), event)
         const key = `${event.jobId} ${bodyHash}`
@@ -235,14 +257,17 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
           touched.add(event.jobId)
         }
         rows.push(params)
+        if (conditional.length > 0) lastSeqs.set(event.jobId, next.seq)
         at = next
         results.push(appendResult(decision, next.seq, event.jobId))
       })
       const jobs = [...touched].map((jobId) => jobParams(states.get(jobId) as JobState))
-      await client.query(APPEND_BATCH, [...columnsOf(rows, 14), at?.seq, at?.hash, ...columnsOf(jobs, 9)])
-      return { value: results, head: at as ChainHead }
+      if (rows.length > 0) await client.query(APPEND_BATCH, [...columnsOf(rows, 15), at?.seq, at?.hash, ...columnsOf(jobs, 9)])
+      written = rows.length
+      lastSeq = at?.seq ?? 0
+      return { value: results, head: at ?? { seq: 0, hash: null } }
     })
-    committed(events.length, started, (results[results.length - 1] as AppendResult).seq)
+    if (written > 0) committed(written, started, lastSeq)
     return results
   }
 

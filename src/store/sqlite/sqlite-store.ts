@@ -1,5 +1,5 @@
 import type Database from 'better-sqlite3'
-import type { G2SentryStore, ListJobsQuery, QuarantineInput, ReadLogQuery, RebuildReport } from '../../domain/types.js'
+import type { AppendResult, G2SentryStore, ListJobsQuery, QuarantineInput, ReadLogQuery, RebuildReport } from '../../domain/types.js'
 import { errors } from '../../errors.js'
 import { commitListeners } from '../commit-listeners.js'
 import { groupCommit } from '../group-commit.js'
@@ -11,6 +11,7 @@ import {
   type EventRow, type JobRow, type QuarantineDbRow, type ReplayRow
 } from '../rows.js'
 import { openReadOnly } from './sqlite-read-only.js'
+import { sqliteReconcileState } from './sqlite-reconcile.js'
 import { createWriter, HEAD_SQL, openConnection, UPSERT_JOB, type ConnectionSettings } from './sqlite-writer.js'
 
 export interface SqliteStoreOptions extends ConnectionSettings {
@@ -28,7 +29,7 @@ export interface SqliteStoreOptions extends ConnectionSettings {
 }
 
 /** Opens (and, unless `readOnly`, migrates) a SQLite event store. */
-export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { readonly db: Database.Database } {
+export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & Required<Pick<G2SentryStore, 'appendIf' | 'reconcileState'>> & { readonly db: Database.Database } {
   const db = options.readOnly === true ? openReadOnly(options.filename, options) : openConnection(options.filename, options, true)
   const writer = createWriter(db)
 
@@ -102,8 +103,14 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & { rea
     db,
     append (event) {
       if (closed) return Promise.reject(new errors.STORE_CLOSED())
+      // An IncomingEvent has no ifLastSeq, so it is never superseded.
+      return queue.append(event) as Promise<AppendResult>
+    },
+    appendIf (event) {
+      if (closed) return Promise.reject(new errors.STORE_CLOSED())
       return queue.append(event)
     },
+    reconcileState: sqliteReconcileState(db),
     async quarantine (entry: QuarantineInput) {
       return writer.quarantine(entry)
     },

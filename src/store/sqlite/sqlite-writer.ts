@@ -3,7 +3,7 @@
 import Database from 'better-sqlite3'
 import { join } from 'node:path'
 import { projectEvent } from '../../domain/project-status.js'
-import type { AppendResult, IncomingEvent, JobState, QuarantineInput } from '../../domain/types.js'
+import type { AppendResult, ConditionalEvent, IncomingEvent, JobState, QuarantineInput, SupersededResult } from '../../domain/types.js'
 import type { BatchOutcome } from '../group-commit.js'
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from '../migrations.js'
 import {
@@ -54,7 +54,8 @@ export interface SqliteWriter {
 export function createWriter (db: Database.Database): SqliteWriter {
   const selectJob = db.prepare<[number], JobRow>('SELECT * FROM jobs WHERE job_id = ?')
   const upsertJob = db.prepare(UPSERT_JOB)
-  const insertEvent = db.prepare(`INSERT INTO events (${EVENT_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+  const insertEvent = db.prepare(`INSERT INTO events (${EVENT_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+  const lastSeqOf = db.prepare<[number], { seq: number | null }>('SELECT max(seq) AS seq FROM events WHERE job_id = ?')
   const selectHead = db.prepare<[], ChainHead>(HEAD_SQL)
   const firstSameContent = db.prepare<[number, string], { seq: number }>(
     'SELECT seq FROM events WHERE job_id = ? AND content_hash = ? ORDER BY seq LIMIT 1')
@@ -64,7 +65,12 @@ export function createWriter (db: Database.Database): SqliteWriter {
   // The chain's head, read again at the start of every write transaction (another connection may
   // have appended) and moved only once an event is fully written.
   let head: ChainHead | undefined
-  const append = (event: IncomingEvent): AppendResult => {
+  const append = (event: IncomingEvent): AppendResult | SupersededResult => {
+    const { ifLastSeq } = event as Partial<ConditionalEvent>
+    if (ifLastSeq !== undefined) {
+      const lastSeq = lastSeqOf.get(event.jobId)?.seq ?? 0
+      if (lastSeq !== ifLastSeq) return { outcome: 'superseded', jobId: event.jobId, lastSeq }
+    }
     const current = selectJob.get(event.jobId)
     const decision = projectEvent(current && toJob(current), event)
     const bodyHash = contentHash(event.rawBody)

@@ -1,0 +1,87 @@
+// The reconciler's state on PostgreSQL: its candidate queries, job checks and the shared
+// rate-limit window. Taking a request slot locks the partner key's row, so instances take turns.
+import type { ReconcileState } from '../../domain/types.js'
+import {
+  maxOf, NAMED_CANDIDATES, OLDEST_UNCHECKED, OPEN_CANDIDATES, RECORD_CHECK, toCandidate, URGENT_CANDIDATES, type CandidateRow
+} from '../reconcile-sql.js'
+
+interface Client {
+  query: <R = Record<string, unknown>>(text: string, values?: unknown[]) => Promise<{ rows: R[] }>
+  release: (error?: Error | boolean) => void
+}
+interface Pool {
+  query: Client['query']
+  connect: () => Promise<Client>
+}
+type Track = <A extends unknown[], R>(operation: (...args: A) => Promise<R>) => (...args: A) => Promise<R>
+
+const URGENT = maxOf(URGENT_CANDIDATES, 'postgres')
+const OPEN = maxOf(OPEN_CANDIDATES, 'postgres')
+const OLDEST = maxOf(OLDEST_UNCHECKED, 'postgres')
+
+/** `track` keeps the store's close waiting for operations under way. */
+export function postgresReconcileState (pool: Pool, track: Track): ReconcileState {
+  const state: ReconcileState = {
+    async candidates (query) {
+      if (query.jobIds !== undefined) {
+        if (query.jobIds.length === 0) return []
+        return (await pool.query<CandidateRow>(maxOf(NAMED_CANDIDATES(query.jobIds), 'postgres'))).rows.map(toCandidate)
+      }
+      const { rows } = query.allOpen === true
+        ? await pool.query<CandidateRow>(OPEN, [query.afterJobId ?? 0, query.limit])
+        : await pool.query<CandidateRow>(URGENT, [query.now - query.quietFor, query.limit])
+      return rows.map(toCandidate)
+    },
+    async recordCheck (jobId, checkedAt, checkedSeq) {
+      await pool.query(RECORD_CHECK, [jobId, checkedAt, checkedSeq])
+    },
+    async oldestUnchecked (now) {
+      const { rows: [row] } = await pool.query<{ age: number | null }>(OLDEST, [now])
+      return row?.age ?? null
+    },
+    async takeRequestSlot (key, now, limit, windowMs) {
+      const client = await pool.connect()
+      try {
+        await client.query('BEGIN')
+        await client.query('INSERT INTO partner_limits (partner_key) VALUES ($1) ON CONFLICT DO NOTHING', [key])
+        const { rows: [limits] } = await client.query<{ paused_until: number }>(
+          'SELECT paused_until FROM partner_limits WHERE partner_key = $1 FOR UPDATE', [key])
+        let wait = 0
+        const paused = limits?.paused_until ?? 0
+        if (paused > now) wait = paused - now
+        else {
+          await client.query('DELETE FROM partner_requests WHERE partner_key = $1 AND sent_at <= $2', [key, now - windowMs])
+          const { rows } = await client.query<{ sent_at: number }>(
+            'SELECT sent_at FROM partner_requests WHERE partner_key = $1 ORDER BY sent_at', [key])
+          // The slot frees when the request `limit` places before the next one leaves the window.
+          if (rows.length >= limit) wait = Math.max((rows[rows.length - limit]?.sent_at ?? now) + windowMs - now, 1)
+          else await client.query('INSERT INTO partner_requests (partner_key, sent_at) VALUES ($1, $2)', [key, now])
+        }
+        await client.query('COMMIT')
+        client.release()
+        return wait
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => {})
+        client.release(true)
+        throw error
+      }
+    },
+    async pauseRequests (key, until) {
+      await pool.query(`INSERT INTO partner_limits (partner_key, paused_until) VALUES ($1, $2)
+        ON CONFLICT (partner_key) DO UPDATE SET paused_until = greatest(partner_limits.paused_until, excluded.paused_until)`, [key, until])
+    },
+    async requestTimes (key, since) {
+      const { rows } = await pool.query<{ sent_at: number }>(
+        'SELECT sent_at FROM partner_requests WHERE partner_key = $1 AND sent_at >= $2 ORDER BY sent_at', [key, since])
+      return rows.map((row) => row.sent_at)
+    }
+  }
+  return {
+    candidates: track(state.candidates),
+    recordCheck: track(state.recordCheck),
+    oldestUnchecked: track(state.oldestUnchecked),
+    takeRequestSlot: track(state.takeRequestSlot),
+    pauseRequests: track(state.pauseRequests),
+    requestTimes: track(state.requestTimes)
+  }
+}

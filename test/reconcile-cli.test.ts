@@ -1,0 +1,100 @@
+// `g2sentry reconcile` as a user runs it (the built CLI in a child process) against the fake
+// G2 Sentry, on a log written through the plugin, SQLite and PostgreSQL.
+import t, { type Test } from 'tap'
+import { join } from 'node:path'
+import { buildApp, post, assigned, started, withdrawn, completed } from './helpers.js'
+import { runCli, cliEnv } from './cli-process.js'
+import { startFake } from './reconciler.js'
+import { freshSchema, pgAvailable, pgUrl } from './pg.js'
+import { openStore } from '../src/store/open-store.js'
+
+t.setTimeout(120_000)
+
+async function writeLog (t: Test, database: string): Promise<void> {
+  const app = await buildApp(t, { database })
+  for (const payload of [assigned(11), assigned(12), assigned(13), assigned(13), withdrawn(13), started(14), assigned(15), completed(16), started(17)]) {
+    t.equal((await post(app, payload)).statusCode, 200)
+  }
+  await app.close()
+}
+
+async function behaviour (t: Test, database: string): Promise<void> {
+  await writeLog(t, database)
+  const fake = await startFake(t)
+  fake.setStatus(11, 'Canceled') // canceled, never pushed
+  fake.setStatus(12, 'New') // the withdrawal's callback was lost
+  fake.setStatus(13, 'Assigned') // the withdrawal arrived after the re-assignment
+  fake.setStatus(14, 'InProgress') // agrees
+  fake.setStatus(16, 'Completed') // terminal: not asked about
+  fake.setStatus(17, 'Assigned') // the projection moved past it: a conflict
+  // 15 is unknown to G2 Sentry.
+  const env = cliEnv({ G2SENTRY_API_URL: fake.url, G2SENTRY_PARTNER_KEY: fake.partnerKey, G2SENTRY_PARTNER_SECRET: fake.partnerSecret })
+
+  const dry = await runCli(['reconcile', '--db', database, '--dry-run'], { env })
+  t.equal(dry.code, 0, dry.stderr)
+  t.match(dry.stdout, /job 11: Assigned -> Canceled \(dry run, not appended\)/)
+  t.match(dry.stdout, /asked about 6 jobs: 3 would be reconciled, 1 equal, 1 conflicts, 1 unknown, 0 superseded/)
+
+  const run = await runCli(['reconcile', '--db', database], { env })
+  t.equal(run.code, 0, run.stderr)
+  const lines = run.stdout.trim().split('\n')
+  t.same(lines.filter((l) => / -> /.test(l)), [
+    'job 11: Assigned -> Canceled (seq 10)',
+    'job 12: Assigned -> New (seq 11)',
+    'job 13: New -> Assigned (seq 12)'
+  ])
+  t.ok(lines.includes('job 15: unknown to G2 Sentry'))
+  t.ok(lines.includes('job 17: InProgress, but G2 Sentry says Assigned: the projection moved past it, not applied (conflict)'))
+  t.equal(lines.at(-1), 'asked about 6 jobs: 3 reconciled, 1 equal, 1 conflicts, 1 unknown, 0 superseded')
+  t.equal(fake.requests.filter((r) => r.path === '/jobs/16/status').length, 0, 'the completed job is never asked about')
+  t.equal(fake.maxInWindow(), fake.requests.length, 'every request in one minute…')
+  t.ok(fake.requests.length <= 50, '…and no more than 50 of them')
+
+  const store = await openStore(database)
+  t.same(await Promise.all([11, 12, 13, 14, 17].map(async (id) => (await store.getJob(id))?.status)), ['Canceled', 'New', 'Assigned', 'InProgress', 'InProgress'])
+  await store.close()
+
+  const verify = await runCli(['verify', '--db', database, '--secret', 'test-secret'], { env })
+  t.equal(verify.code, 0, verify.stdout)
+  t.match(verify.stdout, /signatures: ok, every callback row is signed by a given secret/)
+  t.match(verify.stdout, /3 rows from the Partner API \(chained, not signed\)/)
+
+  const replay = await runCli(['replay', '--db', database, '--job', '11'], { env })
+  t.same(replay.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { source: string }).source), ['callback', 'api'], 'replay shows the source')
+
+  const again = await runCli(['reconcile', '--db', database, '--job', '11', '--job', '99'], { env })
+  t.equal(again.code, 0)
+  t.match(again.stdout, /job 99: not in the log, not asked about/)
+  t.match(again.stdout, /asked about 1 jobs: 0 reconciled, 1 equal/, 'a named job is asked about even when terminal')
+}
+
+t.test('SQLite: every open job converges, one line per difference', async (t) => {
+  await behaviour(t, join(t.testdir(), 'g2.db'))
+})
+
+t.test('PostgreSQL: the same', { skip: !(await pgAvailable()) && process.env.G2SENTRY_TEST_PG === undefined ? 'no PostgreSQL' : false }, async (t) => {
+  const url = new URL(pgUrl())
+  url.searchParams.set('schema', freshSchema(t))
+  await behaviour(t, url.href)
+})
+
+t.test('refused credentials: exit 1; missing ones: a usage error', async (t) => {
+  const database = join(t.testdir(), 'g2.db')
+  await writeLog(t, database)
+  const fake = await startFake(t)
+  const refused = await runCli(['reconcile', '--db', database], {
+    env: cliEnv({ G2SENTRY_API_URL: fake.url, G2SENTRY_PARTNER_KEY: fake.partnerKey, G2SENTRY_PARTNER_SECRET: 'wrong-partner-secret' })
+  })
+  t.equal(refused.code, 1)
+  t.match(refused.stdout, /stopped: G2 Sentry refused the partner key and secret \(HTTP 401 at \/access\/login\)/)
+  t.notMatch(refused.stdout + refused.stderr, /wrong-partner-secret/, 'the secret is never printed')
+
+  const env = cliEnv()
+  for (const name of ['G2SENTRY_API_URL', 'G2SENTRY_PARTNER_KEY', 'G2SENTRY_PARTNER_SECRET']) delete env[name]
+  const missing = await runCli(['reconcile', '--db', database], { env })
+  t.equal(missing.code, 2)
+  t.match(missing.stderr, /reconcile needs the Partner API's URL/)
+  const withApi = await runCli(['reconcile', '--db', database, '--api', fake.url], { env })
+  t.equal(withApi.code, 2)
+  t.match(withApi.stderr, /reconcile needs \$G2SENTRY_PARTNER_KEY and \$G2SENTRY_PARTNER_SECRET/)
+})

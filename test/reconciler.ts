@@ -1,0 +1,212 @@
+// The reconciler through the plugin, against the fake G2 Sentry (a real HTTP server), on a real
+// store. The test files run it on SQLite (reconciler.test.ts) and PostgreSQL
+// (reconciler-postgres.test.ts).
+import type { Test } from 'tap'
+import type { FastifyInstance } from 'fastify'
+import { buildApp, post, assigned, started, withdrawn, completed, SECRET } from './helpers.js'
+import { FakeG2Sentry } from '../src/simulator/fake-g2sentry.js'
+import type { CommittedEvent, G2SentryOptions, ReconcileOptions } from '../src/plugin/options.js'
+import type { LogRow } from '../src/domain/types.js'
+
+/** Plugin options that open a fresh, empty store for one test. */
+export type Place = (t: Test) => Promise<Pick<G2SentryOptions, 'database'>>
+
+export async function startFake (t: Test): Promise<FakeG2Sentry> {
+  const fake = await FakeG2Sentry.start()
+  t.teardown(() => fake.close())
+  return fake
+}
+
+interface Setup {
+  app: FastifyInstance
+  fake: FakeG2Sentry
+  committed: CommittedEvent[]
+}
+
+/** An app reconciling against a fresh fake; rounds run when the test asks (`every` is an hour). */
+async function setup (t: Test, place: Place, reconcile: Partial<ReconcileOptions> = {}, metrics = false): Promise<Setup> {
+  const fake = await startFake(t)
+  const committed: CommittedEvent[] = []
+  const app = await buildApp(t, {
+    ...await place(t),
+    metrics,
+    onEvent: (event) => { committed.push(event) },
+    reconcile: { baseUrl: fake.url, partnerKey: fake.partnerKey, partnerSecret: fake.partnerSecret, quietFor: 1, every: 3_600_000, ...reconcile }
+  })
+  return { app, fake, committed }
+}
+
+const deliver = async (t: Test, app: FastifyInstance, payload: object) => {
+  const response = await post(app, payload)
+  t.equal(response.statusCode, 200, `${JSON.stringify(payload)} delivered`)
+  return response.json<{ outcome: string; seq: number }>()
+}
+
+const rowsOf = async (app: FastifyInstance, jobId: number): Promise<LogRow[]> => app.g2sentry.store.readLog({ jobId, limit: 100 })
+const statusOf = async (app: FastifyInstance, jobId: number) => (await app.g2sentry.store.getJob(jobId))?.status
+const asked = (fake: FakeG2Sentry, jobId: number) => fake.requests.filter((r) => r.path === `/jobs/${jobId}/status`).length
+
+export function reconcilerBehaviour (t: Test, place: Place): void {
+  t.test('cancellations, lost withdrawals and late withdrawals converge to G2 Sentry\'s status', async (t) => {
+    const { app, fake, committed } = await setup(t, place)
+    // Job 1: canceled by the client, which no callback tells.
+    await deliver(t, app, assigned(1, { phone: '+15550000001' }))
+    fake.setStatus(1, 'Canceled')
+    // Job 2: the guardian withdrew; the withdrawal's callback was lost.
+    await deliver(t, app, assigned(2, { phone: '+15550000002' }))
+    fake.setStatus(2, 'New')
+    // Job 3: assigned, withdrawn, re-assigned; the withdrawal arrived after the re-assignment.
+    await deliver(t, app, assigned(3))
+    await deliver(t, app, assigned(3))
+    await deliver(t, app, withdrawn(3))
+    fake.setStatus(3, 'Assigned')
+    // Job 4: G2 Sentry agrees; job 5 is complete and is never asked about.
+    await deliver(t, app, started(4))
+    fake.setStatus(4, 'InProgress')
+    await deliver(t, app, completed(5))
+    fake.setStatus(5, 'Completed')
+
+    const report = await app.g2sentry.reconcile()
+    t.same(report?.checks.map((c) => [c.jobId, c.from, c.to, c.result]).sort(), [
+      [1, 'Assigned', 'Canceled', 'reconciled'],
+      [2, 'Assigned', 'New', 'reconciled'],
+      [3, 'New', 'Assigned', 'reconciled'],
+      [4, 'InProgress', 'InProgress', 'equal']
+    ])
+    t.equal(report?.checks[0]?.jobId, 3, 'the ambiguous job (a withdrawal after two assignments) is asked first')
+    t.same([await statusOf(app, 1), await statusOf(app, 2), await statusOf(app, 3), await statusOf(app, 4)], ['Canceled', 'New', 'Assigned', 'InProgress'])
+    t.match(await app.g2sentry.store.getJob(1), { guardianPhone: null, lastEventType: 'Reconciled' })
+    t.equal(asked(fake, 5), 0, 'a terminal job is never asked about')
+
+    const [row] = (await rowsOf(app, 1)).slice(-1) as [LogRow]
+    t.match(row, { eventType: 'Reconciled', jobStatus: 'Canceled', source: 'api', signature: '', outcome: 'applied' })
+    t.same(JSON.parse(row.rawBody.toString()), { jobId: 1, status: 'Canceled' }, 'the body is the API\'s answer, byte for byte')
+    t.same(committed.filter((c) => c.source === 'api').map((c) => [c.jobId, c.status]).sort(), [[1, 'Canceled'], [2, 'New'], [3, 'Assigned']],
+      'each reconciled row went through the post-commit path (onEvent)')
+
+    const events = await app.inject({ url: '/jobs/1/events' })
+    t.same(events.json<{ events: Array<{ source: string }> }>().events.map((e) => e.source), ['callback', 'api'], 'GET /jobs/:jobId/events shows the source')
+
+    const audit = await app.g2sentry.audit()
+    t.ok(audit.ok, 'verify passes on a log with api rows')
+    t.equal(audit.apiRows, 3)
+    t.same(audit.unsigned, [], 'every callback row is signed; api rows are not counted as unsigned')
+    const rebuilt = await app.g2sentry.verify()
+    t.same([rebuilt.differingJobs, rebuilt.outcomeMismatches], [[], []], 'a rebuild replays the Reconciled rows to the same projection')
+
+    // The next round: jobs 1, 2, 3 and 4 were just checked, 1 is now terminal.
+    const before = fake.requests.length
+    const again = await app.g2sentry.reconcile()
+    t.equal(asked(fake, 1), 1, 'the canceled job is not asked about again')
+    t.ok(again !== undefined && fake.requests.length - before === again.checks.length)
+  })
+
+  t.test('a quiet job is asked about only after quietFor; an ambiguous one at once', async (t) => {
+    const { app, fake } = await setup(t, place, { quietFor: 3_600_000 })
+    await deliver(t, app, assigned(1))
+    fake.setStatus(1, 'Canceled')
+    await deliver(t, app, started(2)) // the first event is not an assignment: ambiguous
+    fake.setStatus(2, 'InProgress')
+    const report = await app.g2sentry.reconcile()
+    t.same(report?.checks.map((c) => [c.jobId, c.reason, c.result]), [[2, 'ambiguous', 'equal']])
+    t.equal(asked(fake, 1), 0, 'job 1 had news a moment ago')
+    const next = await app.g2sentry.reconcile()
+    t.same(next?.checks, [], 'an ambiguity already checked is not asked about again')
+  })
+
+  t.test('a status the table calls stale is a conflict: logged and counted, not appended', async (t) => {
+    const { app, fake } = await setup(t, place, {}, true)
+    await deliver(t, app, started(1))
+    fake.setStatus(1, 'Assigned')
+    const report = await app.g2sentry.reconcile()
+    t.same(report?.checks.map((c) => c.result), ['conflict'])
+    t.equal((await rowsOf(app, 1)).length, 1, 'nothing appended')
+    t.equal(await statusOf(app, 1), 'InProgress')
+    const metrics = (await app.inject({ url: '/metrics' })).body
+    t.match(metrics, /g2sentry_reconcile_conflicts_total 1/)
+    t.match(metrics, /g2sentry_partner_api_requests_total\{endpoint="status",result="ok"\} 1/)
+    t.match(metrics, /g2sentry_partner_api_requests_total\{endpoint="login",result="ok"\} 1/)
+    t.match(metrics, /g2sentry_reconcile_oldest_unchecked_seconds \d/)
+  })
+
+  t.test('metrics: reconciled jobs by from and to', async (t) => {
+    const { app, fake } = await setup(t, place, {}, true)
+    await deliver(t, app, assigned(1))
+    fake.setStatus(1, 'Canceled')
+    await deliver(t, app, assigned(2))
+    fake.setStatus(2, 'Canceled')
+    await app.g2sentry.reconcile()
+    const metrics = (await app.inject({ url: '/metrics' })).body
+    t.match(metrics, /g2sentry_reconciled_jobs_total\{from="Assigned",to="Canceled"\} 2/)
+    t.match(metrics, /g2sentry_reconcile_checks_total\{result="reconciled"\} 2/)
+    t.notMatch(metrics, /g2sentry_deliveries_total\{outcome="applied"\} [3-9]/, 'api rows are not counted as deliveries')
+  })
+
+  t.test('a slow answer never undoes a newer callback', async (t) => {
+    const { app, fake } = await setup(t, place)
+    // The withdrawal's callback was lost: G2 Sentry says New when asked…
+    await deliver(t, app, assigned(1))
+    fake.setStatus(1, 'New')
+    const held = fake.hold(1)
+    const round = app.g2sentry.reconcile()
+    await held.arrived
+    // …but while its answer is on the way, the guardian is re-assigned and that callback lands
+    // (byte for byte the first assignment: a duplicate, yet a new row of the job's log).
+    const callback = await deliver(t, app, assigned(1))
+    t.equal(callback.outcome, 'duplicate')
+    fake.setStatus(1, 'Assigned')
+    held.release()
+    const report = await round
+    t.same(report?.checks.map((c) => [c.from, c.to, c.result]), [['Assigned', 'New', 'superseded']])
+    t.equal(await statusOf(app, 1), 'Assigned', 'the late answer did not undo the re-assignment')
+    t.same((await rowsOf(app, 1)).map((r) => r.source), ['callback', 'callback'], 'nothing appended from the API')
+    // The next round asks again and finds G2 Sentry agrees.
+    const next = await app.g2sentry.reconcile()
+    t.same(next?.checks.map((c) => [c.jobId, c.result]), [[1, 'equal']])
+  })
+
+  t.test('a signed callback of type Reconciled is unsupported: a sender cannot forge an API answer', async (t) => {
+    const { app } = await setup(t, place)
+    await deliver(t, app, assigned(1))
+    const forged = await deliver(t, app, { jobId: 1, eventType: 'Reconciled', jobName: 'x', jobStatus: 'Canceled' })
+    t.equal(forged.outcome, 'unsupported')
+    t.equal(await statusOf(app, 1), 'Assigned')
+  })
+
+  t.test('an unknown job and refused credentials', async (t) => {
+    const { app, fake } = await setup(t, place, { partnerSecret: 'not-the-secret' })
+    await deliver(t, app, assigned(1))
+    const report = await app.g2sentry.reconcile()
+    t.same(report?.checks.map((c) => c.result), ['error'])
+    t.match(report?.stopped, { code: 'FST_G2SENTRY_PARTNER_CREDENTIALS_REFUSED' })
+    t.equal(asked(fake, 1), 0)
+
+    const other = await setup(t, place)
+    await deliver(t, other.app, assigned(9))
+    const unknown = await other.app.g2sentry.reconcile()
+    t.same(unknown?.checks.map((c) => c.result), ['not_found'])
+    t.equal((await rowsOf(other.app, 9)).length, 1, 'nothing appended for a job G2 Sentry does not know')
+  })
+
+  t.test('the reconcile option is checked at registration', async (t) => {
+    const base = { baseUrl: 'http://127.0.0.1:1', partnerKey: 'k', partnerSecret: 'very-secret-value' }
+    const cases: Array<[string, unknown, RegExp]> = [
+      ['not an object', 'yes', /reconcile must be an object/],
+      ['no baseUrl', { ...base, baseUrl: undefined }, /reconcile.baseUrl/],
+      ['a baseUrl that is not http', { ...base, baseUrl: 'ftp://x' }, /reconcile.baseUrl/],
+      ['no partnerKey', { ...base, partnerKey: '' }, /reconcile.partnerKey/],
+      ['no partnerSecret', { ...base, partnerSecret: 1 }, /reconcile.partnerSecret/],
+      ['quietFor 0', { ...base, quietFor: 0 }, /reconcile.quietFor must be a positive integer/],
+      ['every 1.5', { ...base, every: 1.5 }, /reconcile.every/],
+      ['requestsPerMinute over G2 Sentry\'s 60', { ...base, requestsPerMinute: 61 }, /reconcile.requestsPerMinute must be a positive integer up to 60/],
+      ['leaseTtl -1', { ...base, leaseTtl: -1 }, /reconcile.leaseTtl/]
+    ]
+    for (const [name, reconcile, message] of cases) {
+      const error = await buildApp(t, { ...await place(t), reconcile: reconcile as ReconcileOptions }).then(() => undefined, (e: unknown) => e as Error)
+      t.match(error, { code: 'FST_G2SENTRY_INVALID_OPTION', message }, name)
+      t.notMatch(String(error?.message), /very-secret-value/, `${name}: the secret is not in the message`)
+    }
+  })
+}
+
+export { SECRET }
