@@ -1,6 +1,7 @@
 // One server under load, in its own process: `bare` (HMAC of the raw body, 204, nothing stored),
 // `plugin FILE [maxBatch]` (the whole callback route, committed to SQLite before the answer) or
-// `postgres URL SCHEMA` (the same on PostgreSQL).
+// `postgres URL SCHEMA` (the same on PostgreSQL). With G2SENTRY_BENCH_JOB_ROUTES=1 the job
+// routes are on too (the log-growth benchmark reads jobs).
 import Fastify from 'fastify'
 import g2sentry, { postgresStore, sqliteStore, verifySignature } from '../src/index.js'
 
@@ -24,7 +25,7 @@ if (mode === 'bare') {
     store: mode === 'postgres'
       ? await postgresStore({ connectionString: where, schema: extra, max: 20 })
       : sqliteStore({ filename: where, maxBatch: Number(extra) }),
-    jobRoutes: false
+    jobRoutes: process.env.G2SENTRY_BENCH_JOB_ROUTES === '1'
   })
   app.addHook('onClose', () => app.g2sentry.store.close())
   app.g2sentry.store.onCommit?.((size) => { batches++; batched += size })
