@@ -15,6 +15,7 @@ export const errors = {
   INVALID_REQUEST: createError('FST_G2SENTRY_INVALID_REQUEST', '%s', 400),
   JOB_NOT_FOUND: createError('FST_G2SENTRY_JOB_NOT_FOUND', 'Job %d has no events', 404),
   STORE_CLOSED: createError('FST_G2SENTRY_STORE_CLOSED', 'The store is closed', 503),
+  QUARANTINE_ALREADY_RETRIED: createError('FST_G2SENTRY_QUARANTINE_ALREADY_RETRIED', 'Quarantined body %d was already appended to the log, as seq %d', 409),
   INVALID_EVENT: createError('FST_G2SENTRY_INVALID_EVENT', 'The event cannot be appended: %s', 500, TypeError),
   MISSING_DRIVER: createError('FST_G2SENTRY_MISSING_DRIVER', '%s', 500),
   STREAM_FULL: createError('FST_G2SENTRY_STREAM_FULL', 'The live stream already has %d clients; retry later', 503),

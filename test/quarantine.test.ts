@@ -224,6 +224,26 @@ t.test('retryQuarantine', async (t) => {
     t.equal(await store.quarantineSize(), 0)
   })
 
+  t.test('two processes retrying the same quarantine at once append each body once', async (t) => {
+    const file = join(t.testdir(), 'g2.db')
+    const store = sqliteStore({ filename: file })
+    for (let jobId = 801; jobId <= 840; jobId++) await store.quarantine(strictlyRefused(assigned(jobId), jobId))
+    await store.close()
+    const env = cliEnv({ G2SENTRY_CALLBACK_SECRET: SECRET })
+    const runs = await Promise.all([1, 2].map(() => runCli(['quarantine', 'retry', '--db', file], { env })))
+    t.same(runs.map((run) => run.code), [0, 0], `both exit 0 ${runs.map((run) => run.stderr).join('')}`)
+    const appended = runs.flatMap((run) => lines(run.stdout).filter((line) => / appended as seq /.test(line)))
+    t.equal(appended.length, 40, 'forty bodies appended between them')
+    const reopened = sqliteStore({ filename: file })
+    t.teardown(() => reopened.close())
+    const rows = await reopened.readLog({ limit: 100 })
+    t.equal(rows.length, 40, 'forty rows, none twice')
+    t.same([...new Set(rows.map((row) => row.jobId))].length, 40)
+    t.equal(await reopened.quarantineSize(), 0, 'every body marked')
+    t.same((await reopened.listQuarantine({ limit: 100 })).map((row) => row.retriedSeq).sort((a, b) => (a ?? 0) - (b ?? 0)),
+      rows.map((row) => row.seq), 'each marked with the row it became')
+  })
+
   t.test('more pending bodies than one page, and an empty quarantine', async (t) => {
     const store = sqliteStore({ filename: join(t.testdir(), 'g2.db') })
     t.teardown(() => store.close())

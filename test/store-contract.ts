@@ -305,6 +305,29 @@ export function storeContract (t: Test, name: string, open: OpenStore, location:
       t.same(await store.listJobs({ status: 'Canceled', limit: 10 }), [])
     })
 
+    t.test('an append that retries a quarantined body marks it in the same transaction; a second one writes nothing', async (t) => {
+      const store = await fresh(t)
+      const retried = incoming(assigned(21), T0)
+      const later = incoming(assigned(23), T0 + 3)
+      const refused = (event: IncomingEvent) =>
+        ({ reason: 'invalid_payload' as const, detail: 'too strict', rawBody: event.rawBody, signature: event.signature, contentType: 'application/json', receivedAt: event.receivedAt })
+      const ids = [await store.quarantine(refused(retried)), await store.quarantine(refused(later))]
+      const first = await store.append({ ...retried, quarantineId: ids[0] })
+      t.equal((await store.listQuarantine({ limit: 10 }))[0]?.retriedSeq, first.seq, 'marked with the seq it became')
+      // The same body retried again (another process that listed it before the first marked it),
+      // alone and within a batch of other appends: refused, and nothing else in the batch fails.
+      const [again, other, sameBatch] = await Promise.allSettled([
+        store.append({ ...retried, quarantineId: ids[0] }),
+        store.append(incoming(assigned(22), T0 + 2)),
+        store.append({ ...later, quarantineId: ids[1] })
+      ])
+      t.match(again, { status: 'rejected', reason: { code: 'FST_G2SENTRY_QUARANTINE_ALREADY_RETRIED', message: new RegExp(`as seq ${first.seq}$`) } })
+      t.match(other, { status: 'fulfilled', value: { outcome: 'applied', jobId: 22 } }, 'a neighbour in the batch is appended')
+      t.match(sameBatch, { status: 'fulfilled', value: { outcome: 'applied', jobId: 23 } }, 'and so is another retried body')
+      t.same((await readWholeLog(store)).map((row) => row.jobId), [21, 22, 23], 'the refused retry wrote no row')
+      t.same((await store.listQuarantine({ limit: 10 })).map((row) => row.retriedSeq), [first.seq, 3])
+    })
+
     t.test('quarantine keeps unreadable bodies, listed in id order with paging', async (t) => {
       const store = await fresh(t)
       const bodies = [Buffer.from('{not json'), Buffer.from('{"jobId":"x"}'), Buffer.from([0xff, 0x00, 0xfe])]

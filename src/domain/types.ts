@@ -46,6 +46,12 @@ export interface IncomingEvent extends JobEvent {
   receivedAt: number
   /** Default `callback`. */
   source?: EventSource | undefined
+  /**
+   * The quarantined body this event is a retry of: the append marks it retried (with the seq it
+   * became) in the same transaction, and fails with FST_G2SENTRY_QUARANTINE_ALREADY_RETRIED,
+   * writing nothing, when it is marked already (another process retried it first).
+   */
+  quarantineId?: number | undefined
 }
 
 /**

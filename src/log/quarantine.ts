@@ -28,30 +28,16 @@ export interface RetryReport {
 
 const PAGE = 100
 
-// One retry at a time per store: two interleaved retries could both append the same body
-// before either records it as retried.
-const running = new WeakMap<G2SentryStore, Promise<unknown>>()
-
 /**
  * Re-checks quarantined bodies with the rules of live delivery (the signature against `secrets`,
  * then the current decoder and schema) and appends each one that now passes, with its original
- * signature and received-at time, then marks it retried with the seq it became. Use it after a
- * schema was too strict. Idempotent: a body already retried is never appended again, and a body
- * that was appended but not marked (a crash in between) is found in its job's log and marked
- * with that row instead.
+ * signature and received-at time. The append marks the body retried, with the seq it became, in
+ * the same transaction (docs/design.md, "Decisions"): two processes retrying at once append each
+ * body once, the second learning which seq the first made of it. Use it after a schema was too
+ * strict. A body appended but never marked by an older version (a crash in between) is found in
+ * its job's log and marked with that row instead.
  */
 export async function retryQuarantine (store: G2SentryStore, options: RetryQuarantineOptions): Promise<RetryReport> {
-  const previous = running.get(store) ?? Promise.resolve()
-  const current = previous.catch(() => {}).then(() => retry(store, options))
-  running.set(store, current)
-  try {
-    return await current
-  } finally {
-    if (running.get(store) === current) running.delete(store)
-  }
-}
-
-async function retry (store: G2SentryStore, options: RetryQuarantineOptions): Promise<RetryReport> {
   const report: RetryReport = { retried: [], stillInvalid: [], unsigned: [], alreadyRetried: [], notFound: [] }
   for await (const row of candidates(store, options.ids, report)) {
     if (!verifySignature(row.rawBody, row.signature, options.secrets).valid) {
@@ -65,12 +51,26 @@ async function retry (store: G2SentryStore, options: RetryQuarantineOptions): Pr
     }
     const earlier = await appendedBefore(store, row, decoded.event.jobId)
     if (earlier !== undefined) {
+      // Either another process retried it since this one listed it (it is marked now), or an
+      // older version appended it and crashed before marking it.
+      const [now] = await store.listQuarantine({ afterId: row.id - 1, limit: 1 })
+      if (now?.retriedSeq != null) {
+        report.alreadyRetried.push({ id: row.id, seq: now.retriedSeq })
+        continue
+      }
       await store.resolveQuarantine(row.id, earlier.seq)
       report.retried.push({ id: row.id, seq: earlier.seq, jobId: earlier.jobId, outcome: earlier.outcome })
       continue
     }
-    const result = await store.append({ ...decoded.event, rawBody: row.rawBody, signature: row.signature, receivedAt: row.receivedAt })
-    await store.resolveQuarantine(row.id, result.seq)
+    let result
+    try {
+      result = await store.append({ ...decoded.event, rawBody: row.rawBody, signature: row.signature, receivedAt: row.receivedAt, quarantineId: row.id })
+    } catch (error) {
+      if ((error as { code?: string }).code !== 'FST_G2SENTRY_QUARANTINE_ALREADY_RETRIED') throw error
+      const [marked] = await store.listQuarantine({ afterId: row.id - 1, limit: 1 })
+      report.alreadyRetried.push({ id: row.id, seq: marked?.retriedSeq as number })
+      continue
+    }
     report.retried.push({ id: row.id, seq: result.seq, jobId: result.jobId, outcome: result.outcome })
     await options.onAppend?.({ ...result, id: row.id, event: decoded.event, receivedAt: row.receivedAt })
   }

@@ -139,6 +139,23 @@ export interface PostgresWriter {
 }
 
 /**
+ * Locks the quarantined bodies `ids` for this append transaction; one already retried fails it
+ * (run under the chain head's lock, so two instances retrying the same body take turns here).
+ */
+async function claimQuarantined (client: Client, ids: number[]): Promise<void> {
+  const { rows } = await client.query<{ id: number; retried_seq: number | null }>(
+    'SELECT id, retried_seq FROM quarantine WHERE id = ANY($1::bigint[]) FOR UPDATE', [ids])
+  const done = rows.find((row) => row.retried_seq !== null)
+  if (done !== undefined) throw new errors.QUARANTINE_ALREADY_RETRIED(done.id, done.retried_seq as number)
+}
+
+/** Marks the quarantined bodies `ids` retried as the rows `seqs`, in the append's transaction. */
+async function markRetried (client: Client, ids: number[], seqs: number[]): Promise<void> {
+  await client.query(`UPDATE quarantine SET retried_seq = v.seq FROM unnest($1::bigint[], $2::bigint[]) AS v(id, seq)
+    WHERE quarantine.id = v.id`, [ids, seqs])
+}
+
+/**
  * The group commit over `pool`. `committed` is told of every transaction that committed appends
  * (its size, when it began, and the last seq it wrote).
  */
@@ -187,6 +204,7 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
         SELECT * FROM jobs WHERE job_id = ${event.jobId};
         SELECT seq FROM events WHERE job_id = ${event.jobId} AND content_hash = '${bodyHash}' ORDER BY seq LIMIT 1`
       ) as unknown as [QueryResult<ChainHead>, QueryResult<JobRow>, QueryResult<{ seq: number }>]
+      if (event.quarantineId !== undefined) await claimQuarantined(client, [event.quarantineId])
       const { ifLastSeq } = event as Partial<ConditionalEvent>
       if (ifLastSeq !== undefined) {
         const { rows: [last] } = await client.query<{ seq: number | null }>(`SELECT max(seq) AS seq FROM events WHERE job_id = ${event.jobId}`)
@@ -198,6 +216,7 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
       const { params, next } = eventParams(event, bodyHash, head, decision.outcome, sameAs)
       const writeJob = decision.outcome !== 'unsupported'
       await client.query(APPEND, [...params, writeJob, ...(writeJob ? jobParams(decision.state).slice(1) : Array(8).fill(null))])
+      if (event.quarantineId !== undefined) await markRetried(client, [event.quarantineId], [next.seq])
       return { value: appendResult(decision, next.seq, event.jobId), head: next }
     })
     if (result.outcome !== 'superseded') committed(1, started, result.seq)
@@ -225,6 +244,8 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
           GROUP BY job_id, content_hash`
       ) as unknown as [QueryResult<ChainHead>, QueryResult<JobRow>, QueryResult<{ job_id: number; content_hash: string; seq: number }>]
       const states = new Map(jobRows.map((row) => [row.job_id, toJob(row)]))
+      const retries = events.filter((event) => event.quarantineId !== undefined)
+      if (retries.length > 0) await claimQuarantined(client, retries.map((event) => event.quarantineId as number))
       // Conditional appends (the reconciler's) compare with each job's last seq, kept up to date
       // through the batch; a batch of callbacks alone never reads it.
       const conditional = events.filter((event) => (event as Partial<ConditionalEvent>).ifLastSeq !== undefined)
@@ -263,6 +284,10 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
       })
       const jobs = [...touched].map((jobId) => jobParams(states.get(jobId) as JobState))
       if (rows.length > 0) await client.query(APPEND_BATCH, [...columnsOf(rows, 15), at?.seq, at?.hash, ...columnsOf(jobs, 9)])
+      if (retries.length > 0) {
+        await markRetried(client, retries.map((event) => event.quarantineId as number),
+          retries.map((event) => (results[events.indexOf(event)] as AppendResult).seq))
+      }
       written = rows.length
       lastSeq = at?.seq ?? 0
       return { value: results, head: at ?? { seq: 0, hash: null } }

@@ -4,6 +4,7 @@ import Database from 'better-sqlite3'
 import { join } from 'node:path'
 import { projectEvent } from '../../domain/project-status.js'
 import type { AppendResult, ConditionalEvent, IncomingEvent, JobState, QuarantineInput, SupersededResult } from '../../domain/types.js'
+import { errors } from '../../errors.js'
 import type { BatchOutcome } from '../group-commit.js'
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from '../migrations.js'
 import {
@@ -72,6 +73,12 @@ export function createWriter (db: Database.Database): SqliteWriter {
     'SELECT seq FROM events WHERE job_id = ? AND content_hash = ? ORDER BY seq LIMIT 1')
   const insertQuarantine = db.prepare(`INSERT INTO quarantine (${QUARANTINE_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)`)
   const updateQuarantine = db.prepare('UPDATE quarantine SET retried_seq = ? WHERE id = ?')
+  const retriedSeqOf = db.prepare<[number], { retried_seq: number | null }>('SELECT retried_seq FROM quarantine WHERE id = ?')
+  /** A quarantined body already retried fails its append (the write lock is held: nobody else can mark it meanwhile). */
+  const claimQuarantined = (id: number): void => {
+    const retried = retriedSeqOf.get(id)?.retried_seq ?? null
+    if (retried !== null) throw new errors.QUARANTINE_ALREADY_RETRIED(id, retried)
+  }
   const dataVersion = db.prepare<[], number>('PRAGMA data_version').pluck()
   const totalChanges = db.prepare<[], number>('SELECT total_changes()').pluck()
   const insertEvents = multiRow(db, `INSERT INTO events (${EVENT_INSERT_COLUMNS}) VALUES`, '', EVENT_WIDTH)
@@ -98,6 +105,7 @@ export function createWriter (db: Database.Database): SqliteWriter {
   const append = (event: IncomingEvent): AppendResult | SupersededResult => {
     const superseded = supersededBy(event, lastSeqOf.get(event.jobId)?.seq ?? 0)
     if (superseded !== undefined) return superseded
+    if (event.quarantineId !== undefined) claimQuarantined(event.quarantineId)
     const current = selectJob.get(event.jobId)
     const decision = projectEvent(current && toJob(current), event)
     const bodyHash = contentHash(event.rawBody)
@@ -105,6 +113,7 @@ export function createWriter (db: Database.Database): SqliteWriter {
     const { params, next } = eventParams(event, bodyHash, head, decision.outcome, sameAs)
     insertEvent.run(params)
     if (decision.outcome !== 'unsupported') upsertJob.run(jobParams(decision.state as JobState))
+    if (event.quarantineId !== undefined) updateQuarantine.run(next.seq, event.quarantineId)
     head = next
     return appendResult(decision, next.seq, event.jobId)
   }
@@ -137,6 +146,7 @@ export function createWriter (db: Database.Database): SqliteWriter {
           continue
         }
       }
+      if (event.quarantineId !== undefined) claimQuarantined(event.quarantineId)
       let current: JobState | undefined
       if (states.has(jobId)) current = states.get(jobId)
       else if (cache.has(jobId)) current = cache.get(jobId)
@@ -159,6 +169,7 @@ export function createWriter (db: Database.Database): SqliteWriter {
       // An unsupported event leaves the state as it was (and unwritten).
       states.set(jobId, decision.state)
       if (decision.outcome !== 'unsupported') touched.add(jobId)
+      if (event.quarantineId !== undefined) updateQuarantine.run(next.seq, event.quarantineId)
       head = next
       lastInBatch.set(jobId, next.seq)
       outcomes.push({ ok: true, result: appendResult(decision, next.seq, jobId) })
