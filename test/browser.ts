@@ -61,4 +61,3 @@ export async function screenshot (dir: string, page: Page, name: string): Promis
   }
   return file
 }
-
