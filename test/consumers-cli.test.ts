@@ -9,6 +9,9 @@ import { runCli } from './cli-process.js'
 import { freshSchema, pgUrl, requirePg } from './pg.js'
 import { fenceFor, seedLog } from './store-contract.js'
 
+// About thirty CLI processes, each loading Node and the store.
+t.setTimeout(300_000)
+
 /** Two consumers on a seeded log (8 rows): `forwarder` at 8, held by a live lease; `mailer` at 5 with two parked rows. */
 async function prepare (store: G2SentryStore): Promise<void> {
   await seedLog(store)

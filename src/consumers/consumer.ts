@@ -148,6 +148,8 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
 
   let closed = false
   let fence: LeaseFence | undefined
+  // The token of the lease this instance held last, and whether it still may go on from there.
+  let lost: number | undefined
   // Local time until which the lease is surely ours: measured from before the request that took
   // or renewed it, so the database's later clock can only make it longer.
   let leaseUntil = 0
@@ -167,6 +169,7 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
     wake?.()
   }
   const lose = (): void => {
+    lost = fence?.token
     fence = undefined
     clearInterval(renewTimer)
     rouse()
@@ -204,6 +207,8 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
   /** Takes the lease if it is free; on taking it, starts again from the stored checkpoint. */
   async function takeLease (): Promise<boolean> {
     if (holding()) return true
+    const previous = fence?.token ?? lost
+    const kept = position
     if (fence !== undefined) lose()
     const asked = Date.now()
     const grant = await store.acquireLease(lease, holder, config.leaseTtlMs)
@@ -212,7 +217,10 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
     leaseUntil = asked + config.leaseTtlMs
     position = undefined
     const { checkpoint } = await store.openConsumer(name, config.start)
-    position = saved = checkpoint
+    // The same token means nobody held the lease meanwhile (a reset raises it too): what this
+    // instance handled but did not save yet need not be handed over again.
+    position = grant.token === previous && kept !== undefined && kept >= checkpoint ? kept : checkpoint
+    saved = checkpoint
     savedAt = Date.now()
     checkParked = true
     clearInterval(renewTimer)
@@ -273,6 +281,11 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
   /** Reads and handles the log from the checkpoint until it is caught up or the lease is lost. */
   async function catchUp (): Promise<void> {
     while (holding()) {
+      // A page of synchronous reads and handlers would otherwise hold the event loop (and the
+      // lease's renewal timer) for as long as the catch-up lasts.
+      await new Promise<void>((resolve) => setImmediate(resolve))
+      if (Date.now() >= leaseUntil - (config.leaseTtlMs * 2) / 3) await renew()
+      if (!holding()) return
       dirty = false
       const rows = await store.readLog({ afterSeq: position, limit: config.batchSize })
       for (const row of rows) {
