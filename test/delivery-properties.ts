@@ -293,54 +293,54 @@ export function deliveryProperties (t: Test, backend: Backend, numRuns: number):
  * against the fake G2 Sentry, every job shows its true status and the log still verifies.
  */
 export function reconcileProperty (t: Test, backend: Backend, numRuns: number): void {
-t.test('property 5: with lost callbacks and cancellations, once the reconciler has run, every job shows its true status', async (t) => {
+  t.test('property 5: with lost callbacks and cancellations, once the reconciler has run, every job shows its true status', async (t) => {
   // A fresh fake G2 Sentry per run (a fresh partner window, as each run has a fresh store).
-  let fake: FakeG2Sentry | undefined
-  t.teardown(() => fake?.close())
-  const withApp = await harness(t, backend, () => ({
-    reconcile: { baseUrl: (fake as FakeG2Sentry).url, partnerKey: 'demo-partner', partnerSecret: 'demo-partner-secret', quietFor: 1, every: 3_600_000 }
-  }))
-  const arb = fc.record({
-    run: runArb({ withdrawals: { min: 0, max: 3 }, unsupported: false }),
-    // Per job: whether the client cancels at the end (when the workflow allows), and which
-    // events after the first G2 Sentry gave up on.
-    cancel: fc.array(fc.boolean(), { maxLength: 5 }),
-    lost: fc.array(fc.array(fc.nat({ max: 9 }), { maxLength: 3 }), { maxLength: 5 })
+    let fake: FakeG2Sentry | undefined
+    t.teardown(() => fake?.close())
+    const withApp = await harness(t, backend, () => ({
+      reconcile: { baseUrl: (fake as FakeG2Sentry).url, partnerKey: 'demo-partner', partnerSecret: 'demo-partner-secret', quietFor: 1, every: 3_600_000 }
+    }))
+    const arb = fc.record({
+      run: runArb({ withdrawals: { min: 0, max: 3 }, unsupported: false }),
+      // Per job: whether the client cancels at the end (when the workflow allows), and which
+      // events after the first G2 Sentry gave up on.
+      cancel: fc.array(fc.boolean(), { maxLength: 5 }),
+      lost: fc.array(fc.array(fc.nat({ max: 9 }), { maxLength: 3 }), { maxLength: 5 })
+    })
+    let reconciled = 0
+    let mostInWindow = 0
+    await fc.assert(fc.asyncProperty(arb, async ({ run: input, cancel, lost }) => {
+      const plans: JobPlan[] = []
+      const schedules = input.jobs.map((job, n) => {
+        const jobId = n + 1
+        const open = ['Assigned', 'New'].includes(finalStatus(lifecycle(jobId, job.steps)))
+        const steps: Step[] = cancel[n] === true && open ? [...job.steps, 'cancel'] : job.steps
+        const events = lifecycle(jobId, steps)
+        plans.push({ jobId, steps, events, finalStatus: trueStatus(steps) })
+        // The first event always arrives, so the receiver knows the job.
+        const gaveUp = new Set((lost[n] ?? []).filter((i) => i > 0))
+        return withoutLost(schedule(events, job.arrivals, 'none'), gaveUp)
+      })
+      const run: Run = new Run(plans, interleave(schedules, input.picks))
+      await fake?.close()
+      fake = await FakeG2Sentry.start()
+      for (const plan of plans) fake.setStatus(plan.jobId, plan.finalStatus)
+      await withApp(async (app) => {
+        await play(app, run)
+        const report = await app.g2sentry.reconcile()
+        if (report === undefined || report.stopped !== undefined) run.fail(`the reconciler did not run a round: ${String(report?.stopped)}`)
+        reconciled += report.checks.filter((c) => c.result === 'reconciled').length
+        for (const plan of run.plans) {
+          const job = await app.g2sentry.store.getJob(plan.jobId)
+          if (job?.status !== plan.finalStatus) run.fail(`after reconciling, job ${plan.jobId} is ${job?.status ?? 'missing'}, truly ${plan.finalStatus}`)
+        }
+        const audit = await app.g2sentry.audit()
+        if (!audit.ok) run.fail(`verify failed after reconciling: ${JSON.stringify(audit.chain)}`)
+      })
+      mostInWindow = Math.max(mostInWindow, fake.maxInWindow(60_000))
+      if (fake.requests.some((r) => r.status === 429)) run.fail('the fake refused a request with 429')
+    }), { numRuns })
+    t.ok(reconciled > 0, `${reconciled} jobs reconciled over ${numRuns} runs`)
+    t.ok(mostInWindow <= 50, `the fake never saw more than 50 requests in 60 s (at most ${mostInWindow})`)
   })
-  let reconciled = 0
-  let mostInWindow = 0
-  await fc.assert(fc.asyncProperty(arb, async ({ run: input, cancel, lost }) => {
-    const plans: JobPlan[] = []
-    const schedules = input.jobs.map((job, n) => {
-      const jobId = n + 1
-      const open = ['Assigned', 'New'].includes(finalStatus(lifecycle(jobId, job.steps)))
-      const steps: Step[] = cancel[n] === true && open ? [...job.steps, 'cancel'] : job.steps
-      const events = lifecycle(jobId, steps)
-      plans.push({ jobId, steps, events, finalStatus: trueStatus(steps) })
-      // The first event always arrives, so the receiver knows the job.
-      const gaveUp = new Set((lost[n] ?? []).filter((i) => i > 0))
-      return withoutLost(schedule(events, job.arrivals, 'none'), gaveUp)
-    })
-    const run: Run = new Run(plans, interleave(schedules, input.picks))
-    await fake?.close()
-    fake = await FakeG2Sentry.start()
-    for (const plan of plans) fake.setStatus(plan.jobId, plan.finalStatus)
-    await withApp(async (app) => {
-      await play(app, run)
-      const report = await app.g2sentry.reconcile()
-      if (report === undefined || report.stopped !== undefined) run.fail(`the reconciler did not run a round: ${String(report?.stopped)}`)
-      reconciled += report.checks.filter((c) => c.result === 'reconciled').length
-      for (const plan of run.plans) {
-        const job = await app.g2sentry.store.getJob(plan.jobId)
-        if (job?.status !== plan.finalStatus) run.fail(`after reconciling, job ${plan.jobId} is ${job?.status ?? 'missing'}, truly ${plan.finalStatus}`)
-      }
-      const audit = await app.g2sentry.audit()
-      if (!audit.ok) run.fail(`verify failed after reconciling: ${JSON.stringify(audit.chain)}`)
-    })
-    mostInWindow = Math.max(mostInWindow, fake.maxInWindow(60_000))
-    if (fake.requests.some((r) => r.status === 429)) run.fail('the fake refused a request with 429')
-  }), { numRuns })
-  t.ok(reconciled > 0, `${reconciled} jobs reconciled over ${numRuns} runs`)
-  t.ok(mostInWindow <= 50, `the fake never saw more than 50 requests in 60 s (at most ${mostInWindow})`)
-})
 }

@@ -595,8 +595,15 @@ export function storeContract (t: Test, name: string, open: OpenStore, location:
 
     /** The reconciler's row for `status`, appended only while job `jobId`'s last seq is `ifLastSeq`. */
     const fromApi = (jobId: number, jobStatus: JobStatus, ifLastSeq: number, receivedAt = T0 + 100) => ({
-      jobId, eventType: 'Reconciled', jobName: `Job ${jobId}`, jobStatus, rawBody: Buffer.from(JSON.stringify({ jobId, status: jobStatus })),
-      signature: '', receivedAt, source: 'api' as const, ifLastSeq
+      jobId,
+      eventType: 'Reconciled',
+      jobName: `Job ${jobId}`,
+      jobStatus,
+      rawBody: Buffer.from(JSON.stringify({ jobId, status: jobStatus })),
+      signature: '',
+      receivedAt,
+      source: 'api' as const,
+      ifLastSeq
     })
 
     t.test('appendIf appends while the job\'s last seq is unchanged and is superseded once a row arrived, in one batch too', async (t) => {

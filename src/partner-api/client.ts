@@ -75,7 +75,6 @@ export function retryAfterMs (value: string | null, now: number): number | undef
   return Number.isNaN(at) ? undefined : Math.max(at - now, 0)
 }
 
-
 /**
  * Logs in with the partner key and secret, refreshes the access token shortly before its `exp`
  * (read from the JWT; 15 minutes when unreadable) and logs in again only when the refresh token
@@ -239,4 +238,3 @@ function resultOf (status: number): RequestResult {
   if (status >= 500) return 'server_error'
   return 'client_error'
 }
-

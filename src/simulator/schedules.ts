@@ -14,7 +14,6 @@ import type { JobEvent, JobStatus } from '../domain/types.js'
  */
 export type Step = 'assign' | 'assignWithPhone' | 'withdraw' | 'start' | 'complete' | 'cancel'
 
-
 /** One POST the receiver sees. `attempt` counts the arrivals of the same event (1 = the first to arrive). */
 export interface Delivery {
   event: JobEvent

@@ -119,8 +119,9 @@ export interface ChainHead { seq: number; hash: string | null }
  * The values of one `events` row, in EVENT_INSERT_COLUMNS order, for an event appended after
  * `head` with the outcome the projection gave it. Returns the row's new head too.
  */
-export function eventParams (event: IncomingEvent, bodyHash: string, head: ChainHead | undefined, outcome: Outcome, sameAs: number | null):
-  { params: unknown[]; next: ChainHead } {
+export function eventParams (
+  event: IncomingEvent, bodyHash: string, head: ChainHead | undefined, outcome: Outcome, sameAs: number | null
+): { params: unknown[]; next: ChainHead } {
   const seq = (head?.seq ?? 0) + 1
   // After rows from before the chain (no hash), the chain starts again from genesis.
   const prevHash = head?.hash ?? GENESIS

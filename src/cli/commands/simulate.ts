@@ -57,7 +57,7 @@ Exit code 0 when all converge within the rate limit, 1 otherwise.`,
       print: out
     }
     if (values.reconcile === true) {
-      return await simulateReconcile({
+      const converged = await simulateReconcile({
         ...common,
         apiPort: wholeNumber('api-port', values['api-port']) ?? 3100,
         seed: seed ?? 1,
@@ -65,7 +65,8 @@ Exit code 0 when all converge within the rate limit, 1 otherwise.`,
         // A range of ids no earlier run used, unless one is given.
         firstJobId: firstJobId ?? 100_000 + Math.floor(Date.now() / 1000) % 800_000 * 10,
         waitMs: (wholeNumber('wait', values.wait) ?? 180) * 1000
-      }) ? 0 : 1
+      })
+      return converged ? 0 : 1
     }
     if (values['api-port'] !== undefined || values.wait !== undefined) throw new UsageError('--api-port and --wait go with --reconcile')
     if (seed !== undefined) {

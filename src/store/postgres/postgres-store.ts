@@ -200,4 +200,3 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
     close: store.close
   }
 }
-
