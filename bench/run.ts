@@ -1,4 +1,6 @@
-// npm run bench [-- --duration 10 --rounds 3 --connections 50,10 --jobs 20000 --events 1000000 --store sqlite|postgres --skip-load --skip-replay]
+// npm run bench [-- --duration 10 --rounds 3 --connections 50,10 --jobs 20000 --events 1000000 --store sqlite|postgres --skip-load --skip-replay
+//                   --readers 5 --stream-events 100000 --stream-seconds 15 --skip-stream]
+import Database from 'better-sqlite3'
 import { spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync, statSync } from 'node:fs'
 import { cpus, tmpdir, totalmem } from 'node:os'
@@ -6,6 +8,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { round, type RoundResult, type Target } from './load.js'
 import { generateLog } from './generate-log.js'
+import { streamRun, type StreamRun } from './stream.js'
 
 const { values } = parseArgs({
   options: {
@@ -17,7 +20,11 @@ const { values } = parseArgs({
     store: { type: 'string', default: 'sqlite' },
     pg: { type: 'string', default: process.env.G2SENTRY_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test' },
     'skip-load': { type: 'boolean', default: false },
-    'skip-replay': { type: 'boolean', default: false }
+    'skip-replay': { type: 'boolean', default: false },
+    readers: { type: 'string', default: '5' },
+    'stream-events': { type: 'string', default: '100000' },
+    'stream-seconds': { type: 'string', default: '15' },
+    'skip-stream': { type: 'boolean', default: false }
   }
 })
 
@@ -110,23 +117,68 @@ if (!values['skip-replay'] && values.store === 'sqlite') {
     // machine one run of each can differ by a third. verify takes several times longer; once.
     const scans: Measurement[] = []
     const rebuilds: Measurement[] = []
+    // A consumer catching up from the beginning: a new name each run, so each starts at seq 0.
+    const consumedRows: Measurement[] = []
+    const consumedChanges: Measurement[] = []
     for (let r = 0; r < 3; r++) {
       scans.push(measure(['bench/raw-scan.mjs', file]))
       rebuilds.push(measure(['bin/g2sentry.js', 'rebuild', '--db', file]))
+      consumedRows.push(measure(['bench/consume-log.mjs', file, 'rows', `bench-rows-${r}`]))
+      consumedChanges.push(measure(['bench/consume-log.mjs', file, 'changes', `bench-changes-${r}`]))
     }
+    if (consumedRows.some((m) => Number(m.stdout) !== events)) throw new Error(`a consumer handed over ${consumedRows.map((m) => m.stdout.trim()).join(', ')} rows, not ${events}`)
     const scan = medianRun(scans)
     const rebuild = medianRun(rebuilds)
+    const consumeRows = medianRun(consumedRows)
+    const consumeChanges = medianRun(consumedChanges)
     const verify = measure(['bin/g2sentry.js', 'verify', '--db', file, '--secret', 'bench'])
     if (!/^ok: /m.test(verify.stdout)) throw new Error(`verify did not pass:\n${verify.stdout}`)
     const widths = [50, 12, 10, 12, 14]
-    console.log(`scan seconds: ${scans.map((m) => fmt(m.seconds, 2)).join(', ')}; rebuild seconds: ${rebuilds.map((m) => fmt(m.seconds, 2)).join(', ')} (medians below)\n`)
+    const seconds = (runs: Measurement[]) => runs.map((m) => fmt(m.seconds, 2)).join(', ')
+    console.log(`scan seconds: ${seconds(scans)}; rebuild seconds: ${seconds(rebuilds)}; consumer seconds: rows ${seconds(consumedRows)}, changes ${seconds(consumedChanges)} (medians below)\n`)
     console.log(row(['measurement (a fresh process each)', 'events/s', 'seconds', '× raw scan', 'peak RSS MB'], widths))
     for (const [name, m] of [['raw SQLite scan of the columns replay reads', scan], ['g2sentry rebuild (replace the projection)', rebuild],
-      ['g2sentry verify (chain, signatures, projection)', verify]] as const) {
+      ['g2sentry verify (chain, signatures, projection)', verify],
+      ['consumer catching up, every row (deliver: rows)', consumeRows],
+      [`consumer catching up, ${fmt(Number(consumeChanges.stdout))} changes (deliver: changes)`, consumeChanges]] as const) {
       console.log(row([name, fmt(events / m.seconds), fmt(m.seconds, 2), `${fmt(scan.seconds / m.seconds, 2)}×`, fmt(m.rssMb, 1)], widths))
     }
     console.log(`\nidle process (Node and better-sqlite3, no work): peak RSS ${fmt(idle.rssMb, 1)} MB`)
     console.log(`database: ${fmt(bytes / 2 ** 20, 1)} MiB, ${fmt(bytes / events)} bytes per event (log, projection and indexes)`)
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+if (!values['skip-stream'] && values.store === 'sqlite') {
+  const events = Number(values['stream-events'])
+  const readers = Number(values.readers)
+  const seconds = Number(values['stream-seconds'])
+  const dir = mkdtempSync(join(tmpdir(), 'g2sentry-stream-'))
+  try {
+    const file = join(dir, 'stream.db')
+    const { jobs } = await generateLog(file, events, 2)
+    const db = new Database(file, { readonly: true })
+    const applied = (db.prepare("SELECT count(*) AS n FROM events WHERE outcome = 'applied'").get() as { n: number }).n
+    db.close()
+    console.log(`\nLive stream: ${readers} clients with Last-Event-ID: 0 on a log of ${fmt(events)} deliveries (${fmt(applied)} applied changes to send) over ${fmt(jobs)} jobs.`)
+    console.log(`The server in its own process, a fresh copy of the log per run; a probe sends one request at a time for ${seconds} s (GET /jobs/:id and a signed callback, alternating,`)
+    console.log('10 ms apart); the clients connect after the first second. "never reading": each pauses its response from the start. RSS read from /proc every 50 ms.\n')
+    const widths = [26, 7, 10, 8, 11, 11, 11, 10, 12, 5, 9]
+    console.log(row(['clients', 'probes', 'worst ms', 'p99 ms', 'loop held', 'RSS before', 'RSS peak', 'growth', 'stream MB', 'cut', 'failures'], widths))
+    console.log(row(['', '', '', '', 'max ms', 'MB', 'MB', 'MB', 'received', '', ''], widths))
+    const runs: StreamRun[] = []
+    for (const kind of ['none', 'stalled', 'reading'] as const) {
+      const run = await streamRun(file, kind, readers, seconds, jobs)
+      runs.push(run)
+      const name = kind === 'none' ? 'none' : `${readers} ${kind === 'stalled' ? 'never reading' : 'reading'}`
+      console.log(row([name, fmt(run.probes), fmt(run.worstMs, 1), fmt(run.p99Ms, 1), fmt(run.loopMaxMs, 1), fmt(run.rssBeforeMb, 1), fmt(run.rssPeakMb, 1),
+        fmt(run.rssPeakMb - run.rssBeforeMb, 1), kind === 'none' ? '-' : fmt(run.streamBytes / 2 ** 20, 1), kind === 'none' ? '-' : String(run.cut), String(run.failures)], widths))
+    }
+    const [none, stalled] = runs as [StreamRun, StreamRun, StreamRun]
+    console.log(`\nnever-reading clients against none: worst request ${fmt(stalled.worstMs, 1)} ms against ${fmt(none.worstMs, 1)} ms (${fmt(stalled.worstMs / none.worstMs, 2)}×); ` +
+      `RSS growth ${fmt(stalled.rssPeakMb - stalled.rssBeforeMb, 1)} MB against ${fmt(none.rssPeakMb - none.rssBeforeMb, 1)} MB`)
+    console.log(`goal (no request delayed more than 1 s, RSS growth under 150 MB): ${stalled.worstMs <= 1000 && stalled.rssPeakMb - stalled.rssBeforeMb < 150 ? 'met' : 'NOT met'}`)
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }

@@ -1,7 +1,9 @@
 // One server under load, in its own process: `bare` (HMAC of the raw body, 204, nothing stored),
-// `plugin FILE [maxBatch]` (the whole callback route, committed to SQLite before the answer) or
-// `postgres URL SCHEMA` (the same on PostgreSQL).
+// `plugin FILE [maxBatch]` (the whole callback route, committed to SQLite before the answer),
+// `postgres URL SCHEMA` (the same on PostgreSQL) or `stream FILE` (the plugin with its job routes
+// and live stream, for the stream scenario).
 import Fastify from 'fastify'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import g2sentry, { postgresStore, sqliteStore, verifySignature } from '../src/index.js'
 
 const BENCH_SECRET = 'bench-secret'
@@ -24,7 +26,7 @@ if (mode === 'bare') {
     store: mode === 'postgres'
       ? await postgresStore({ connectionString: where, schema: extra, max: 20 })
       : sqliteStore({ filename: where, maxBatch: Number(extra) }),
-    jobRoutes: false
+    jobRoutes: mode === 'stream'
   })
   app.addHook('onClose', () => app.g2sentry.store.close())
   app.g2sentry.store.onCommit?.((size) => { batches++; batched += size })
@@ -37,9 +39,15 @@ app.addHook('onResponse', (_request, reply, done) => {
   if (reply.statusCode < 300) sent2xx++
   done()
 })
+// The longest the event loop was held (stream scenario): what every request waited at worst.
+const loopDelay = monitorEventLoopDelay({ resolution: 10 })
+loopDelay.enable()
+// The runner starts the measured part of a run with SIGUSR2: start-up and warm-up are not counted.
+process.on('SIGUSR2', () => loopDelay.reset())
 process.once('SIGTERM', () => {
+  loopDelay.disable()
   app.close().then(() => {
-    process.stdout.write(`sent2xx ${sent2xx}\nbatches ${batches} ${batched}\n`)
+    process.stdout.write(`sent2xx ${sent2xx}\nbatches ${batches} ${batched}\nloop-max-ms ${loopDelay.max / 1e6}\n`)
     process.exit(0)
   }, () => process.exit(1))
 })

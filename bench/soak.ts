@@ -117,7 +117,7 @@ await new Promise<void>((resolve) => {
     }
   }, 10)
 })
-while (inFlight > 0) await new Promise((resolve) => setTimeout(resolve, 50))
+while (inFlight > 0) await new Promise((resolve) => setTimeout(resolve, 50)) // eslint-disable-line no-unmodified-loop-condition -- the requests in flight change it
 const rssEnd = rssMb()
 child.kill('SIGTERM')
 await new Promise((resolve) => child.once('exit', resolve))

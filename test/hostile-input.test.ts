@@ -78,7 +78,7 @@ function assertNotPolluted (t: Test): void {
   const plain = {} as Record<string, unknown>
   t.equal(plain.polluted, undefined, 'Object.prototype.polluted is not set')
   for (const key of ['polluted', 'jobId', 'jobStatus', 'guardianPhone', 'jobName', 'eventType']) {
-    t.notOk(Object.prototype.hasOwnProperty.call(Object.prototype, key), `Object.prototype has no ${key}`)
+    t.notOk(Object.hasOwn(Object.prototype, key), `Object.prototype has no ${key}`)
   }
 }
 

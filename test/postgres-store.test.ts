@@ -393,7 +393,7 @@ if (await requirePg(t)) {
       const dryRuns: RebuildReport[] = []
       const rebuilds: RebuildReport[] = []
       const checks = (async () => {
-        while (!done) {
+        while (!done) { // eslint-disable-line no-unmodified-loop-condition -- set by the appends running alongside
           dryRuns.push(await checker.rebuild({ dryRun: true }))
           if (!done) rebuilds.push(await checker.rebuild())
         }

@@ -277,10 +277,11 @@ export function storeContract (t: Test, name: string, open: OpenStore, location:
         [50, 'Assigned'], [10, 'InProgress'], [30, 'Assigned'], [20, 'Completed'], [40, 'Assigned'], [60, 'New']
       ]
       for (const [jobId, status] of statuses) {
-        const event = status === 'Assigned' ? assigned(jobId)
-          : status === 'InProgress' ? started(jobId)
-            : status === 'Completed' ? completed(jobId)
-              : withdrawn(jobId)
+        const event = status === 'Assigned'
+          ? assigned(jobId)
+          : status === 'InProgress'
+            ? started(jobId)
+            : status === 'Completed' ? completed(jobId) : withdrawn(jobId)
         await store.append(incoming(event, T0 + jobId))
       }
       // An unsupported event never shows up as a job.

@@ -7,6 +7,7 @@ import type { LogRow, QuarantineRow, RebuildReport } from '../domain/types.js'
 
 // C0 controls, DEL and C1 controls (ESC starts a terminal command: a title change, a line erase),
 // the line and paragraph separators, and the bidirectional controls that reorder what is shown.
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
 const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g
 const NAMED: Record<string, string> = { '\t': '\\t', '\n': '\\n', '\r': '\\r' }
 

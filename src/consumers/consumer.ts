@@ -1,6 +1,6 @@
 // A durable consumer: reads the log in seq order from a checkpoint kept in the same database and
 // hands each row (or each projection change) to a handler, at least once. One instance at a time
-// runs a named consumer, under the lease `consumer:<name>` (docs/design.md, "Consumers").
+// runs a named consumer, under the lease `consumer:<name>`.
 import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { G2SentryStore, LeaseFence, LogRow, ParkedRow } from '../domain/types.js'

@@ -9,8 +9,10 @@ import { JobIdString, toJobId } from './schemas.js'
 import type { G2SentryStore, LogRow } from '../domain/types.js'
 
 const HEARTBEAT_MS = 15_000
-/** Rows read from the log per page of a catch-up. A page is read, written and then the loop yields. */
-const PAGE_SIZE = 250
+/** Rows read from the log per page of a catch-up: about 2 ms of work on the event loop here. */
+const PAGE_SIZE = 100
+/** A catch-up reads pages for at most this long before it hands the event loop on. */
+const TURN_MS = 5
 
 const StreamQuerystring = Type.Object({ jobId: Type.Optional(JobIdString) })
 
@@ -87,6 +89,19 @@ class Outbox {
 }
 
 /**
+ * Turns of the event loop handed out one at a time: catch-ups that run at once take turns, one
+ * page per turn of the event loop, so however many there are, other requests wait at most one
+ * page between two of theirs. (An immediate queued while immediates run waits for the next turn.)
+ */
+function turnTaker (): () => Promise<void> {
+  let last: Promise<void> = Promise.resolve()
+  return () => {
+    last = last.then(() => nextTurn())
+    return last
+  }
+}
+
+/**
  * `GET /jobs/stream`: Server-Sent Events, one per projection change this instance commits, with
  * `id:` = seq. A client that reconnects with `Last-Event-ID` first gets the changes it missed,
  * read from the log a page at a time (waiting for the socket between writes, yielding between
@@ -101,6 +116,7 @@ export function jobStream (app: FastifyInstance, opts: {
 }): void {
   const { store, feed, routeOptions, limits } = opts
   const open = new Set<ServerResponse>()
+  const nextPage = turnTaker()
   // Long-lived responses would hold app.close() open: end them when the server closes.
   app.addHook('preClose', async () => { for (const raw of open) raw.end() })
 
@@ -160,7 +176,12 @@ export function jobStream (app: FastifyInstance, opts: {
           outbox.send(`id: ${head}\nevent: reset\ndata: ${JSON.stringify({ lastEventId: last, lastSeq: head })}\n\n`)
         }
       }
+      let turnStarted = -Infinity
       while (catchingUp && !raw.destroyed) {
+        if (performance.now() - turnStarted >= TURN_MS) {
+          await nextPage()
+          turnStarted = performance.now()
+        }
         const page = await store.readLog({ jobId, afterSeq: position, limit: PAGE_SIZE })
         for (const row of page) {
           await outbox.writable
@@ -169,7 +190,6 @@ export function jobStream (app: FastifyInstance, opts: {
           if (row.outcome === 'applied') outbox.send(message(fromLog(row)))
         }
         if (page.length < PAGE_SIZE && newest <= position) catchingUp = false
-        else await nextTurn()
       }
     } catch (err) {
       request.log.error({ err }, 'g2sentry: the live stream could not read the log')
