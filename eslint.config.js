@@ -12,7 +12,9 @@ export default [
       // `void promise;` marks a promise deliberately left to run (a feed, a cleanup); as a value, void stays an error.
       'no-void': ['error', { allowAsStatement: true }],
       // TypeScript itself refuses a real redeclaration; a TypeBox schema and its static type share a name on purpose.
-      '@typescript-eslint/no-redeclare': 'off'
+      '@typescript-eslint/no-redeclare': 'off',
+      // prom-client metrics register themselves in their registry when constructed.
+      'no-new': 'off'
     }
   }
 ]

@@ -16,10 +16,10 @@ const STEPS = [
 ] as const
 
 /** The n-th body of the load: every job's assignment, then every start, then every completion, then again with a new name. */
-export function nthBody (n: number, jobs: number): string {
+export function nthBody (n: number, jobs: number, firstJobId = 1): string {
   const lap = Math.floor(n / (jobs * STEPS.length))
   const step = STEPS[Math.floor(n / jobs) % STEPS.length] as (typeof STEPS)[number]
-  const jobId = (n % jobs) + 1
+  const jobId = (n % jobs) + firstJobId
   return JSON.stringify({
     jobId,
     eventType: step.eventType,
@@ -29,7 +29,8 @@ export function nthBody (n: number, jobs: number): string {
   })
 }
 
-export interface Target { name: string; args: string[] }
+/** A server to load: bench/server.ts with `args`, run from `cwd` (another checkout, for a baseline) or this one. */
+export interface Target { name: string; args: string[]; cwd?: string | undefined }
 
 export interface RoundResult {
   target: string
@@ -45,6 +46,18 @@ export interface RoundResult {
   serverCpuUs: number | null
   /** Mean number of appends per commit; null for a target without group commit counts. */
   meanBatch: number | null
+  /** p99 of `GET /jobs/:id` (ms) for random existing jobs, measured after the appends; null unless asked. */
+  readP99: number | null
+}
+
+/** What a round may do besides the defaults: an existing database, other job ids, a read run. */
+export interface RoundOptions {
+  /** Append into this SQLite file (for a `$DB` argument) instead of a fresh one; it is kept. */
+  db?: string | undefined
+  /** The load's job ids start here (default 1). */
+  firstJobId?: number | undefined
+  /** After the appends, `GET /jobs/:id` for random ids in 1..maxJobId at 10 connections for `duration` s. */
+  reads?: { maxJobId: number; duration: number } | undefined
 }
 
 /** CPU seconds (user + system) a process has used so far, from /proc (Linux); null elsewhere. */
@@ -60,8 +73,8 @@ function cpuSeconds (pid: number): number | null {
 // Linux reports CPU times in USER_HZ, 100 per second on every architecture it runs on.
 const CLOCK_TICKS = 100
 
-async function startServer (args: string[]): Promise<{ child: ChildProcess; url: string; output: () => string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/server.ts', ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+async function startServer (args: string[], cwd?: string): Promise<{ child: ChildProcess; url: string; output: () => string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/server.ts', ...args], { stdio: ['ignore', 'pipe', 'inherit'], cwd })
   let output = ''
   child.stdout!.on('data', (chunk) => { output += String(chunk) })
   while (child.exitCode === null) {
@@ -72,7 +85,7 @@ async function startServer (args: string[]): Promise<{ child: ChildProcess; url:
   throw new Error(`server ${args.join(' ')} exited before listening`)
 }
 
-async function fire (url: string, connections: number, duration: number, jobs: number, counter: { n: number }) {
+async function fire (url: string, connections: number, duration: number, jobs: number, counter: { n: number }, firstJobId = 1) {
   return autocannon({
     url,
     connections,
@@ -80,7 +93,7 @@ async function fire (url: string, connections: number, duration: number, jobs: n
     requests: [{
       method: 'POST',
       setupRequest: (request) => {
-        const body = nthBody(counter.n++, jobs)
+        const body = nthBody(counter.n++, jobs, firstJobId)
         return { ...request, body, headers: { 'content-type': 'application/json', 'x-signature': signBody(body, SECRET) } }
       }
     }]
@@ -115,18 +128,29 @@ function batchesOf (output: string): number | null {
 }
 
 /** One round against one target: a fresh server (and database), a warm-up, then the measured run. */
-export async function round (target: Target, connections: number, duration: number, jobs: number): Promise<RoundResult> {
+export async function round (target: Target, connections: number, duration: number, jobs: number, options: RoundOptions = {}): Promise<RoundResult> {
   const dir = mkdtempSync(join(tmpdir(), 'g2sentry-bench-'))
-  const file = join(dir, 'bench.db')
+  const file = options.db ?? join(dir, 'bench.db')
   const schema = `g2sentry_bench_${process.pid}_${Date.now()}`
   const args = target.args.map((arg) => arg === '$DB' ? file : arg === '$SCHEMA' ? schema : arg)
-  const { child, url, output } = await startServer(args)
+  const { child, url, output } = await startServer(args, target.cwd)
   try {
     const counter = { n: 0 }
-    const warm = await fire(url, connections, 2, jobs, counter)
+    const warm = await fire(url, connections, 2, jobs, counter, options.firstJobId)
     const cpuBefore = cpuSeconds(child.pid as number)
-    const result = await fire(url, connections, duration, jobs, counter)
+    const result = await fire(url, connections, duration, jobs, counter, options.firstJobId)
     const cpuAfter = cpuSeconds(child.pid as number)
+    let readP99: number | null = null
+    if (options.reads !== undefined) {
+      const { maxJobId } = options.reads
+      const reads = await autocannon({
+        url: url.replace(/\/callbacks\/g2sentry$/, ''),
+        connections: 10,
+        duration: options.reads.duration,
+        requests: [{ method: 'GET', setupRequest: (request) => ({ ...request, path: `/jobs/${1 + Math.floor(Math.random() * maxJobId)}` }) }]
+      })
+      readP99 = reads.latency.p99
+    }
     child.kill('SIGTERM')
     await once(child, 'exit')
     const committed = await countCommitted(args, file, schema)
@@ -139,6 +163,7 @@ export async function round (target: Target, connections: number, duration: numb
       sent2xx: Number(/sent2xx (\d+)/.exec(output())?.[1] ?? NaN),
       serverCpuUs: cpuBefore === null || cpuAfter === null ? null : (cpuAfter - cpuBefore) * 1e6 / result.requests.total,
       meanBatch: batchesOf(output()),
+      readP99,
       other: warm.non2xx + warm.errors + warm.timeouts + result.non2xx + result.errors + result.timeouts,
       committed
     }

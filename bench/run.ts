@@ -1,5 +1,5 @@
-// npm run bench [-- --duration 10 --rounds 3 --connections 50,10 --jobs 20000 --events 1000000 --store sqlite|postgres --skip-load --skip-replay
-//                   --readers 5 --stream-events 100000 --stream-seconds 15 --skip-stream]
+// npm run bench [-- --duration 10 --rounds 3 --connections 50,10 --jobs 20000 --events 1000000 --store sqlite|postgres
+//   --baseline DIR --skip-load --skip-replay --skip-per-event --readers 5 --stream-events 100000 --stream-seconds 15 --skip-stream]
 import Database from 'better-sqlite3'
 import { spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync, statSync } from 'node:fs'
@@ -19,6 +19,9 @@ const { values } = parseArgs({
     events: { type: 'string', default: '1000000' },
     store: { type: 'string', default: 'sqlite' },
     pg: { type: 'string', default: process.env.G2SENTRY_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test' },
+    // Another checkout of this repository (with node_modules) whose plugin runs as one more target.
+    baseline: { type: 'string' },
+    'skip-per-event': { type: 'boolean', default: false },
     'skip-load': { type: 'boolean', default: false },
     'skip-replay': { type: 'boolean', default: false },
     readers: { type: 'string', default: '5' },
@@ -29,16 +32,13 @@ const { values } = parseArgs({
 })
 
 if (values.store !== 'sqlite' && values.store !== 'postgres') throw new Error('--store is sqlite or postgres')
-const TARGETS: Target[] = values.store === 'sqlite'
-  ? [
-      { name: 'bare route (HMAC, 204, no storage)', args: ['bare'] },
-      { name: 'fastify-g2sentry (group commit)', args: ['plugin', '$DB'] },
-      { name: 'fastify-g2sentry, one commit per event', args: ['plugin', '$DB', '1'] }
-    ]
-  : [
-      { name: 'bare route (HMAC, 204, no storage)', args: ['bare'] },
-      { name: 'fastify-g2sentry on PostgreSQL', args: ['postgres', values.pg, '$SCHEMA'] }
-    ]
+const plugin = values.store === 'sqlite' ? ['plugin', '$DB'] : ['postgres', values.pg, '$SCHEMA']
+const TARGETS: Target[] = [
+  { name: 'bare route (HMAC, 204, no storage)', args: ['bare'] },
+  { name: `fastify-g2sentry${values.store === 'sqlite' ? ' (group commit)' : ' on PostgreSQL'}`, args: plugin },
+  ...(values.baseline === undefined ? [] : [{ name: `baseline: ${values.baseline}`, args: plugin, cwd: values.baseline }]),
+  ...(values.store === 'sqlite' && !values['skip-per-event'] ? [{ name: 'fastify-g2sentry, one commit per event', args: ['plugin', '$DB', '1'] }] : [])
+]
 
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] as number }
 const medianOrDash = (xs: Array<number | null>, digits = 0) => xs.some((x) => x === null) ? '-' : fmt(median(xs as number[]), digits)
@@ -54,9 +54,9 @@ if (!values['skip-load']) {
   const jobs = Number(values.jobs)
   const connectionsList = values.connections.split(',').map(Number)
   console.log(`\nHTTP load: autocannon, ${duration} s per run after a 2 s warm-up, ${rounds} rounds, targets alternating, ${fmt(jobs)} jobs, distinct signed bodies\n`)
-  const widths = [40, 5, 22, 7, 7, 7, 11, 7, 11, 11]
-  console.log(row(['target', 'conns', 'req/s median [range]', 'p50 ms', 'p99 ms', '× bare', 'server CPU', 'batch', '2xx sent', 'committed'], widths))
-  console.log(row(['', '', '', '', '', '', 'µs/request', 'mean', '', ''], widths))
+  const widths = [40, 5, 22, 7, 7, 7, 8, 11, 7, 11, 11]
+  console.log(row(['target', 'conns', 'req/s median [range]', 'p50 ms', 'p99 ms', '× bare', 'p99 ×', 'server CPU', 'batch', '2xx sent', 'committed'], widths))
+  console.log(row(['', '', '', '', '', 'req/s', 'bare p99', 'µs/request', 'mean', '', ''], widths))
   for (const connections of connectionsList) {
     const results = new Map<string, RoundResult[]>()
     for (let r = 0; r < rounds; r++) {
@@ -66,6 +66,7 @@ if (!values['skip-load']) {
       }
     }
     const bare = median((results.get(TARGETS[0]!.name) ?? []).map((r) => r.rps))
+    const bareP99 = median((results.get(TARGETS[0]!.name) ?? []).map((r) => r.p99))
     for (const target of TARGETS) {
       const rs = results.get(target.name) ?? []
       const rps = rs.map((r) => r.rps)
@@ -76,7 +77,7 @@ if (!values['skip-load']) {
         target.name, String(connections),
         `${fmt(median(rps))} [${fmt(Math.min(...rps))}–${fmt(Math.max(...rps))}]`,
         fmt(median(rs.map((r) => r.p50)), 2), fmt(median(rs.map((r) => r.p99)), 2),
-        `${fmt(median(rps) / bare, 2)}×`, medianOrDash(rs.map((r) => r.serverCpuUs)), medianOrDash(rs.map((r) => r.meanBatch), 1),
+        `${fmt(median(rps) / bare, 2)}×`, `${fmt(median(rs.map((r) => r.p99)) / bareP99, 2)}×`, medianOrDash(rs.map((r) => r.serverCpuUs)), medianOrDash(rs.map((r) => r.meanBatch), 1),
         fmt(ok) + (other > 0 ? ` (+${other} other)` : ''), committed
       ], widths))
       if (committed !== '-') {

@@ -1,7 +1,8 @@
 // One server under load, in its own process: `bare` (HMAC of the raw body, 204, nothing stored),
 // `plugin FILE [maxBatch]` (the whole callback route, committed to SQLite before the answer),
 // `postgres URL SCHEMA` (the same on PostgreSQL) or `stream FILE` (the plugin with its job routes
-// and live stream, for the stream scenario).
+// and live stream, for the stream scenario). With G2SENTRY_BENCH_JOB_ROUTES=1 the job routes are
+// on in the other modes too (the log-growth benchmark reads jobs).
 import Fastify from 'fastify'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import g2sentry, { postgresStore, sqliteStore, verifySignature } from '../src/index.js'
@@ -26,7 +27,7 @@ if (mode === 'bare') {
     store: mode === 'postgres'
       ? await postgresStore({ connectionString: where, schema: extra, max: 20 })
       : sqliteStore({ filename: where, maxBatch: Number(extra) }),
-    jobRoutes: mode === 'stream'
+    jobRoutes: mode === 'stream' || process.env.G2SENTRY_BENCH_JOB_ROUTES === '1'
   })
   app.addHook('onClose', () => app.g2sentry.store.close())
   app.g2sentry.store.onCommit?.((size) => { batches++; batched += size })

@@ -93,4 +93,3 @@ export function logRows (app: FastifyInstance): Promise<LogRow[]> {
 export function quarantineRows (app: FastifyInstance): Promise<QuarantineRow[]> {
   return app.g2sentry.store.listQuarantine({ limit: 100 })
 }
-

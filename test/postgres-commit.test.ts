@@ -103,6 +103,8 @@ t.test('postgres commit', async (t) => {
     // Dropped in this order (the role owns the schema), here or, if the run is cut short, later.
     track(schema, `DROP SCHEMA IF EXISTS ${schema} CASCADE`)
     track(role, `DROP ROLE IF EXISTS ${role}`)
+    // Opened below, once its role exists; the teardown registered first closes it whatever happens.
+    // eslint-disable-next-line prefer-const
     let store: G2SentryStore | undefined
     t.teardown(async () => {
       await store?.close()

@@ -54,6 +54,23 @@ t.test('sqlite specifics', async (t) => {
     t.same(other.prepare('SELECT job_id, status, version FROM jobs').all(), [{ job_id: 9, status: 'Assigned', version: 1 }])
   })
 
+  t.test('a store sees every job state another writer committed in between (nothing stale is kept between batches)', async (t) => {
+    const { store: first, file } = openStore(t)
+    const second = sqliteStore({ filename: file })
+    t.teardown(() => second.close())
+    t.equal((await first.append(incoming(assigned(1), T0))).outcome, 'applied')
+    t.equal((await first.append(incoming(started(1), T0 + 1))).outcome, 'applied')
+    // Another connection on the same file completes the job.
+    t.same(await second.append(incoming(completed(1), T0 + 2)).then((r) => [r.outcome, r.status]), ['applied', 'Completed'])
+    // A later start is stale against Completed, not applied on top of the InProgress seen before.
+    t.same(await first.append(incoming(started(1, { name: 'Job 1 again' }), T0 + 3)).then((r) => [r.outcome, r.status]), ['stale', 'Completed'])
+    t.match(await first.getJob(1), { status: 'Completed', version: 3, eventCount: 4 }, 'every delivery counted once')
+    // A write on the store's own connection, outside its appends (SQL run on store.db), counts too.
+    first.db.prepare('UPDATE jobs SET job_name = ?, version = 10 WHERE job_id = 1').run('renamed by hand')
+    await first.append(incoming(completed(1, { name: 'renamed by hand' }), T0 + 4))
+    t.match(await first.getJob(1), { version: 10, eventCount: 5 }, 'the redelivery builds on the row as written by hand')
+  })
+
   t.test('seq is never reused, even after the last rows are deleted by hand', async (t) => {
     const { store } = openStore(t)
     await store.append(incoming(assigned(1), T0))

@@ -167,4 +167,3 @@ export async function appliedChanges (store: G2SentryStore, after = 0, jobId?: n
   const rows = await readWholeLog(store, jobId, 500)
   return rows.filter((row) => row.seq > after && row.outcome === 'applied').map(asChange)
 }
-

@@ -245,7 +245,7 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
 
   /** Calls the handler until it succeeds, attempts run out, or the consumer stops here. */
   async function attempt (row: LogRow, item: Delivered<Delivery>, firstAttempt: number, limit: number | undefined):
-    Promise<{ outcome: Outcome; attempts: number; error?: string }> {
+  Promise<{ outcome: Outcome; attempts: number; error?: string }> {
     for (let n = 1; ; n++) {
       // A handler that takes a while: what came before it is saved meanwhile.
       const flush = setTimeout(() => { save().catch(storeFailed) }, SAVE_EVERY_MS)
@@ -326,6 +326,8 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
 
   async function run (): Promise<void> {
     let trouble = 0
+    // close() sets `closed` while this loop awaits.
+    // eslint-disable-next-line no-unmodified-loop-condition
     while (!closed) {
       try {
         if (await takeLease()) {

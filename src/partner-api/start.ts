@@ -27,7 +27,7 @@ export function sharedClient (store: G2SentryStore, options: Pick<ResolvedReconc
 export function startReconciling (store: G2SentryStore, options: ResolvedReconcileOptions, deps: {
   log: FastifyBaseLogger
   registry: Registry | undefined
-  committed: (result: AppendResult, event: JobEvent, receivedAt: number) => Promise<void>
+  committed: (result: AppendResult, event: JobEvent, receivedAt: number) => void | Promise<void>
 }): ReconcileLoop {
   const { state } = reconcilingStore(store)
   const metrics = deps.registry === undefined ? undefined : reconcileMetrics(deps.registry, state)

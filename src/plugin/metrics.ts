@@ -46,7 +46,6 @@ export function createMetrics (store: G2SentryStore, registry = new Registry()):
     registers: [registry]
   })
   // Read from the store when scraped, so every instance on a shared database reports the same.
-  // eslint-disable-next-line no-new -- the gauge registers itself in `registry`, which is all that is kept of it
   new Gauge({
     name: 'g2sentry_quarantine_size',
     help: 'Signed bodies in quarantine, not yet retried',

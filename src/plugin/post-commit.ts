@@ -19,26 +19,32 @@ export interface Committed {
  * What happens after an append committed, whoever made it (docs/design.md, "After a commit"):
  * the outcome is counted, an applied change goes to the live feed, and `onEvent` is called.
  * `request` is the callback's request; writers outside a request pass none and `log` is used.
- * Never throws: the event is committed whatever a reaction does.
+ * Never rejects: the event is committed whatever a reaction does. Synchronous, unless `onEvent`
+ * returns a promise: then it returns one that settles when `onEvent` has (the callback route
+ * answers after it, with no promise per request otherwise).
  */
 export function postCommitPath (deps: {
   metrics: G2SentryMetrics | undefined
   feed: ChangeFeed
   onEvent: G2SentryOptions['onEvent']
   log: FastifyBaseLogger
-}): (committed: Committed, request?: FastifyRequest) => Promise<void> {
-  const { feed, onEvent, log } = deps
-  return async ({ result, event, receivedAt, source }, request) => {
-    if (source !== 'api') deps.metrics?.delivered(result.outcome)
+}): (committed: Committed, request?: FastifyRequest) => void | Promise<void> {
+  const { metrics, feed, onEvent, log } = deps
+  return ({ result, event, receivedAt, source }, request) => {
+    if (source !== 'api') metrics?.delivered(result.outcome)
     if (feed.subscribers > 0) {
       const change = changeOf(result, event, receivedAt)
       if (change !== undefined) feed.publish(change)
     }
     if (onEvent === undefined) return
-    try {
-      await onEvent({ ...result, event, source }, request)
-    } catch (err) {
+    const failed = (err: unknown): void => {
       (request?.log ?? log).error({ err, seq: result.seq }, 'g2sentry: onEvent failed; the event stays committed')
+    }
+    try {
+      const pending = onEvent({ ...result, event, source }, request)
+      if (pending instanceof Promise) return pending.catch(failed)
+    } catch (err) {
+      failed(err)
     }
   }
 }

@@ -1,4 +1,4 @@
-import { Type, type Static } from '@sinclair/typebox'
+import { Type } from '@sinclair/typebox'
 import { JobStatusSchema } from '../domain/callback.js'
 import { errors } from '../errors.js'
 

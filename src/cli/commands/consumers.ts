@@ -185,4 +185,3 @@ export const consumers: Command = {
     return list.run(args, io)
   }
 }
-

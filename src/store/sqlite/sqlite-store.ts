@@ -65,6 +65,7 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & Requi
     acquireLease.get({ name, holder, now: Date.now(), ttl }) ?? selectLease.get({ name }) as LeaseDbRow)
 
   const rebuild = (dryRun: boolean): RebuildReport => {
+    writer.forget()
     // The same definition as the projection table, so rows compare column for column.
     const { sql } = db.prepare<[], { sql: string }>("SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = 'jobs'").get() as { sql: string }
     db.exec('DROP TABLE IF EXISTS temp.rebuilt_jobs')
