@@ -127,10 +127,10 @@ t.test('rows from the Partner API: chained, counted apart, and an edit to their 
   t.same([report.apiRows, report.unsigned], [1, []], 'counted apart, not as unsigned')
 
   const cases: Array<[string, string, RegExp]> = [
-    ['source flipped to callback', "UPDATE events SET source = 'callback' WHERE seq = 12", /a stored field/],
-    ['a callback row claimed as api', "UPDATE events SET source = 'api' WHERE seq = 3", /a stored field/],
-    ['api body edited', "UPDATE events SET raw_body = CAST('{\"jobId\":103,\"status\":\"New\"}' AS BLOB) WHERE seq = 12", /the raw body was changed/],
-    ['api status edited', "UPDATE events SET job_status = 'New' WHERE seq = 12", /differs from its body/]
+    ['source flipped to callback', 'UPDATE events SET source = \'callback\' WHERE seq = 12', /a stored field/],
+    ['a callback row claimed as api', 'UPDATE events SET source = \'api\' WHERE seq = 3', /a stored field/],
+    ['api body edited', 'UPDATE events SET raw_body = CAST(\'{"jobId":103,"status":"New"}\' AS BLOB) WHERE seq = 12', /the raw body was changed/],
+    ['api status edited', 'UPDATE events SET job_status = \'New\' WHERE seq = 12', /differs from its body/]
   ]
   for (const [name, sql, problem] of cases) {
     const after = await auditAfter(dir, file, name.replace(/\W+/g, '-'), sql)

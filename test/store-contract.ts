@@ -666,6 +666,11 @@ export function storeContract (t: Test, name: string, open: OpenStore, location:
       await state.pauseRequests('k', 9000)
       await state.pauseRequests('k', 5000)
       t.equal(await state.takeRequestSlot('k', 6000, 2, 1000), 3000, 'a pause holds until its end; a shorter one does not shorten it')
+      // A request in flight holds its slot from the latest it can arrive until its answer came.
+      t.equal(await state.takeRequestSlot('slow', 1000, 1, 1000, 5000), 0)
+      t.equal(await state.takeRequestSlot('slow', 1500, 1, 1000), 4500, 'in flight: held as if it arrived at its timeout')
+      await state.settleRequest('slow', 5000, 1200)
+      t.equal(await state.takeRequestSlot('slow', 1500, 1, 1000), 700, 'answered at 1200: held until 2200')
       const racing = await Promise.all(Array.from({ length: 10 }, () => state.takeRequestSlot('race', 50_000, 3, 1000)))
       t.equal(racing.filter((wait) => wait === 0).length, 3, 'ten at once: exactly the limit get a slot')
     })

@@ -331,11 +331,15 @@ export interface ReconcileState {
    */
   oldestUnchecked(now: number): Promise<number | null>
   /**
-   * Takes a request slot for `key` at `now` if fewer than `limit` requests were sent in the last
+   * Takes a request slot for `key` at `now` if fewer than `limit` slots are held in the last
    * `windowMs` and no pause is on; otherwise takes nothing and returns how long to wait (ms).
+   * The slot is held from `heldUntil` (default `now`): the latest the request can reach G2 Sentry
+   * (its send time plus its timeout), until `settleRequest` moves it to when its answer came.
    * Atomic across processes.
    */
-  takeRequestSlot(key: string, now: number, limit: number, windowMs: number): Promise<number>
+  takeRequestSlot(key: string, now: number, limit: number, windowMs: number, heldUntil?: number): Promise<number>
+  /** Moves one of `key`'s slots held from `heldUntil` to `at`: the request's answer came then, so it arrived before. */
+  settleRequest(key: string, heldUntil: number, at: number): Promise<void>
   /** Stops every request for `key` until `until` (a 429's Retry-After), in every process. */
   pauseRequests(key: string, until: number): Promise<void>
   /** The send times (ms) of the requests in `key`'s window, oldest first (for tests and metrics). */

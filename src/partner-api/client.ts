@@ -30,11 +30,6 @@ export interface PartnerApiClientOptions {
   window?: RequestWindow
   /** The window's length (default 60 s, G2 Sentry's); tests shorten it. */
   windowMs?: number
-  /**
-   * Added to the window the limiter keeps (default 1 s a minute): G2 Sentry counts a request
-   * when it arrives, the limiter when it leaves.
-   */
-  marginMs?: number
   /** How long one request may take (default 10 s). */
   timeoutMs?: number
   /** Attempts after a 5xx, a timeout or a network error (default 3 more), with jittered exponential backoff. */
@@ -96,11 +91,10 @@ export class PartnerApiClient {
   constructor (options: PartnerApiClientOptions) {
     const windowMs = options.windowMs ?? 60_000
     const limit = options.requestsPerMinute ?? 50
-    const kept = windowMs + (options.marginMs ?? windowMs / 60)
     this.#options = { timeoutMs: 10_000, retries: 3, backoffMs: 500, ...options }
     this.#base = options.baseUrl.replace(/\/+$/, '')
     this.#clock = options.clock ?? systemClock
-    this.#limiter = new RateLimiter(options.window ?? memoryWindow(limit, kept), this.#clock)
+    this.#limiter = new RateLimiter(options.window ?? memoryWindow(limit, windowMs), this.#clock)
     this.#defaultRetryAfter = options.defaultRetryAfterMs ?? windowMs / 10
   }
 
@@ -202,7 +196,7 @@ export class PartnerApiClient {
     let failures = 0
     let limited = 0
     for (;;) {
-      await this.#limiter.acquire()
+      const settle = await this.#limiter.acquire(timeoutMs)
       let result: RequestResult
       let answer: Answer | undefined
       try {
@@ -212,6 +206,7 @@ export class PartnerApiClient {
       } catch (error) {
         result = (error as Error).name === 'TimeoutError' ? 'timeout' : 'network_error'
       }
+      await settle()
       onRequest?.(endpoint, result)
       if (answer !== undefined && result === 'rate_limited') {
         // Past the limit all the same (another app on the key, or a clock apart): everyone waits.

@@ -2,11 +2,13 @@ import type { ReconcileState } from '../domain/types.js'
 import { systemClock, type Clock } from './clock.js'
 
 /**
- * Where a partner key's request window lives. `take` takes a slot at `now`, or takes nothing and
- * says how long to wait (ms); `pause` stops every request until `until` (a 429's Retry-After).
+ * Where a partner key's request window lives. `take` takes a slot at `now`, held from
+ * `heldUntil`, or takes nothing and says how long to wait (ms); `settle` moves a slot held from
+ * `heldUntil` to `at`; `pause` stops every request until `until` (a 429's Retry-After).
  */
 export interface RequestWindow {
-  take: (now: number) => Promise<number>
+  take: (now: number, heldUntil: number) => Promise<number>
+  settle: (heldUntil: number, at: number) => Promise<void>
   pause: (until: number) => Promise<void>
 }
 
@@ -15,15 +17,19 @@ export interface RequestWindow {
  * to share, the tests of the limiter itself).
  */
 export function memoryWindow (limit: number, windowMs: number): RequestWindow {
-  const sent: number[] = []
+  let held: number[] = []
   let pausedUntil = 0
   return {
-    async take (now) {
+    async take (now, heldUntil) {
       if (pausedUntil > now) return pausedUntil - now
-      while (sent.length > 0 && (sent[0] as number) <= now - windowMs) sent.shift()
-      if (sent.length >= limit) return Math.max((sent[sent.length - limit] as number) + windowMs - now, 1)
-      sent.push(now)
+      held = held.filter((at) => at > now - windowMs).sort((a, b) => a - b)
+      if (held.length >= limit) return Math.max((held[held.length - limit] as number) + windowMs - now, 1)
+      held.push(heldUntil)
       return 0
+    },
+    async settle (heldUntil, at) {
+      const i = held.indexOf(heldUntil)
+      if (i !== -1) held[i] = at
     },
     async pause (until) {
       pausedUntil = Math.max(pausedUntil, until)
@@ -38,17 +44,20 @@ export function memoryWindow (limit: number, windowMs: number): RequestWindow {
  */
 export function sharedWindow (state: ReconcileState, partnerKey: string, limit: number, windowMs: number): RequestWindow {
   return {
-    take: (now) => state.takeRequestSlot(partnerKey, now, limit, windowMs),
+    take: (now, heldUntil) => state.takeRequestSlot(partnerKey, now, limit, windowMs, heldUntil),
+    settle: (heldUntil, at) => state.settleRequest(partnerKey, heldUntil, at),
     pause: (until) => state.pauseRequests(partnerKey, until)
   }
 }
 
 /**
- * A sliding-window limiter: a request goes out only when fewer than the limit went out in the
+ * A sliding-window limiter: a request goes out only when fewer than the limit are held in the
  * window before it, whatever window one looks at, never fixed one-minute buckets (two full
- * buckets back to back would put twice the limit in one minute). The window the limiter keeps
- * is longer than G2 Sentry's by `marginMs`, because G2 Sentry counts a request when it arrives
- * and the limiter when it leaves: a request that travels slowly must not land in the next window.
+ * buckets back to back would put twice the limit in one minute). G2 Sentry counts a request when
+ * it arrives, which is some time between its sending and its answer: so a request holds its slot
+ * from the latest it can arrive (sent + timeout) until its answer comes, and then from the
+ * answer's time. However slowly requests travel, no window of G2 Sentry's then holds more than
+ * the limit.
  */
 export class RateLimiter {
   readonly #window: RequestWindow
@@ -59,11 +68,16 @@ export class RateLimiter {
     this.#clock = clock
   }
 
-  /** Waits until a request may go out, and counts it. */
-  async acquire (): Promise<void> {
+  /**
+   * Waits until a request that may take up to `timeoutMs` may go out, and counts it; call the
+   * returned function once its answer (or its failure) came.
+   */
+  async acquire (timeoutMs: number): Promise<() => Promise<void>> {
     for (;;) {
-      const wait = await this.#window.take(this.#clock.now())
-      if (wait <= 0) return
+      const now = this.#clock.now()
+      const heldUntil = now + timeoutMs
+      const wait = await this.#window.take(now, heldUntil)
+      if (wait <= 0) return () => this.#window.settle(heldUntil, this.#clock.now())
       await this.#clock.sleep(wait)
     }
   }

@@ -8,9 +8,8 @@ import { reconcileMetrics } from './reconcile-metrics.js'
 import { startReconcileLoop, type ReconcileLoop } from './reconcile-loop.js'
 import { Reconciler, reconcilingStore } from './reconciler.js'
 
-/** G2 Sentry's window, and the margin the limiter adds for a request's travel (src/partner-api/rate-limiter.ts). */
+/** G2 Sentry's window. */
 export const WINDOW_MS = 60_000
-export const MARGIN_MS = 1_000
 
 /** A client whose request window is kept in the store, shared with every process on it. */
 export function sharedClient (store: G2SentryStore, options: Pick<ResolvedReconcileOptions, 'baseUrl' | 'partnerKey' | 'partnerSecret' | 'requestsPerMinute'>,
@@ -18,7 +17,7 @@ export function sharedClient (store: G2SentryStore, options: Pick<ResolvedReconc
   const { state } = reconcilingStore(store)
   return new PartnerApiClient({
     ...options,
-    window: sharedWindow(state, options.partnerKey, options.requestsPerMinute, WINDOW_MS + MARGIN_MS),
+    window: sharedWindow(state, options.partnerKey, options.requestsPerMinute, WINDOW_MS),
     ...extra
   })
 }

@@ -39,7 +39,7 @@ export function postgresReconcileState (pool: Pool, track: Track): ReconcileStat
       const { rows: [row] } = await pool.query<{ age: number | null }>(OLDEST, [now])
       return row?.age ?? null
     },
-    async takeRequestSlot (key, now, limit, windowMs) {
+    async takeRequestSlot (key, now, limit, windowMs, heldUntil = now) {
       const client = await pool.connect()
       try {
         await client.query('BEGIN')
@@ -55,7 +55,7 @@ export function postgresReconcileState (pool: Pool, track: Track): ReconcileStat
             'SELECT sent_at FROM partner_requests WHERE partner_key = $1 ORDER BY sent_at', [key])
           // The slot frees when the request `limit` places before the next one leaves the window.
           if (rows.length >= limit) wait = Math.max((rows[rows.length - limit]?.sent_at ?? now) + windowMs - now, 1)
-          else await client.query('INSERT INTO partner_requests (partner_key, sent_at) VALUES ($1, $2)', [key, now])
+          else await client.query('INSERT INTO partner_requests (partner_key, sent_at) VALUES ($1, $2)', [key, heldUntil])
         }
         await client.query('COMMIT')
         client.release()
@@ -65,6 +65,10 @@ export function postgresReconcileState (pool: Pool, track: Track): ReconcileStat
         client.release(true)
         throw error
       }
+    },
+    async settleRequest (key, heldUntil, at) {
+      await pool.query(`UPDATE partner_requests SET sent_at = $3
+        WHERE ctid = (SELECT ctid FROM partner_requests WHERE partner_key = $1 AND sent_at = $2 LIMIT 1)`, [key, heldUntil, at])
     },
     async pauseRequests (key, until) {
       await pool.query(`INSERT INTO partner_limits (partner_key, paused_until) VALUES ($1, $2)
@@ -81,6 +85,7 @@ export function postgresReconcileState (pool: Pool, track: Track): ReconcileStat
     recordCheck: track(state.recordCheck),
     oldestUnchecked: track(state.oldestUnchecked),
     takeRequestSlot: track(state.takeRequestSlot),
+    settleRequest: track(state.settleRequest),
     pauseRequests: track(state.pauseRequests),
     requestTimes: track(state.requestTimes)
   }

@@ -21,19 +21,21 @@ export function sqliteReconcileState (db: Database.Database): ReconcileState {
   const forget = db.prepare('DELETE FROM partner_requests WHERE partner_key = ? AND sent_at <= ?')
   const inWindow = db.prepare<[string], { sent_at: number }>('SELECT sent_at FROM partner_requests WHERE partner_key = ? ORDER BY sent_at')
   const insertRequest = db.prepare('INSERT INTO partner_requests (partner_key, sent_at) VALUES (?, ?)')
+  const settle = db.prepare(`UPDATE partner_requests SET sent_at = ?
+    WHERE rowid = (SELECT rowid FROM partner_requests WHERE partner_key = ? AND sent_at = ? LIMIT 1)`)
   const upsertPause = db.prepare(`INSERT INTO partner_limits (partner_key, paused_until) VALUES (?, ?)
     ON CONFLICT (partner_key) DO UPDATE SET paused_until = max(paused_until, excluded.paused_until)`)
   const selectTimes = db.prepare<[string, number], { sent_at: number }>(
     'SELECT sent_at FROM partner_requests WHERE partner_key = ? AND sent_at >= ? ORDER BY sent_at')
 
-  const takeSlot = db.transaction((key: string, now: number, limit: number, windowMs: number): number => {
+  const takeSlot = db.transaction((key: string, now: number, limit: number, windowMs: number, heldUntil: number): number => {
     const paused = selectLimit.get(key)?.paused_until ?? 0
     if (paused > now) return paused - now
     forget.run(key, now - windowMs)
     const times = inWindow.all(key).map((row) => row.sent_at)
     // The slot frees when the request `limit` places before the next one leaves the window.
     if (times.length >= limit) return Math.max((times[times.length - limit] as number) + windowMs - now, 1)
-    insertRequest.run(key, now)
+    insertRequest.run(key, heldUntil)
     return 0
   })
 
@@ -56,8 +58,11 @@ export function sqliteReconcileState (db: Database.Database): ReconcileState {
       const { statement, params } = oldest(now)
       return statement.get(params)?.age ?? null
     },
-    async takeRequestSlot (key, now, limit, windowMs) {
-      return takeSlot.immediate(key, now, limit, windowMs)
+    async takeRequestSlot (key, now, limit, windowMs, heldUntil = now) {
+      return takeSlot.immediate(key, now, limit, windowMs, heldUntil)
+    },
+    async settleRequest (key, heldUntil, at) {
+      settle.run(at, key, heldUntil)
     },
     async pauseRequests (key, until) {
       upsertPause.run(key, until)
