@@ -34,7 +34,7 @@ export function reconcileMetrics (registry: Registry, state: ReconcileState): Re
     registers: [registry]
   })
   // Read from the database when scraped: every instance reports the same, whichever reconciles.
-  // eslint-disable-next-line no-new -- the gauge registers itself in `registry`, which is all that is kept of it
+
   new Gauge({
     name: 'g2sentry_reconcile_oldest_unchecked_seconds',
     help: 'How long the open job that has gone longest without an event or a check has waited; grows when the reconciler falls behind',
