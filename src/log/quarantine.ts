@@ -1,4 +1,5 @@
 import { decodeCallback } from '../domain/decode-callback.js'
+import { paged } from './paged.js'
 import { readLogStream } from './read-log.js'
 import type { AppendResult, G2SentryStore, JobEvent, Outcome, QuarantineReason, QuarantineRow } from '../domain/types.js'
 import { verifySignature } from '../domain/verify-signature.js'
@@ -26,7 +27,10 @@ export interface RetryReport {
   notFound: number[]
 }
 
-const PAGE = 100
+/** The quarantined bodies in id order, a page at a time; `pending` leaves out those a retry appended. */
+export function quarantineRows (store: G2SentryStore, options: { pending: boolean }): AsyncGenerator<QuarantineRow> {
+  return paged((afterId: number | undefined, limit) => store.listQuarantine({ afterId, limit, pending: options.pending }), (row) => row.id, 500)
+}
 
 /**
  * Re-checks quarantined bodies with the rules of live delivery (the signature against `secrets`,
@@ -80,13 +84,8 @@ export async function retryQuarantine (store: G2SentryStore, options: RetryQuara
 /** The pending rows to retry, in id order: all of them, or the asked-for ids (others go to the report). */
 async function * candidates (store: G2SentryStore, ids: readonly number[] | undefined, report: RetryReport): AsyncGenerator<QuarantineRow> {
   if (ids === undefined) {
-    let afterId = 0
-    for (;;) {
-      const page = await store.listQuarantine({ afterId, limit: PAGE, pending: true })
-      yield * page
-      if (page.length < PAGE) return
-      afterId = (page[page.length - 1] as QuarantineRow).id
-    }
+    yield * quarantineRows(store, { pending: true })
+    return
   }
   for (const id of [...new Set(ids)].sort((a, b) => a - b)) {
     const [row] = await store.listQuarantine({ afterId: id - 1, limit: 1 })

@@ -1,4 +1,5 @@
 import type { G2SentryStore, LogRow } from '../domain/types.js'
+import { paged } from './paged.js'
 
 export interface ReadLogOptions {
   /** Only this job's rows. */
@@ -16,16 +17,12 @@ export interface ReadLogOptions {
  * log is, and no query stays open between pages.
  */
 export async function * readLogStream (store: G2SentryStore, options: ReadLogOptions = {}): AsyncGenerator<LogRow> {
-  const limit = options.pageSize ?? 1000
   const toSeq = options.toSeq ?? Number.MAX_SAFE_INTEGER
-  let afterSeq = options.afterSeq ?? 0
-  for (;;) {
-    const page = await store.readLog({ jobId: options.jobId, afterSeq, limit })
-    for (const row of page) {
-      if (row.seq > toSeq) return
-      yield row
-    }
-    if (page.length < limit) return
-    afterSeq = (page[page.length - 1] as LogRow).seq
+  const { jobId } = options
+  const rows = paged((afterSeq: number | undefined, limit) => store.readLog({ jobId, afterSeq: afterSeq ?? options.afterSeq ?? 0, limit }),
+    (row) => row.seq, options.pageSize ?? 1000)
+  for await (const row of rows) {
+    if (row.seq > toSeq) return
+    yield row
   }
 }

@@ -1,6 +1,7 @@
 import { consumerLease } from '../../consumers/consumer.js'
 import { errors } from '../../errors.js'
 import type { G2SentryStore, LeaseRow, ParkedRow } from '../../domain/types.js'
+import { paged } from '../../log/paged.js'
 import { defineCommand, UsageError, wholeNumber, type Command } from '../command.js'
 import { withLog } from '../open-log.js'
 import { padded } from '../render.js'
@@ -41,13 +42,7 @@ async function * parkedRows (store: G2SentryStore, consumer: string | undefined)
   // Paged by seq within one consumer; across consumers the listing is in (consumer, seq) order.
   const names = consumer === undefined ? (await store.listConsumers()).map((c) => c.name) : [consumer]
   for (const name of names) {
-    let afterSeq = 0
-    for (;;) {
-      const page = await store.listParked({ consumer: name, afterSeq, limit: PAGE })
-      yield * page
-      if (page.length < PAGE) break
-      afterSeq = (page[page.length - 1] as ParkedRow).seq
-    }
+    yield * paged((afterSeq: number | undefined, limit) => store.listParked({ consumer: name, afterSeq, limit }), (row) => row.seq, PAGE)
   }
 }
 

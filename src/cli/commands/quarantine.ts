@@ -1,5 +1,4 @@
-import { retryQuarantine } from '../../log/quarantine.js'
-import type { G2SentryStore, QuarantineRow } from '../../domain/types.js'
+import { quarantineRows, retryQuarantine } from '../../log/quarantine.js'
 import { defineCommand, defineGroup, UsageError, wholeNumber } from '../command.js'
 import { withLog } from '../open-log.js'
 import { describeRetry, quarantineNdjsonRow, quarantineTableHeader, quarantineTableRow } from '../render.js'
@@ -17,18 +16,6 @@ the quarantine, outside the log.
          appended to the log with the time it was first received; the rest stays quarantined.
          A body is never appended twice. Exit code 1 when an --id is not in the quarantine.`
 
-const PAGE = 500
-
-async function * quarantineRows (store: G2SentryStore, pending: boolean): AsyncGenerator<QuarantineRow> {
-  let afterId = 0
-  for (;;) {
-    const page = await store.listQuarantine({ afterId, limit: PAGE, pending })
-    yield * page
-    if (page.length < PAGE) return
-    afterId = (page[page.length - 1] as QuarantineRow).id
-  }
-}
-
 const list = defineCommand({
   summary,
   usage,
@@ -43,7 +30,7 @@ const list = defineCommand({
     if (format !== 'ndjson' && format !== 'table') throw new UsageError('--format must be table or ndjson')
     return withLog(values.db, 'read', async (store) => {
       if (format === 'table') await out(quarantineTableHeader())
-      for await (const row of quarantineRows(store, values.all !== true)) {
+      for await (const row of quarantineRows(store, { pending: values.all !== true })) {
         await out(format === 'table' ? quarantineTableRow(row) : quarantineNdjsonRow(row))
       }
       return 0
