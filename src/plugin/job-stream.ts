@@ -3,10 +3,10 @@ import type { ServerResponse } from 'node:http'
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import { Type } from '@sinclair/typebox'
 import { errors } from '../errors.js'
-import type { ChangeFeed, JobChange } from './change-feed.js'
+import { changeOfRow, type ChangeFeed, type JobChange } from './change-feed.js'
 import type { JobRouteOptions, StreamLimits } from './options.js'
 import { JobIdString, toJobId } from './schemas.js'
-import type { G2SentryStore, LogRow } from '../domain/types.js'
+import type { G2SentryStore } from '../domain/types.js'
 
 const HEARTBEAT_MS = 15_000
 /** Rows read from the log per page of a catch-up: about 2 ms of work on the event loop here. */
@@ -17,15 +17,6 @@ const TURN_MS = 5
 const StreamQuerystring = Type.Object({ jobId: Type.Optional(JobIdString) })
 
 const LastEventId = /^\d{1,16}$/
-
-const fromLog = (row: LogRow): JobChange => ({
-  seq: row.seq,
-  jobId: row.jobId,
-  eventType: row.eventType,
-  status: row.jobStatus,
-  jobName: row.jobName,
-  receivedAt: new Date(row.receivedAt).toISOString()
-})
 
 const message = (change: JobChange) => `id: ${change.seq}\nevent: job\ndata: ${JSON.stringify(change)}\n\n`
 
@@ -187,7 +178,8 @@ export function jobStream (app: FastifyInstance, opts: {
           await outbox.writable
           if (raw.destroyed) break
           position = row.seq
-          if (row.outcome === 'applied') outbox.send(message(fromLog(row)))
+          const change = changeOfRow(row)
+          if (change !== undefined) outbox.send(message(change))
         }
         if (page.length < PAGE_SIZE && newest <= position) catchingUp = false
       }
