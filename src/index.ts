@@ -5,9 +5,9 @@ import { callbackRoute } from './plugin/callback-route.js'
 import { jobRoutes } from './plugin/job-routes.js'
 import { exportLog, type ExportOptions } from './log/export.js'
 import { ChangeFeed } from './plugin/change-feed.js'
-import { startConsumer, type Consumer, type ConsumerHandler, type ConsumerOptions, type Delivery } from './consumers/consumer.js'
+import type { Consumer, ConsumerHandler, ConsumerOptions, Delivery } from './consumers/consumer.js'
+import { consumerRegistry } from './consumers/registry.js'
 import { forwardHandler, redactUrl } from './consumers/forwarder.js'
-import { errors } from './errors.js'
 import { feedFromLog } from './plugin/log-feed.js'
 import { retryQuarantine, type RetryReport } from './log/quarantine.js'
 import { createMetrics, metricsRoute } from './plugin/metrics.js'
@@ -79,28 +79,9 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
     })
   if (reconciling !== undefined) app.addHook('onClose', () => reconciling.stop())
 
-  const consumers = new Map<string, Consumer>()
-  const consume = <D extends Delivery = 'changes'>(name: string, handler: ConsumerHandler<D>, consumerOptions?: ConsumerOptions<D>): Consumer => {
-    if (typeof store.openConsumer !== 'function' || typeof store.acquireLease !== 'function') {
-      throw new errors.INVALID_OPTION('the store does not implement consumers (openConsumer, acquireLease, ...)')
-    }
-    if (consumers.has(name)) throw new errors.INVALID_OPTION(`a consumer named ${name} is already running in this instance`)
-    const log = app.log.child({ consumer: name })
-    const consumer = startConsumer(store, name, handler, consumerOptions, {
-      handlerFailed: ({ seq, attempt, error, parked, retryInMs }) => {
-        metrics?.consumerFailed(name)
-        log.warn({ seq, attempt, parked, retryInMs, error: (error as Error)?.message ?? String(error) },
-          parked ? 'g2sentry: consumer handler failed; row parked' : 'g2sentry: consumer handler failed; will retry')
-      },
-      storeFailed: ({ error }) => log.error({ err: error }, 'g2sentry: consumer could not reach the store; will retry')
-    })
-    consumers.set(name, consumer)
-    return consumer
-  }
+  const { consume, consumers, closeAll } = consumerRegistry(store, app.log, metrics)
   // Consumers stop before the store closes (hooks run in reverse order of registration).
-  app.addHook('onClose', async () => {
-    await Promise.all([...consumers.values()].map((consumer) => consumer.close()))
-  })
+  app.addHook('onClose', closeAll)
   // The live feed reads the log, so it shows the commits of every instance on the database.
   const stopFeed = feedFromLog(feed, store, {
     pollMs: 1000,

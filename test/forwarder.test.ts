@@ -68,6 +68,9 @@ t.test('every applied change reaches the receiver once, in seq order, signed, th
   t.ok(warnings.length > 0, 'failures are logged as warnings')
   t.notOk(lines.some((line) => line.includes(FORWARD_SECRET)), 'the secret is never logged')
 
+  // The checkpoint is saved a moment after the last handler resolved.
+  await until(t, 'the checkpoint saved at the last applied seq',
+    async () => (await app.g2sentry.store.listConsumers()).find((c) => c.name === 'forwarder')?.checkpoint === all[all.length - 1])
   const metrics = (await app.inject('/metrics')).body
   t.match(metrics, new RegExp(`g2sentry_consumer_checkpoint\\{consumer="forwarder"\\} ${all[all.length - 1]}`), 'the checkpoint is at the last applied seq')
   t.match(metrics, /g2sentry_consumer_lag\{consumer="forwarder"\} 0/, 'no lag')
