@@ -1,6 +1,6 @@
 /**
  * A process that runs one durable consumer, for the tests that kill processes: started with
- * `node --import tsx test/consumer-child.ts`, configured by environment variables, it prints one
+ * tap's TypeScript loader (test/ts-loader.ts) or `node --import tsx test/consumer-child.ts`, configured by environment variables, it prints one
  * line per event on stdout: `ready`, `handling <seq>`, `handled <seq>`, `active`.
  *
  * - CONSUMER_DB: a SQLite file or a postgres:// URL (`?schema=` names the schema)

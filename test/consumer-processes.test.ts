@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import type { G2SentryStore } from '../src/domain/types.js'
 import { openStore } from '../src/store/open-store.js'
 import { ROOT } from './cli-process.js'
+import { TS_LOADER } from './ts-loader.js'
 import { freshSchema, pgUrl, requirePg } from './pg.js'
 import { assigned, completed, incoming, started, T0 } from './store-contract.js'
 
@@ -22,7 +23,7 @@ interface Child {
 }
 
 function startChild (t: Test, env: Record<string, string>): Child {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'test/consumer-child.ts'], {
+  const child = spawn(process.execPath, [...TS_LOADER, 'test/consumer-child.ts'], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe']

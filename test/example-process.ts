@@ -1,8 +1,9 @@
 /**
- * The example server as a newcomer runs it: `node --import tsx examples/server.ts` in a child
- * process, configured by environment variables, and what the tests do with it: wait for it to
- * listen, send it traffic over keep-alive connections, drive it with the simulator CLI, stop it,
- * and read the SQLite file it leaves.
+ * The example server as a newcomer runs it (`npm start` is `tsx examples/server.ts`; under tap the
+ * child loads tap's TypeScript loader instead, see ts-loader.ts) in a child process, configured by
+ * environment variables, and what the tests do with it: wait for it to listen, send it traffic
+ * over keep-alive connections, drive it with the simulator CLI, stop it, and read the SQLite file
+ * it leaves.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { type Agent, request as httpRequest } from 'node:http'
@@ -12,6 +13,7 @@ import { readLogStream } from '../src/log/read-log.js'
 import { sqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import type { LogRow, RebuildReport } from '../src/domain/types.js'
 import { ROOT, runCli, type Run } from './cli-process.js'
+import { asNewcomer, TS_LOADER } from './ts-loader.js'
 
 /** The environment without any of the variables the example reads, so each test sets only its own. */
 export function baseEnv (): NodeJS.ProcessEnv {
@@ -51,6 +53,8 @@ export interface StartOptions {
   keep?: 'all' | 'tail'
   /** Names the server in `listening`'s errors ("server A exited …"); "the server" without it. */
   name?: string
+  /** Run with tsx, exactly as `npm start` does, instead of tap's loader (its coverage is not recorded). */
+  newcomer?: boolean
 }
 
 export interface ExampleServer {
@@ -73,9 +77,12 @@ export interface ExampleServer {
 /** Starts examples/server.ts; SIGKILLed in teardown whatever happens. Does not wait for it to listen. */
 export function startServer (t: Test, options: StartOptions): ExampleServer {
   const { port, env = {}, keep = 'all', name } = options
-  const child = spawn(process.execPath, ['--import', 'tsx', 'examples/server.ts'], {
+  const launch = options.newcomer === true
+    ? asNewcomer({ ...baseEnv(), PORT: String(port), HOST: '127.0.0.1', ...env })
+    : { args: [...TS_LOADER], env: { ...baseEnv(), PORT: String(port), HOST: '127.0.0.1', ...env } }
+  const child = spawn(process.execPath, [...launch.args, 'examples/server.ts'], {
     cwd: ROOT,
-    env: { ...baseEnv(), PORT: String(port), HOST: '127.0.0.1', ...env },
+    env: launch.env,
     stdio: ['ignore', 'pipe', 'pipe']
   })
   t.teardown(() => {

@@ -1,5 +1,6 @@
-// The example server as a newcomer runs it: `node --import tsx examples/server.ts` in a child
-// process, configured by environment variables, driven by the real simulator CLI entry
+// The example server as a newcomer runs it (`npm start`: tsx examples/server.ts; the first test
+// exactly so, the others under tap's TypeScript loader, see ts-loader.ts) in a child process,
+// configured by environment variables, driven by the real simulator CLI entry
 // (bin/g2sentry.js → dist/cli/bin.js, built by `npm test` before tap runs).
 import t from 'tap'
 import { existsSync } from 'node:fs'
@@ -21,7 +22,7 @@ t.test('a newcomer runs the example server and the simulator', async (t) => {
   const port = await freePort()
   const env = { G2SENTRY_DB: database }
 
-  const server = startServer(t, { port, env })
+  const server = startServer(t, { port, env, newcomer: true })
   await listening(server)
   t.ok(existsSync(database), 'the server created the data directory and the database')
   const warning = server.logs.find((line) => line.level === 40 && /DEVELOPMENT secret/.test(line.msg))
