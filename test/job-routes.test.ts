@@ -257,6 +257,38 @@ t.test('GET /jobs', async (t) => {
     }
     t.equal((await get(app, '/jobs?limit=500')).statusCode, 200, 'the largest limit')
   })
+
+  // As for a job id in the path: the numbers as written, never coerced (`after=0x18` would be 24).
+  t.test('limit and after as written: digits only', async (t) => {
+    const rows: Array<[string, number, number[]?]> = [
+      ['after=24&limit=1', 200, [25]],
+      ['after=0&limit=1', 200, [3]],
+      ['limit=500', 200],
+      ['after=0x18&limit=1', 400],
+      ['after=2.4e1&limit=1', 400],
+      ['after=%2B24&limit=1', 400],
+      ['after=024&limit=1', 400],
+      ['after=24.0&limit=1', 400],
+      ['after=%2024&limit=1', 400],
+      ['after=', 400],
+      [`after=${Number.MAX_SAFE_INTEGER + 1}`, 400],
+      ['limit=1e1', 400],
+      ['limit=0x10', 400],
+      ['limit=%2B5', 400],
+      ['limit=05', 400],
+      ['limit=5.0', 400],
+      ['limit=', 400],
+      ['limit=0', 400],
+      ['limit=501', 400],
+      ['limit=99999999999999999999', 400]
+    ]
+    for (const [query, status, ids] of rows) {
+      const res = await get(app, `/jobs?${query}`)
+      t.equal(res.statusCode, status, `${query} → ${status}`)
+      if (status === 400) t.match(res.json(), { statusCode: 400, code: 'FST_G2SENTRY_INVALID_REQUEST' }, query)
+      if (ids !== undefined) t.same(res.json().jobs.map((job: { jobId: number }) => job.jobId), ids, query)
+    }
+  })
 })
 
 t.test('jobRoutes: false leaves the job routes out', async (t) => {

@@ -45,7 +45,9 @@ export async function jobRoutes (instance: FastifyInstance, opts: { store: G2Sen
     ...routeOptions,
     schema: { querystring: ListJobsQuerystring, response: { 200: JobListView } }
   }, async (request) => {
-    const { status, limit, after } = request.query
+    const { status } = request.query
+    const limit = request.query.limit === undefined ? 50 : Number(request.query.limit)
+    const after = request.query.after === undefined ? undefined : toJobId(request.query.after, 'after')
     const jobs = await store.listJobs({ status, limit, after })
     const last = jobs[jobs.length - 1]
     return { jobs: jobs.map(jobView), next: jobs.length === limit && last !== undefined ? last.jobId : null }

@@ -25,6 +25,12 @@ export function toJobId (text: string, name = 'jobId'): number {
 
 export const JobIdParams = Type.Object({ jobId: JobIdString })
 
+/** A cursor (`after`) in a query, as text: a job id, or 0 for the start. Read with `toJobId`. */
+export const CursorString = Type.String({ pattern: '^(0|[1-9][0-9]{0,15})$' })
+
+/** A page size in a query, as text: 1 to 500, digits only (the bound is checked by the pattern). */
+export const LimitString = Type.String({ pattern: '^([1-9][0-9]?|[1-4][0-9]{2}|500)$' })
+
 export const JobView = Type.Object({
   jobId: Type.Integer(),
   jobName: Type.String(),
@@ -54,8 +60,9 @@ export const JobEventsView = Type.Object({
 
 export const ListJobsQuerystring = Type.Object({
   status: Type.Optional(JobStatusSchema),
-  limit: Type.Integer({ minimum: 1, maximum: 500, default: 50 }),
-  after: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }))
+  /** Default 50. */
+  limit: Type.Optional(LimitString),
+  after: Type.Optional(CursorString)
 })
 
 export const JobListView = Type.Object({
