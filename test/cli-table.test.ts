@@ -51,7 +51,7 @@ t.test('replay --format table and quarantine list escape control characters in e
   t.equal(table.out.length, 3, 'a header and one line per row: no row is split')
   for (const line of table.out) t.notMatch(line, ACTS_ON_TERMINAL, `no control character reaches the terminal: ${visible(line)}`)
   t.ok(table.out[1]?.endsWith('Gala\\x1b]0;pwned\\x07\\r\\x1b[2K\\nseq 99\\x9b2J\\x7f\\u202eend'), 'the job name is shown written out')
-  t.match(table.out[2], /^2 +\S+ +502 +Job\\x1b\[31mRed\\x1b\[0m Assigned +unsupported +Pier 4$/, 'the event type too, and the columns after it stay in place')
+  t.match(table.out[2], /^2 +\S+ +502 +Job\\x1b\[31mRed\\x1b\[0m Assigned +unsupported +callback +Pier 4$/, 'the event type too, and the columns after it stay in place')
 
   const quarantine = await run('quarantine', 'list', '--db', db)
   t.equal(quarantine.code, 0)

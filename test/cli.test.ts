@@ -184,13 +184,13 @@ t.test('the CLI on a real database', async (t) => {
     t.equal(r.code, 0)
     const out = lines(r.stdout)
     t.equal(out.length, bodies.length + 1, 'a header and one line per row')
-    t.match(out[0], /^seq\s+receivedAt\s+jobId\s+eventType\s+jobStatus\s+outcome\s+jobName$/, 'the header names the columns')
+    t.match(out[0], /^seq\s+receivedAt\s+jobId\s+eventType\s+jobStatus\s+outcome\s+source\s+jobName$/, 'the header names the columns')
     out.slice(1).forEach((line, i) => {
       const payload = JSON.parse(bodies[i] as string) as { jobId: number; eventType: string; jobStatus: string; jobName: string }
       const cells = line.split(/\s+/)
       t.equal(cells[0], String(i + 1), `line ${i + 1}: seq`)
       t.match(cells[1], /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/, `line ${i + 1}: receivedAt`)
-      t.same(cells.slice(2, 6), [String(payload.jobId), payload.eventType, payload.jobStatus, SIMULATED_OUTCOMES[i]], `line ${i + 1}: job, event, status, outcome`)
+      t.same(cells.slice(2, 7), [String(payload.jobId), payload.eventType, payload.jobStatus, SIMULATED_OUTCOMES[i], 'callback'], `line ${i + 1}: job, event, status, outcome, source`)
       t.ok(line.endsWith(payload.jobName), `line ${i + 1}: ends with the job name`)
     })
 

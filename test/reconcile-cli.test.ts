@@ -61,6 +61,8 @@ async function behaviour (t: Test, database: string): Promise<void> {
 
   const replay = await runCli(['replay', '--db', database, '--job', '11'], { env })
   t.same(replay.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { source: string }).source), ['callback', 'api'], 'replay shows the source')
+  const table = await runCli(['replay', '--db', database, '--job', '11', '--format', 'table'], { env })
+  t.same(table.stdout.trim().split('\n').map((line) => line.split(/\s+/)[6]), ['source', 'callback', 'api'], 'and so does its table')
 
   const again = await runCli(['reconcile', '--db', database, '--job', '11', '--job', '99'], { env })
   t.equal(again.code, 0)

@@ -32,15 +32,15 @@ export const padded = (widths: readonly number[], cells: readonly string[]): str
 // so the column keeps its width.
 const clip = (text: string, width: number) => text.length > width ? text.slice(0, width - 1) + '…' : text
 
-const LOG_COLUMNS = ['seq', 'receivedAt', 'jobId', 'eventType', 'jobStatus', 'outcome', 'jobName'] as const
-const LOG_WIDTHS = [8, 24, 8, 15, 10, 11, 0]
+const LOG_COLUMNS = ['seq', 'receivedAt', 'jobId', 'eventType', 'jobStatus', 'outcome', 'source', 'jobName'] as const
+const LOG_WIDTHS = [8, 24, 8, 15, 10, 11, 9, 0]
 
 /** The header of `replay --format table`. */
 export const logTableHeader = (): string => padded(LOG_WIDTHS, LOG_COLUMNS)
 
 /** One log row as a line of `replay --format table`. */
 export const logTableRow = (row: LogRow): string => padded(LOG_WIDTHS, [String(row.seq), new Date(row.receivedAt).toISOString(),
-  String(row.jobId), row.eventType, row.jobStatus, row.outcome, row.jobName])
+  String(row.jobId), row.eventType, row.jobStatus, row.outcome, row.source, row.jobName])
 
 /** One log row as an NDJSON line (replay; the same record as an export's). */
 export const logNdjsonRow = (row: LogRow): string => JSON.stringify(logRecord(row))
