@@ -9,23 +9,12 @@ import type { G2SentryStore, LogRow } from '../src/domain/types.js'
 import { sqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import { assigned, completed, incoming, seedLog, started, T0 } from './store-contract.js'
 import { JOB_NAME } from './fixtures.js'
+import { until } from './until.js'
 
 const openStore = (t: Test): G2SentryStore => {
   const store = sqliteStore({ filename: join(t.testdir(), 'g2.db') })
   t.teardown(() => store.close())
   return store
-}
-
-/** Polls `condition` every 5 ms until it holds; fails the test after `ms`. */
-async function until (t: Test, what: string, condition: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!await condition()) {
-    if (Date.now() > deadline) {
-      t.fail(`timed out waiting for ${what}`)
-      throw new Error(`timed out waiting for ${what}`)
-    }
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
 }
 
 function run<D extends Delivery = 'changes'> (t: Test, store: G2SentryStore, name: string, handler: (item: D extends 'rows' ? LogRow : JobChange, attempt: number) => unknown,
@@ -43,7 +32,7 @@ t.test('each projection change, in seq order, then the checkpoint at the last ro
   await seedLog(store)
   const seen: JobChange[] = []
   run(t, store, 'changes', (change) => { seen.push(change) })
-  await until(t, 'the checkpoint at seq 8', async () => await checkpointOf(store, 'changes') === 8)
+  await until('the checkpoint at seq 8', async () => await checkpointOf(store, 'changes') === 8)
   t.same(seen.map((c) => c.seq), [1, 2, 3, 6, 7], 'only applied rows, in seq order (duplicate, stale and unsupported left out)')
   t.same(seen[0], { seq: 1, jobId: 1, eventType: 'JobAssigned', status: 'Assigned', jobName: JOB_NAME, receivedAt: new Date(T0).toISOString() },
     'the stream\'s shape, with no phone')
@@ -54,7 +43,7 @@ t.test('deliver: rows hands over every log row', async (t) => {
   await seedLog(store)
   const seen: LogRow[] = []
   run<'rows'>(t, store, 'rows', (row) => { seen.push(row) }, { deliver: 'rows' })
-  await until(t, 'eight rows', () => seen.length === 8)
+  await until('eight rows', () => seen.length === 8)
   t.same(seen.map((r) => [r.seq, r.outcome]), [[1, 'applied'], [2, 'applied'], [3, 'applied'], [4, 'stale'], [5, 'duplicate'], [6, 'applied'], [7, 'applied'], [8, 'unsupported']])
 })
 
@@ -66,7 +55,7 @@ t.test('a consumer wakes on each commit, with no poll delay', async (t) => {
   await new Promise((resolve) => setTimeout(resolve, 50))
   for (let jobId = 1; jobId <= 5; jobId++) {
     const { seq } = await store.append(incoming(assigned(jobId), T0 + jobId))
-    await until(t, `seq ${seq} handled`, () => seen.includes(seq))
+    await until(`seq ${seq} handled`, () => seen.includes(seq))
   }
   t.same(seen, [1, 2, 3, 4, 5])
 })
@@ -81,7 +70,7 @@ t.test('a handler that fails N times is retried, and no later row is handed over
     if (change.seq === 3) times.push(Date.now())
     if (change.seq === 3 && attempt <= 4) throw new Error(`attempt ${attempt} fails`)
   }, { minBackoffMs: 20, maxBackoffMs: 80 })
-  await until(t, 'the checkpoint at seq 8', async () => await checkpointOf(store, 'flaky') === 8)
+  await until('the checkpoint at seq 8', async () => await checkpointOf(store, 'flaky') === 8)
   t.same(calls, [[1, 1], [2, 1], [3, 1], [3, 2], [3, 3], [3, 4], [3, 5], [6, 1], [7, 1]], 'seq 3 five times (4 failures), then the rest in order')
   // Between half and all of 20, 40, 80, 80 ms.
   const gaps = times.slice(1).map((time, i) => time - (times[i] as number))
@@ -99,14 +88,14 @@ t.test('after maxAttempts a row is parked and the consumer moves on; a retry han
     calls.push([change.seq, attempt])
     if (change.seq === 3 && !healthy) throw new Error('the receiver refuses job 1')
   }, { maxAttempts: 3 })
-  await until(t, 'the checkpoint at seq 8', async () => await checkpointOf(store, 'parker') === 8)
+  await until('the checkpoint at seq 8', async () => await checkpointOf(store, 'parker') === 8)
   t.same(calls, [[1, 1], [2, 1], [3, 1], [3, 2], [3, 3], [6, 1], [7, 1]])
   const [parked] = await store.listParked({ consumer: 'parker', limit: 10 })
   t.same(parked && [parked.seq, parked.attempts, parked.error, parked.jobId], [3, 3, 'the receiver refuses job 1', 1], 'parked with its attempts and error')
 
   healthy = true
   t.equal(await consumer.retryParked(), 1)
-  await until(t, 'the parked row retried', async () => (await store.listParked({ limit: 10 })).length === 0)
+  await until('the parked row retried', async () => (await store.listParked({ limit: 10 })).length === 0)
   t.same(calls.slice(7), [[3, 4]], 'handed over once more, attempt 4')
   t.equal(await checkpointOf(store, 'parker'), 8, 'the checkpoint did not move back')
 })
@@ -115,9 +104,9 @@ t.test('a parked row that fails its retry is parked again with the attempts adde
   const store = openStore(t)
   await store.append(incoming(assigned(1), T0))
   const consumer = run(t, store, 'stubborn', () => { throw new Error('no') }, { maxAttempts: 2 })
-  await until(t, 'the row parked', async () => (await store.listParked({ limit: 10 })).length === 1)
+  await until('the row parked', async () => (await store.listParked({ limit: 10 })).length === 1)
   await consumer.retryParked([1])
-  await until(t, 'the retry over', async () => (await store.listParked({ limit: 10 }))[0]?.attempts === 4)
+  await until('the retry over', async () => (await store.listParked({ limit: 10 }))[0]?.attempts === 4)
   t.same((await store.listParked({ limit: 10 })).map((p) => [p.seq, p.attempts, p.retryRequested]), [[1, 4, false]])
 })
 
@@ -126,16 +115,16 @@ t.test('start: now skips what is already in the log; an existing consumer keeps 
   await seedLog(store)
   const seen: number[] = []
   const first = run(t, store, 'late', (change) => { seen.push(change.seq) }, { start: 'now' })
-  await until(t, 'the consumer created', async () => await checkpointOf(store, 'late') === 8)
+  await until('the consumer created', async () => await checkpointOf(store, 'late') === 8)
   const { seq } = await store.append(incoming(started(2), T0 + 100))
-  await until(t, 'the new change', () => seen.includes(seq))
+  await until('the new change', () => seen.includes(seq))
   t.same(seen, [seq], 'only the change made after it started')
   await first.close()
 
   await store.append(incoming(completed(2), T0 + 200))
   const again: number[] = []
   run(t, store, 'late', (change) => { again.push(change.seq) }, { start: 'now' })
-  await until(t, 'the change made while it was stopped', () => again.length === 1)
+  await until('the change made while it was stopped', () => again.length === 1)
   t.same(again, [seq + 1], 'restarted, it goes on from its checkpoint, not from now')
 })
 
@@ -145,18 +134,18 @@ t.test('two consumers of one name: one runs, the other takes over when it closes
   const seenA: number[] = []
   const seenB: number[] = []
   const a = run(t, store, 'single', (change) => { seenA.push(change.seq) }, { leaseTtlMs: 300 })
-  await until(t, 'a caught up', () => seenA.length === 5)
+  await until('a caught up', () => seenA.length === 5)
   const b = run(t, store, 'single', (change) => { seenB.push(change.seq) }, { leaseTtlMs: 300 })
   await new Promise((resolve) => setTimeout(resolve, 400))
   t.equal(b.status().active, false, 'b waits while a holds the lease')
   t.equal(a.status().active, true)
   await store.append(incoming(started(2), T0 + 100))
-  await until(t, 'a handles the new change', () => seenA.length === 6)
+  await until('a handles the new change', () => seenA.length === 6)
   t.same(seenB, [], 'b handled nothing')
 
   await a.close()
   await store.append(incoming(completed(2), T0 + 200))
-  await until(t, 'b handles the next change', () => seenB.length === 1)
+  await until('b handles the next change', () => seenB.length === 1)
   t.same(seenB, [10], 'b starts from a\'s checkpoint: nothing twice, nothing skipped')
   t.equal(b.status().active, true)
 })
@@ -186,10 +175,10 @@ t.test('a reset moves a running consumer back: it hands the range over again', a
   await seedLog(store)
   const seen: number[] = []
   run(t, store, 'replayer', (change) => { seen.push(change.seq) }, { leaseTtlMs: 300 })
-  await until(t, 'caught up', async () => await checkpointOf(store, 'replayer') === 8)
+  await until('caught up', async () => await checkpointOf(store, 'replayer') === 8)
   t.equal(await store.resetConsumer('replayer', 5, 'consumer:replayer'), true)
   await store.append(incoming(started(2), T0 + 100))
-  await until(t, 'the replayed range and the new change', async () => seen.slice(-3).join() === '6,7,9' && await checkpointOf(store, 'replayer') === 9)
+  await until('the replayed range and the new change', async () => seen.slice(-3).join() === '6,7,9' && await checkpointOf(store, 'replayer') === 9)
   t.same(seen.slice(0, 5), [1, 2, 3, 6, 7], 'the first pass')
   // The new change may be handled once more if it came before the consumer noticed the reset.
   t.match(seen.slice(5).join(), /^(9,)?6,7,9$/, 'then from seq 5 again')

@@ -17,19 +17,12 @@ import { freePort, listening, send, startServer, type ExampleServer } from './ex
 import { assigned, completed, started, withdrawn, type CallbackPayload } from './helpers.js'
 import { freshSchema, pgUrl, requirePg } from './pg.js'
 import { distinctInOrder, startReceiver, type Receiver } from './receiver.js'
+import { until } from './until.js'
 
 t.setTimeout(400_000)
 
 const CALLBACK_SECRET = 'forward-process-callback-secret'
 const FORWARD_SECRET = 'forward-process-forward-secret'
-
-async function until (what: string, condition: () => boolean | Promise<boolean>, ms = 60_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!await condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 25))
-  }
-}
 
 function server (t: Test, db: string, receiver: Receiver, port: number, name: string): ExampleServer {
   return startServer(t, {
@@ -84,7 +77,7 @@ async function appliedSeqs (db: string): Promise<number[]> {
 /** Checks what the receiver got against the log, and the CLI's view of the forwarder. */
 async function check (t: Test, db: string, receiver: Receiver): Promise<void> {
   const applied = await appliedSeqs(db)
-  await until('every applied change forwarded', () => new Set(receiver.accepted.map((c) => c.seq)).size >= applied.length)
+  await until('every applied change forwarded', () => new Set(receiver.accepted.map((c) => c.seq)).size >= applied.length, 60_000)
   const { distinct, repeats, outOfOrder } = distinctInOrder(receiver.accepted)
   t.same(distinct.map((c) => c.seq), applied, `every applied change arrived (${applied.length}), none other`)
   t.equal(outOfOrder, 0, 'in seq order')
@@ -96,7 +89,7 @@ async function check (t: Test, db: string, receiver: Receiver): Promise<void> {
   await until('the checkpoint saved', async () => {
     const listed = await runCli(['consumers', '--db', db, '--format', 'ndjson'])
     return listed.stdout.includes(`"checkpoint":${last},`)
-  })
+  }, 60_000)
   const table = await runCli(['consumers', '--db', db])
   t.match(table.stdout, new RegExp(`^forwarder\\s+${last}\\s+0\\s+0\\s`, 'm'), `g2sentry consumers shows the forwarder at seq ${last}, lag 0`)
 }
@@ -145,7 +138,7 @@ t.test('postgres: two instances, the one forwarding is killed, the other takes o
     const listed = await runCli(['consumers', '--db', db, '--format', 'ndjson'])
     holder = (JSON.parse(listed.stdout.split('\n')[0] || '{}') as { holder?: string | null }).holder ?? ''
     return holder !== ''
-  })
+  }, 60_000)
   const pid = Number(holder.split(':')[1])
   const forwarding = servers.find((s) => s.child.pid === pid)
   t.ok(forwarding, `the holder is one of the two instances (${holder})`)
@@ -176,7 +169,7 @@ t.test('postgres: an instance\'s live stream shows the other instance\'s commits
       text += Buffer.from(value as Uint8Array).toString('utf8')
     }
   })()
-  await until('the stream open', () => text.includes('retry:'))
+  await until('the stream open', () => text.includes('retry:'), 60_000)
 
   let turn = 0
   await deliver(() => [b, a][turn++ % 2] as ExampleServer, [1, 2])

@@ -2,25 +2,15 @@
 // receiver that checks the signature): every applied change, in seq order, signed, retried
 // through 500s, a receiver that is down for a while and one that hangs; plus the plugin's
 // consume(), its option checks, its metrics and onEvent staying best-effort.
-import t, { type Test } from 'tap'
+import t from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { join } from 'node:path'
 import type { JobChange } from '../src/plugin/change-feed.js'
 import { assigned, buildApp, completed, memoryStream, post, started, withdrawn } from './helpers.js'
 import { distinctInOrder, startReceiver } from './receiver.js'
+import { until } from './until.js'
 
 const FORWARD_SECRET = 'forward-secret-never-logged'
-
-async function until (t: Test, what: string, condition: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!await condition()) {
-    if (Date.now() > deadline) {
-      t.fail(`timed out waiting for ${what}`)
-      throw new Error(`timed out waiting for ${what}`)
-    }
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
-}
 
 /** Posts a few lifecycles; returns the seqs of the applied changes, in order. */
 async function traffic (app: FastifyInstance, jobs: number[]): Promise<number[]> {
@@ -46,7 +36,7 @@ t.test('every applied change reaches the receiver once, in seq order, signed, th
     forward: { url: receiver.url, secret: FORWARD_SECRET, minBackoffMs: 10, maxBackoffMs: 200, timeoutMs: 2000 }
   })
   const first = await traffic(app, [1, 2, 3])
-  await until(t, 'the first changes forwarded', () => distinctInOrder(receiver.accepted).distinct.length === first.length)
+  await until('the first changes forwarded', () => distinctInOrder(receiver.accepted).distinct.length === first.length)
 
   await receiver.down()
   const during = await traffic(app, [4, 5])
@@ -55,7 +45,7 @@ t.test('every applied change reaches the receiver once, in seq order, signed, th
   await receiver.up()
   const after = await traffic(app, [6])
   const all = [...first, ...during, ...after]
-  await until(t, 'every change forwarded', () => receiver.accepted.length >= all.length)
+  await until('every change forwarded', () => receiver.accepted.length >= all.length)
 
   t.same(receiver.accepted.map((c) => c.seq), all, 'each applied change exactly once, in seq order')
   t.equal(receiver.badSignatures(), 0, 'every request was signed with the secret')
@@ -69,7 +59,7 @@ t.test('every applied change reaches the receiver once, in seq order, signed, th
   t.notOk(lines.some((line) => line.includes(FORWARD_SECRET)), 'the secret is never logged')
 
   // The checkpoint is saved a moment after the last handler resolved.
-  await until(t, 'the checkpoint saved at the last applied seq',
+  await until('the checkpoint saved at the last applied seq',
     async () => (await app.g2sentry.store.listConsumers()).find((c) => c.name === 'forwarder')?.checkpoint === all[all.length - 1])
   const metrics = (await app.inject('/metrics')).body
   t.match(metrics, new RegExp(`g2sentry_consumer_checkpoint\\{consumer="forwarder"\\} ${all[all.length - 1]}`), 'the checkpoint is at the last applied seq')
@@ -82,7 +72,7 @@ t.test('an attempt that gets no answer within timeoutMs is retried', async (t) =
   const receiver = await startReceiver(t, { secret: FORWARD_SECRET, hang: (n) => n === 1 })
   const app = await buildApp(t, { forward: { url: receiver.url, secret: FORWARD_SECRET, minBackoffMs: 10, timeoutMs: 300 } })
   await post(app, assigned(1))
-  await until(t, 'the change forwarded after the hung attempt', () => receiver.accepted.length === 1)
+  await until('the change forwarded after the hung attempt', () => receiver.accepted.length === 1)
   t.equal(receiver.attempts(), 2, 'the hung attempt, then one that succeeded')
 })
 
@@ -95,11 +85,11 @@ t.test('app.g2sentry.consume: a handler of the user\'s, closed with the app, one
   t.throws(() => app.g2sentry.consume('bad name', () => {}), { code: 'FST_G2SENTRY_INVALID_OPTION' })
   await post(app, assigned(1))
   await post(app, started(1))
-  await until(t, 'both changes handled', () => seen.length === 2)
+  await until('both changes handled', () => seen.length === 2)
   const rows: number[] = []
   app.g2sentry.consume<'rows'>('auditor', (row) => { rows.push(row.seq) }, { deliver: 'rows' })
   await post(app, started(1))
-  await until(t, 'every row handled', () => rows.length === 3)
+  await until('every row handled', () => rows.length === 3)
   t.same(seen, [1, 2], 'the duplicate is not a change')
   await app.close()
   t.equal(consumer.status().active, false, 'closed with the app')
@@ -127,5 +117,5 @@ t.test('onEvent stays best-effort: a failing onEvent loses nothing a consumer ge
   app.g2sentry.consume('safe', (change) => { seen.push(change.seq) })
   const response = await post(app, assigned(1))
   t.equal(response.statusCode, 200, 'the delivery is acknowledged all the same')
-  await until(t, 'the consumer got it', () => seen.length === 1)
+  await until('the consumer got it', () => seen.length === 1)
 })

@@ -10,6 +10,7 @@ import { assigned, started } from './helpers.js'
 import { incoming } from './store-contract.js'
 import type { JobEvent } from '../src/domain/types.js'
 import { appliedChanges, deliver, server, SseClient, type Delivered } from './stream-helpers.js'
+import { until } from './until.js'
 
 t.setTimeout(120_000)
 
@@ -27,15 +28,6 @@ function serverSocketOf (sockets: Map<number, Socket>, client: SseClient): Socke
   const socket = sockets.get(client.localPort ?? -1)
   if (socket === undefined) throw new Error('no server socket for the client')
   return socket
-}
-
-/** Waits until `condition()` holds; fails after `ms` with `what`. */
-async function until (condition: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`)
-    await sleep(10)
-  }
 }
 
 t.test('a client that never reads is cut off past stream.maxBuffered, and catches up from the log when it reconnects', async (t) => {
@@ -85,7 +77,7 @@ t.test('catch-ups of a long log by clients that never read: bounded per client, 
   const stalled = await Promise.all([1, 2, 3].map(() => SseClient.open(t, `${base}/jobs/stream`, { 'last-event-id': '0' }, { paused: true })))
   const stalledSockets = stalled.map((client) => serverSocketOf(sockets, client))
   // The catch-up has filled the kernel's buffers and waits for 'drain' once the server keeps data of its own.
-  await until(() => stalledSockets.every((socket) => socket.writableLength > 0), 'the catch-ups wait for the socket')
+  await until('the catch-ups wait for the socket', () => stalledSockets.every((socket) => socket.writableLength > 0))
   const written = stalledSockets.map((socket) => socket.bytesWritten)
 
   // Meanwhile the server answers as usual, and a change committed now comes after the catch-up.
@@ -138,7 +130,7 @@ t.test('more clients than stream.maxClients: 503 FST_G2SENTRY_STREAM_FULL until 
 async function resetClient (t: Test, base: string, last: number, query = ''): Promise<SseClient> {
   const client = await SseClient.open(t, `${base}/jobs/stream${query}`, { 'last-event-id': String(last) })
   t.equal(client.statusCode, 200)
-  await until(() => client.events.some((event) => event.event === 'reset'), 'the reset event')
+  await until('the reset event', () => client.events.some((event) => event.event === 'reset'))
   return client
 }
 
