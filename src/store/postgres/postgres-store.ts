@@ -92,7 +92,8 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
   })
   // Group commit (src/store/group-commit.ts): a batch in one transaction; a batch that fails is
   // run again one event per transaction, in order, so one bad event fails only its own caller.
-  const queue = groupCommit(options.maxBatch ?? 256, (events) => writer.appendBatch(events))
+  // With overlap, the next batch is computed and sent while one commits (postgres-writer.ts).
+  const queue = groupCommit(options.maxBatch ?? 256, (events, release) => writer.appendBatch(events, release), { overlap: true })
 
   const consumers = postgresConsumers(pool, (work) => transaction(pool, 'BEGIN', work))
   const store: G2SentryStore = {
