@@ -30,9 +30,11 @@ const PG_LIST_LEASES = positional(LIST_LEASES, [], CLOCK)
 
 /**
  * Opens (and, unless `readOnly`, migrates) a PostgreSQL event store, for several app instances sharing one log.
- * Every append transaction locks the chain's head row first, so appends from all instances take
- * turns: the read of the projection and the writes that follow it can never interleave with
- * another instance's, and seq follows commit order.
+ * Every append transaction holds the chain's head row when it writes, so appends from all
+ * instances take turns and seq follows commit order; a batch whose reads ran before it held the
+ * head writes only if the head is still where it expected (docs/design.md, "The PostgreSQL
+ * write path"), so the reads of the projection and the writes that follow them never interleave
+ * with another instance's.
  */
 export async function postgresStore (options: PostgresStoreOptions): Promise<G2SentryStore> {
   const pool = await openPool(options)
