@@ -393,8 +393,9 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
     } else if (before !== undefined) {
       await before.done
     }
+    let appended: Appended
     try {
-      return done(await appendMany(events, undefined, onWritten) as Appended)
+      appended = await appendMany(events, undefined, onWritten) as Appended
     } catch {
       const outcomes: BatchOutcome[] = []
       for (const event of events) {
@@ -404,6 +405,8 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
     } finally {
       release()
     }
+    // Outside the try: once committed, nothing may send the batch to the per-event fallback.
+    return done(appended)
   }
 
   return {
