@@ -10,9 +10,20 @@ export type BatchOutcome = { ok: true; result: AppendResult | SupersededResult }
 
 /**
  * Commits a batch: one outcome per event, in order; throws when the batch failed as a whole,
- * which fails every event in it.
+ * which fails every event in it. With `overlap`, `release` lets the next batch start before this
+ * one has settled (see `groupCommit`); without it, calling it does nothing.
  */
-export type CommitBatch = (events: IncomingEvent[]) => BatchOutcome[] | Promise<BatchOutcome[]>
+export type CommitBatch = (events: IncomingEvent[], release: () => void) => BatchOutcome[] | Promise<BatchOutcome[]>
+
+export interface GroupCommitOptions {
+  /**
+   * Let the committer start the next batch early: the next batch is handed over as soon as the
+   * running one calls `release` (or settles), so two may be in flight. The committer then owns
+   * the ordering: a later batch must write and settle as if it had started after the earlier
+   * one settled (PostgreSQL only: src/store/postgres/postgres-writer.ts).
+   */
+  overlap?: boolean
+}
 
 type Pending = { event: IncomingEvent; resolve: (result: AppendResult | SupersededResult) => void; reject: (error: unknown) => void }
 
@@ -24,19 +35,23 @@ type Pending = { event: IncomingEvent; resolve: (result: AppendResult | Supersed
  * when idle it delays a commit by one turn of the loop. Appends arriving while a batch commits
  * wait for the next one.
  */
-export function groupCommit (maxBatch: number, commit: CommitBatch): {
+export function groupCommit (maxBatch: number, commit: CommitBatch, options: GroupCommitOptions = {}): {
   append: (event: IncomingEvent) => Promise<AppendResult | SupersededResult>
   /** Commits (or fails) every append queued so far. */
   drain: () => Promise<void>
 } {
   let pending: Pending[] = []
   let scheduled = false
+  // The batch that holds the turn: no other starts until it releases it (or settles).
   let committing: Promise<void> | undefined
+  // Every batch not settled yet, for drain (one, or two with overlap).
+  const running = new Set<Promise<void>>()
+  const noop = (): void => {}
 
-  async function run (batch: Pending[]): Promise<void> {
+  async function run (batch: Pending[], release: () => void): Promise<void> {
     let outcomes
     try {
-      outcomes = await commit(batch.map((item) => item.event))
+      outcomes = await commit(batch.map((item) => item.event), options.overlap === true ? release : noop)
     } catch (error) {
       for (const item of batch) item.reject(error)
       return
@@ -53,10 +68,19 @@ export function groupCommit (maxBatch: number, commit: CommitBatch): {
     if (committing !== undefined || pending.length === 0) return
     const batch = pending.length <= maxBatch ? pending : pending.slice(0, maxBatch)
     pending = pending.length <= maxBatch ? [] : pending.slice(maxBatch)
-    committing = run(batch).finally(() => {
+    let released = false
+    const release = (): void => {
+      if (released) return
+      released = true
       committing = undefined
       if (pending.length > 0) schedule()
+    }
+    const done: Promise<void> = run(batch, release).finally(() => {
+      running.delete(done)
+      release()
     })
+    running.add(done)
+    committing = done
   }
 
   function schedule (): void {
@@ -76,9 +100,9 @@ export function groupCommit (maxBatch: number, commit: CommitBatch): {
       })
     },
     async drain () {
-      while (committing !== undefined || pending.length > 0) {
+      while (running.size > 0 || pending.length > 0) {
         flush()
-        await committing
+        await Promise.all(running)
       }
     }
   }

@@ -30,9 +30,11 @@ const PG_LIST_LEASES = positional(LIST_LEASES, [], CLOCK)
 
 /**
  * Opens (and, unless `readOnly`, migrates) a PostgreSQL event store, for several app instances sharing one log.
- * Every append transaction locks the chain's head row first, so appends from all instances take
- * turns: the read of the projection and the writes that follow it can never interleave with
- * another instance's, and seq follows commit order.
+ * Every append transaction holds the chain's head row when it writes, so appends from all
+ * instances take turns and seq follows commit order; a batch whose reads ran before it held the
+ * head writes only if the head is still where it expected (docs/design.md, "The PostgreSQL
+ * write path"), so the reads of the projection and the writes that follow them never interleave
+ * with another instance's.
  */
 export async function postgresStore (options: PostgresStoreOptions): Promise<G2SentryStore> {
   const pool = await openPool(options)
@@ -92,7 +94,8 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
   })
   // Group commit (src/store/group-commit.ts): a batch in one transaction; a batch that fails is
   // run again one event per transaction, in order, so one bad event fails only its own caller.
-  const queue = groupCommit(options.maxBatch ?? 256, (events) => writer.appendBatch(events))
+  // With overlap, the next batch is computed and sent while one commits (postgres-writer.ts).
+  const queue = groupCommit(options.maxBatch ?? 256, (events, release) => writer.appendBatch(events, release), { overlap: true })
 
   const consumers = postgresConsumers(pool, (work) => transaction(pool, 'BEGIN', work))
   const store: G2SentryStore = {

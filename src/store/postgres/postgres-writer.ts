@@ -98,11 +98,11 @@ export async function transaction<T> (pool: Pool, begin: string, work: (client: 
 
 // "Durable before 200" needs the commit flushed on the server whatever its default: the session
 // asks for it at connect time, and each append transaction again, in case a pooler in between
-// drops the startup options.
+// drops the startup options. Sent in front of the transaction's first reads, in one round trip.
 const BEGIN_APPEND = 'BEGIN; SET LOCAL synchronous_commit = on'
 
 // Every append links to the row before it, so appends from all instances take turns on the
-// chain's head row (held for two round trips and the commit).
+// chain's head row.
 export const SELECT_HEAD = 'SELECT seq, hash FROM g2sentry_chain WHERE id = 1'
 
 // The event, and the projection row when the event has one ($16), in one statement.
@@ -114,16 +114,32 @@ const APPEND = `WITH event AS (
   SELECT $2, $17::text, $18::text, $19::text, $20::text, $21::int, $22::int, $23::bigint, $24::bigint WHERE $16::boolean
   ${UPDATE_JOB_ON_CONFLICT}`
 
+const EVENTS_UNNEST = `unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[],
+      $8::text[], $9::text[], $10::bigint[], $11::text[], $12::bigint[], $13::text[], $14::text[], $15::text[])`
+const JOBS_UNNEST = 'unnest($18::bigint[], $19::text[], $20::text[], $21::text[], $22::text[], $23::int[], $24::int[], $25::bigint[], $26::bigint[])'
+
 // A batch's events, its projection rows (the last state of each job it touched) and the new
 // head, in one statement.
-const APPEND_BATCH = `WITH event AS (
-    INSERT INTO events (${EVENT_INSERT_COLUMNS})
-    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[],
-      $8::text[], $9::text[], $10::bigint[], $11::text[], $12::bigint[], $13::text[], $14::text[], $15::text[])),
+const APPEND_BATCH = `WITH event AS (INSERT INTO events (${EVENT_INSERT_COLUMNS}) SELECT * FROM ${EVENTS_UNNEST}),
   head AS (UPDATE g2sentry_chain SET seq = $16, hash = $17 WHERE id = 1)
-  INSERT INTO jobs (${JOB_COLUMNS})
-  SELECT * FROM unnest($18::bigint[], $19::text[], $20::text[], $21::text[], $22::text[], $23::int[], $24::int[], $25::bigint[], $26::bigint[])
+  INSERT INTO jobs (${JOB_COLUMNS}) SELECT * FROM ${JOBS_UNNEST}
   ${UPDATE_JOB_ON_CONFLICT}`
+
+// The same for a batch computed on the plan of the batch before it, which has not committed
+// yet: the head moves only if it is still where that plan left it ($27, $28), and the events and
+// jobs are written only if it moved. `WHERE id = 1` always matches, so the UPDATE waits for the
+// earlier batch's lock on the head row and then (READ COMMITTED) computes SET on the row as that
+// batch left it: committed, the row is where the plan said; rolled back, or followed by another
+// instance's append, it is not, the head keeps its value and nothing else is written. (A WHERE
+// on seq would be checked against this statement's snapshot, before the wait, and never match.)
+const APPEND_BATCH_IF = `WITH head AS (UPDATE g2sentry_chain
+    SET seq = CASE WHEN seq = $27 AND hash IS NOT DISTINCT FROM $28::text THEN $16::bigint ELSE seq END,
+      hash = CASE WHEN seq = $27 AND hash IS NOT DISTINCT FROM $28::text THEN $17::text ELSE hash END
+    WHERE id = 1 RETURNING seq = $16::bigint AND hash = $17::text AS moved),
+  event AS (INSERT INTO events (${EVENT_INSERT_COLUMNS}) SELECT * FROM ${EVENTS_UNNEST} WHERE EXISTS (SELECT FROM head WHERE moved)),
+  job AS (INSERT INTO jobs (${JOB_COLUMNS}) SELECT * FROM ${JOBS_UNNEST} WHERE EXISTS (SELECT FROM head WHERE moved)
+    ${UPDATE_JOB_ON_CONFLICT})
+  SELECT count(*)::int AS matched FROM head WHERE moved`
 
 /** Rows as columns, for unnest. */
 export const columnsOf = (rows: unknown[][], width: number): unknown[][] => Array.from({ length: width }, (_, c) => rows.map((row) => row[c]))
@@ -131,9 +147,11 @@ export const columnsOf = (rows: unknown[][], width: number): unknown[][] => Arra
 export interface PostgresWriter {
   /**
    * Appends `events` in one transaction, in order; if that fails, runs them again one per
-   * transaction, so that one failing event fails only itself.
+   * transaction, so that one failing event fails only itself. Calls `release` once its rows are
+   * written, before its COMMIT: the next batch may then be computed on this one's plan (see
+   * `createWriter`). Batches settle in the order they were given.
    */
-  appendBatch (events: IncomingEvent[]): Promise<BatchOutcome[]>
+  appendBatch (events: IncomingEvent[], release: () => void): Promise<BatchOutcome[]>
   quarantine (entry: QuarantineInput): Promise<number>
   resolveQuarantine (id: number, seq: number): Promise<void>
 }
@@ -155,26 +173,58 @@ async function markRetried (client: Client, ids: number[], seqs: number[]): Prom
     WHERE quarantine.id = v.id`, [ids, seqs])
 }
 
+/** What a batch's rows change, for the next batch to be computed on before this one commits. */
+interface Plan {
+  /** The chain's head after the batch. */
+  head: ChainHead
+  /** The jobs the batch wrote, as it left them. */
+  states: Map<number, JobState>
+  /** `jobId contentHash` → seq, for the bodies whose first row of their job the batch wrote. */
+  firsts: Map<string, number>
+}
+
+/** A batch's committed transaction: each event's result, the rows written, and when it began. */
+interface Appended { results: Array<AppendResult | SupersededResult>; written: number; started: bigint }
+
+/** A batch given to the writer and not settled yet. */
+interface Batch {
+  /** Set when the batch's rows are written, just before its COMMIT. */
+  plan?: Plan | undefined
+  settled: boolean
+  done: Promise<void>
+}
+
+/** A callback or an API row with no condition and no quarantine claim: the only kind computed on an earlier batch's plan. */
+const plain = (event: IncomingEvent): boolean =>
+  event.quarantineId === undefined && (event as Partial<ConditionalEvent>).ifLastSeq === undefined
+
 /**
  * The group commit over `pool`. `committed` is told of every transaction that committed appends
- * (its size, when it began, and the last seq it wrote).
+ * (its size, when it began, and the last seq it wrote), in log order.
+ *
+ * Two batches may be in flight (docs/design.md, "The PostgreSQL write path"): a batch given while
+ * the one before it is between its write and the answer to its COMMIT is computed on that
+ * batch's plan and written with APPEND_BATCH_IF, which writes nothing unless the earlier batch
+ * committed and nothing else was appended since. One that wrote nothing, or failed, waits for the
+ * earlier batch to settle and runs again the safe way, under the head's lock from its first read.
  */
 export function createWriter (pool: Pool, committed: (batchSize: number, started: bigint, lastSeq: number) => void): PostgresWriter {
   /**
-   * Runs `work` in an append transaction. When the COMMIT fails, the transaction may still have
-   * committed (the connection was lost after COMMIT was sent): the chain's head row it wrote
-   * tells, once whoever holds the head's lock is done. Only a transaction known not to have
-   * committed fails, so a committed batch is never appended again.
+   * Runs `work` in an append transaction; `work` sends BEGIN_APPEND itself, with its first reads.
+   * When `work` returns undefined (a conditional write that wrote nothing), rolls back and returns
+   * undefined. When the COMMIT fails, the transaction may still have committed (the connection
+   * was lost after COMMIT was sent): the chain's head row it wrote tells, once whoever holds the
+   * head's lock is done. Only a transaction known not to have committed fails, so a committed
+   * batch is never appended again.
    */
-  async function appendTransaction<T> (work: (client: Client) => Promise<{ value: T; head: ChainHead }>): Promise<T> {
+  async function appendTransaction<T> (work: (client: Client) => Promise<{ value: T; head: ChainHead } | undefined>): Promise<T | undefined> {
     const client = await pool.connect()
     let written: { value: T; head: ChainHead } | undefined
     try {
-      await client.query(BEGIN_APPEND)
       written = await work(client)
-      await client.query('COMMIT')
+      await client.query(written === undefined ? 'ROLLBACK' : 'COMMIT')
       client.release()
-      return written.value
+      return written?.value
     } catch (error) {
       await client.query('ROLLBACK').catch(() => {})
       client.release(true)
@@ -196,14 +246,14 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
   async function appendOne (event: IncomingEvent): Promise<AppendResult | SupersededResult> {
     const started = process.hrtime.bigint()
     const result = await appendTransaction<AppendResult | SupersededResult>(async (client) => {
-      // Two round trips besides begin and commit: lock the chain's head and read the job and an
+      // Two round trips besides the commit: begin, lock the chain's head and read the job and an
       // earlier row with the same body; write the event, the head and the projection in one
       // statement. The job id is a checked integer and the body hash is hex, both safe to inline.
       const bodyHash = contentHash(event.rawBody)
-      const [{ rows: [head] }, { rows: [current] }, { rows: [same] }] = await client.query(`${SELECT_HEAD} FOR UPDATE;
+      const [, , { rows: [head] }, { rows: [current] }, { rows: [same] }] = await client.query(`${BEGIN_APPEND}; ${SELECT_HEAD} FOR UPDATE;
         SELECT * FROM jobs WHERE job_id = ${event.jobId};
         SELECT seq FROM events WHERE job_id = ${event.jobId} AND content_hash = '${bodyHash}' ORDER BY seq LIMIT 1`
-      ) as unknown as [QueryResult<ChainHead>, QueryResult<JobRow>, QueryResult<{ seq: number }>]
+      ) as unknown as [unknown, unknown, QueryResult<ChainHead>, QueryResult<JobRow>, QueryResult<{ seq: number }>]
       if (event.quarantineId !== undefined) await claimQuarantined(client, [event.quarantineId])
       const { ifLastSeq } = event as Partial<ConditionalEvent>
       if (ifLastSeq !== undefined) {
@@ -218,32 +268,47 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
       await client.query(APPEND, [...params, writeJob, ...(writeJob ? jobParams(decision.state).slice(1) : Array(8).fill(null))])
       if (event.quarantineId !== undefined) await markRetried(client, [event.quarantineId], [next.seq])
       return { value: appendResult(decision, next.seq, event.jobId), head: next }
-    })
+    }) as AppendResult | SupersededResult
     if (result.outcome !== 'superseded') committed(1, started, result.seq)
     return result
   }
 
   /**
-   * A batch in one transaction, under one lock of the chain's head: one round trip reads the
-   * head, the batch's jobs and their earlier rows with the same bodies; the projection runs in
-   * memory, in order, on those states; one statement writes every event, the last state of each
-   * job and the new head.
+   * A batch in one transaction. Safe (no `base`): the first round trip begins, locks the chain's
+   * head and reads the batch's jobs and their earlier rows with the same bodies. On `base` (the
+   * plan of the batch before, not committed yet): the same round trip without the lock, its
+   * reads completed by the plan. Either way the projection runs in memory, in order, and one
+   * statement writes every event, the last state of each job and the new head (on `base`, only
+   * if the head is still where `base` left it; else this returns undefined, having written
+   * nothing). `onWritten` gets the batch's plan before its COMMIT is sent.
    */
-  async function appendMany (events: IncomingEvent[]): Promise<Array<AppendResult | SupersededResult>> {
+  async function appendMany (events: IncomingEvent[], base: Plan | undefined, onWritten: (plan: Plan) => void): Promise<Appended | undefined> {
     const started = process.hrtime.bigint()
     let written = 0
-    let lastSeq = 0
     const results = await appendTransaction(async (client) => {
       const hashes = events.map((event) => contentHash(event.rawBody))
       // Job ids are checked integers and hashes hex: both safe to inline.
-      const ids = [...new Set(events.map((event) => event.jobId))].join(',')
-      const [{ rows: [head] }, { rows: jobRows }, { rows: firsts }] = await client.query(`${SELECT_HEAD} FOR UPDATE;
-        SELECT * FROM jobs WHERE job_id = ANY('{${ids}}'::bigint[]);
+      const jobIds = new Set(events.map((event) => event.jobId))
+      const ids = [...jobIds].join(',')
+      const reads = `SELECT * FROM jobs WHERE job_id = ANY('{${ids}}'::bigint[]);
         SELECT job_id, content_hash, min(seq) AS seq FROM events
           WHERE job_id = ANY('{${ids}}'::bigint[]) AND content_hash = ANY('{${[...new Set(hashes)].join(',')}}'::text[])
           GROUP BY job_id, content_hash`
-      ) as unknown as [QueryResult<ChainHead>, QueryResult<JobRow>, QueryResult<{ job_id: number; content_hash: string; seq: number }>]
+      // Safe, the head is locked in the first round trip. On `base`, not: these reads run while
+      // the batch before holds the head, so every append committed before it is visible here, and
+      // what that batch wrote comes from its plan instead.
+      const answers = await client.query(`${BEGIN_APPEND}; ${base === undefined ? `${SELECT_HEAD} FOR UPDATE; ` : ''}${reads}`) as
+        unknown as Array<QueryResult<unknown>>
+      const [{ rows: jobRows }, { rows: firsts }] = answers.slice(-2) as
+        [QueryResult<JobRow>, QueryResult<{ job_id: number; content_hash: string; seq: number }>]
+      const head = base === undefined ? (answers[2] as QueryResult<ChainHead>).rows[0] : base.head
       const states = new Map(jobRows.map((row) => [row.job_id, toJob(row)]))
+      // The first row of each job with each body: from the log, else from earlier batches or this one.
+      const firstSeq = new Map(firsts.map((row) => [`${row.job_id} ${row.content_hash}`, row.seq]))
+      if (base !== undefined) {
+        for (const [jobId, state] of base.states) if (jobIds.has(jobId)) states.set(jobId, state)
+        for (const [key, seq] of base.firsts) if (!firstSeq.has(key)) firstSeq.set(key, seq)
+      }
       const retries = events.filter((event) => event.quarantineId !== undefined)
       if (retries.length > 0) await claimQuarantined(client, retries.map((event) => event.quarantineId as number))
       // Conditional appends (the reconciler's) compare with each job's last seq, kept up to date
@@ -256,8 +321,7 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
         for (const row of lasts) lastSeqs.set(row.job_id, row.seq)
       }
       const touched = new Set<number>()
-      // The first row of each job with each body: from the log, else from this batch.
-      const firstSeq = new Map(firsts.map((row) => [`${row.job_id} ${row.content_hash}`, row.seq]))
+      const newFirsts = new Map<string, number>()
       const rows: unknown[][] = []
       const results: Array<AppendResult | SupersededResult> = []
       let at: ChainHead | undefined = head
@@ -272,7 +336,10 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
         const key = `${event.jobId} ${bodyHash}`
         const sameAs = decision.outcome === 'duplicate' ? firstSeq.get(key) ?? null : null
         const { params, next } = eventParams(event, bodyHash, at, decision.outcome, sameAs)
-        if (!firstSeq.has(key)) firstSeq.set(key, next.seq)
+        if (!firstSeq.has(key)) {
+          firstSeq.set(key, next.seq)
+          newFirsts.set(key, next.seq)
+        }
         if (decision.outcome !== 'unsupported') {
           states.set(event.jobId, decision.state)
           touched.add(event.jobId)
@@ -283,29 +350,77 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
         results.push(appendResult(decision, next.seq, event.jobId))
       })
       const jobs = [...touched].map((jobId) => jobParams(states.get(jobId) as JobState))
-      if (rows.length > 0) await client.query(APPEND_BATCH, [...columnsOf(rows, 15), at?.seq, at?.hash, ...columnsOf(jobs, 9)])
+      if (rows.length > 0) {
+        const params = [...columnsOf(rows, 15), at?.seq, at?.hash, ...columnsOf(jobs, 9)]
+        if (base === undefined) await client.query(APPEND_BATCH, params)
+        else {
+          const { rows: [check] } = await client.query<{ matched: number }>(APPEND_BATCH_IF, [...params, base.head.seq, base.head.hash])
+          if (check?.matched !== 1) return undefined
+        }
+      }
       if (retries.length > 0) {
         await markRetried(client, retries.map((event) => event.quarantineId as number),
           retries.map((event) => (results[events.indexOf(event)] as AppendResult).seq))
       }
       written = rows.length
-      lastSeq = at?.seq ?? 0
-      return { value: results, head: at ?? { seq: 0, hash: null } }
+      const after = at ?? { seq: 0, hash: null }
+      onWritten({ head: after, states: new Map([...touched].map((jobId) => [jobId, states.get(jobId) as JobState])), firsts: newFirsts })
+      return { value: results, head: after }
     })
-    if (written > 0) committed(written, started, lastSeq)
-    return results
+    return results && { results, written, started }
+  }
+
+  /** The batch given last; the next one is computed on its plan if it is still in flight. */
+  let last: Batch | undefined
+
+  /** A batch's outcomes; `before` is the batch given before it, `me` this one. */
+  async function commitBatch (events: IncomingEvent[], before: Batch | undefined, me: Batch, release: () => void): Promise<BatchOutcome[]> {
+    const onWritten = (plan: Plan): void => {
+      me.plan = plan
+      release()
+    }
+    const done = (batch: Appended): BatchOutcome[] => {
+      const seqs = batch.results.flatMap((result) => result.outcome === 'superseded' ? [] : [result.seq])
+      if (batch.written > 0) committed(batch.written, batch.started, Math.max(...seqs))
+      return batch.results.map((result) => ({ ok: true as const, result }))
+    }
+    if (before !== undefined && !before.settled && before.plan !== undefined && events.every(plain)) {
+      const overlapped = await appendMany(events, before.plan, onWritten).catch(() => undefined)
+      // Settled in log order: the batch before first, whatever this one came to.
+      await before.done
+      if (overlapped !== undefined) return done(overlapped)
+      me.plan = undefined
+    } else if (before !== undefined) {
+      await before.done
+    }
+    let appended: Appended
+    try {
+      appended = await appendMany(events, undefined, onWritten) as Appended
+    } catch {
+      const outcomes: BatchOutcome[] = []
+      for (const event of events) {
+        outcomes.push(await appendOne(event).then((result) => ({ ok: true as const, result }), (error: unknown) => ({ ok: false as const, error })))
+      }
+      return outcomes
+    } finally {
+      release()
+    }
+    // Outside the try: once committed, nothing may send the batch to the per-event fallback.
+    return done(appended)
   }
 
   return {
-    async appendBatch (events) {
+    async appendBatch (events, release) {
+      const before = last
+      let settle!: () => void
+      const me: Batch = { settled: false, done: new Promise((resolve) => { settle = resolve }) }
+      last = me
       try {
-        return (await appendMany(events)).map((result) => ({ ok: true as const, result }))
-      } catch {
-        const outcomes: BatchOutcome[] = []
-        for (const event of events) {
-          outcomes.push(await appendOne(event).then((result) => ({ ok: true as const, result }), (error: unknown) => ({ ok: false as const, error })))
-        }
-        return outcomes
+        return await commitBatch(events, before, me, release)
+      } finally {
+        me.settled = true
+        if (last === me) last = undefined
+        settle()
       }
     },
     async quarantine (entry) {
