@@ -4,12 +4,13 @@
 // and 10 million generated events (bench/log-cache.ts: generated once, cached outside the repo),
 // and `GET /jobs/:id` on random existing jobs afterwards. Sizes alternate within each round; the
 // median of the rounds counts, and rates are given as a ratio of the empty log's in the same run.
-import { copyFileSync, mkdtempSync, rmSync, statSync } from 'node:fs'
+import { mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import Database from 'better-sqlite3'
 import { CACHE_DIR, cachedLog } from './log-cache.js'
+import { freshCopy } from './fresh-copy.js'
 import { round, type RoundResult } from './load.js'
 
 const { values } = parseArgs({
@@ -49,13 +50,18 @@ process.env.G2SENTRY_BENCH_JOB_ROUTES = '1'
 const results = new Map<number, RoundResult[]>()
 const bytes = new Map<number, number>()
 try {
-  console.log(`\n${rounds} rounds, sizes alternating; each run appends for ${duration} s at ${connections} connections (new jobs, ${fmt(jobs)} of them), then reads random jobs for 5 s at 10 connections. Each run starts from a fresh copy of the cached log.\n`)
+  console.log(`\n${rounds} rounds, sizes alternating; each run appends for ${duration} s at ${connections} connections (new jobs, ${fmt(jobs)} of them), then reads random jobs for 5 s at 10 connections. Each run starts from a fresh copy of the cached log (the blocks the previous run changed are copied back, then flushed).\n`)
   for (let r = 0; r < rounds; r++) {
     for (const size of sizes) {
       const file = join(work, `log-${size}.db`)
-      for (const suffix of ['', '-wal', '-shm']) rmSync(file + suffix, { force: true })
       const source = sources.get(size)
-      if (source !== undefined) copyFileSync(source, file)
+      if (source === undefined) {
+        for (const suffix of ['', '-wal', '-shm']) rmSync(file + suffix, { force: true })
+      } else {
+        const started = performance.now()
+        const written = freshCopy(source, file)
+        console.log(`log of ${fmt(size)}: fresh copy in ${fmt((performance.now() - started) / 1000, 1)} s (${fmt(written / 2 ** 20)} MiB written)`)
+      }
       const before = source === undefined ? { maxJobId: 0, events: 0 } : extent(file)
       const result = await round({ name: `log of ${fmt(size)}`, args: ['plugin', '$DB'] }, connections, duration, jobs, {
         db: file,
