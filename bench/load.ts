@@ -48,6 +48,9 @@ export interface RoundResult {
   meanBatch: number | null
   /** p99 of `GET /jobs/:id` (ms) for random existing jobs, measured after the appends; null unless asked. */
   readP99: number | null
+  /** Reads per second and the server's CPU time per read (µs, null off Linux) in that run; null unless asked. */
+  readRps: number | null
+  readCpuUs: number | null
 }
 
 /** What a round may do besides the defaults: an existing database, other job ids, a read run. */
@@ -141,15 +144,21 @@ export async function round (target: Target, connections: number, duration: numb
     const result = await fire(url, connections, duration, jobs, counter, options.firstJobId)
     const cpuAfter = cpuSeconds(child.pid as number)
     let readP99: number | null = null
+    let readRps: number | null = null
+    let readCpuUs: number | null = null
     if (options.reads !== undefined) {
       const { maxJobId } = options.reads
+      const readCpuBefore = cpuSeconds(child.pid as number)
       const reads = await autocannon({
         url: url.replace(/\/callbacks\/g2sentry$/, ''),
         connections: 10,
         duration: options.reads.duration,
         requests: [{ method: 'GET', setupRequest: (request) => ({ ...request, path: `/jobs/${1 + Math.floor(Math.random() * maxJobId)}` }) }]
       })
+      const readCpuAfter = cpuSeconds(child.pid as number)
       readP99 = reads.latency.p99
+      readRps = reads.requests.average
+      readCpuUs = readCpuBefore === null || readCpuAfter === null ? null : (readCpuAfter - readCpuBefore) * 1e6 / reads.requests.total
     }
     child.kill('SIGTERM')
     await once(child, 'exit')
@@ -164,6 +173,8 @@ export async function round (target: Target, connections: number, duration: numb
       serverCpuUs: cpuBefore === null || cpuAfter === null ? null : (cpuAfter - cpuBefore) * 1e6 / result.requests.total,
       meanBatch: batchesOf(output()),
       readP99,
+      readRps,
+      readCpuUs,
       other: warm.non2xx + warm.errors + warm.timeouts + result.non2xx + result.errors + result.timeouts,
       committed
     }
