@@ -8,6 +8,7 @@ import { auditLog, sqliteStore } from '../src/index.js'
 import { simulatedDeliveries } from '../src/simulator/simulate.js'
 import { runCli } from './cli-process.js'
 import { buildApp, post, SECRET } from './helpers.js'
+import { OLD_SECRET, oldSecretSeqs, ROWS, TAMPER_CASES, UNCHAINED, UNCHAINED_CASES, writeLongLog } from './audit-cases.js'
 
 /** A log of the eleven simulated deliveries, written through the plugin; returns the file. */
 async function writtenLog (t: Test, dir: string, secret = SECRET): Promise<string> {
@@ -141,4 +142,41 @@ t.test('rows from the Partner API: chained, counted apart, and an edit to their 
   const cli = await runCli(['verify', '--db', file, '--secret', SECRET])
   t.equal(cli.code, 0)
   t.match(cli.stdout, /^1 row from the Partner API \(chained, not signed\)$/m)
+})
+
+/** The long log of test/audit-cases.ts in a SQLite file; with `unchained`, an old log whose first rows have no hash. */
+async function longLog (dir: string, name: string, unchained = false): Promise<string> {
+  const file = join(dir, `${name}.db`)
+  const store = sqliteStore({ filename: file, synchronous: 'NORMAL' })
+  try {
+    await writeLongLog(store, unchained ? async (sql) => { store.db.exec(sql) } : undefined)
+  } finally {
+    await store.close()
+  }
+  return file
+}
+
+t.test('a log of several ranges: every tamper case is found at its first broken row, a range\'s edges too', async (t) => {
+  const dir = t.testdir()
+  for (const [kind, cases] of [['long', TAMPER_CASES], ['old', UNCHAINED_CASES]] as const) {
+    const file = await longLog(dir, kind, kind === 'old')
+    for (const { name, sql, seq, problem, unchainedRows = 0 } of cases) {
+      const report = await auditAfter(dir, file, `${kind}-${name.replace(/\W+/g, '-')}`, sql)
+      t.equal(report.chain.firstBrokenSeq, seq, `${name}: first broken seq ${seq}`)
+      if (problem !== undefined) t.match(report.chain.problem, problem, `${name}: says why`)
+      t.equal(report.chain.unchainedRows, unchainedRows, `${name}: ${unchainedRows} rows from before the chain`)
+    }
+  }
+})
+
+t.test('a log of several ranges, untouched: signatures of a rotation, API rows, rows from before the chain', async (t) => {
+  const dir = t.testdir()
+  const file = await longLog(dir, 'long')
+  const store = sqliteStore({ filename: file, readOnly: true })
+  t.teardown(() => store.close())
+  t.match(await auditLog(store, { secrets: [SECRET] }), { events: ROWS, ok: false, chain: { ok: true }, unsigned: oldSecretSeqs(), apiRows: 3 })
+  t.match(await auditLog(store, { secrets: [SECRET, OLD_SECRET] }), { events: ROWS, ok: true, unsigned: [] })
+  const old = sqliteStore({ filename: await longLog(dir, 'old', true), readOnly: true })
+  t.teardown(() => old.close())
+  t.match(await auditLog(old, { secrets: [SECRET, OLD_SECRET] }), { events: ROWS, ok: true, chain: { unchainedRows: UNCHAINED } })
 })
