@@ -143,6 +143,9 @@ export const TAMPER_CASES: TamperCase[] = [
     seq: 251,
     problem: /the raw body was changed/
   },
+  // SQLite keeps any value in a blob column; a number cannot be hashed, nor its signature checked.
+  { name: 'an API row\'s raw body replaced by a number', sql: 'UPDATE events SET raw_body = 5 WHERE seq = 75', postgres: null, seq: 75, problem: /^the raw body was changed$/ },
+  { name: 'a raw body replaced by a number', sql: 'UPDATE events SET raw_body = 5 WHERE seq = 121', postgres: null, seq: 121, problem: /^the raw body was changed$/ },
   { name: 'an API row\'s status edited', sql: "UPDATE events SET job_status = 'New' WHERE seq = 75", seq: 75, problem: /differs from its body/ }
 ]
 

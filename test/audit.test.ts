@@ -4,11 +4,12 @@ import t, { type Test } from 'tap'
 import Database from 'better-sqlite3'
 import { copyFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { auditLog, sqliteStore } from '../src/index.js'
+import { auditLog, sqliteStore, type AuditReport } from '../src/index.js'
+import { auditInRanges } from '../src/log/audit.js'
 import { simulatedDeliveries } from '../src/simulator/simulate.js'
 import { runCli } from './cli-process.js'
 import { buildApp, post, SECRET } from './helpers.js'
-import { OLD_SECRET, oldSecretSeqs, ROWS, TAMPER_CASES, UNCHAINED, UNCHAINED_CASES, writeLongLog } from './audit-cases.js'
+import { OLD_SECRET, oldSecretSeqs, PAGE_SIZE, RANGE_SIZE, ROWS, TAMPER_CASES, UNCHAINED, UNCHAINED_CASES, writeLongLog } from './audit-cases.js'
 
 /** A log of the eleven simulated deliveries, written through the plugin; returns the file. */
 async function writtenLog (t: Test, dir: string, secret = SECRET): Promise<string> {
@@ -156,12 +157,41 @@ async function longLog (dir: string, name: string, unchained = false): Promise<s
   return file
 }
 
-t.test('a log of several ranges: every tamper case is found at its first broken row, a range\'s edges too', async (t) => {
+/** A copy of `file` edited with plain SQL. */
+function tampered (dir: string, file: string, name: string, sql: string): string {
+  const copy = join(dir, `${name.replace(/\W+/g, '-')}.db`)
+  copyFileSync(file, copy)
+  const db = new Database(copy)
+  db.exec(sql)
+  db.close()
+  return copy
+}
+
+/**
+ * The audit of the log in `file` in one pass (no worker), and in ranges of RANGE_SIZE seqs and of
+ * one seq, read PAGE_SIZE rows at a time and checked one after the other in this thread (starting
+ * a worker thread under tap's TypeScript loader takes seconds, so the threads themselves are
+ * tested on fewer cases, below): each must give the one-pass report.
+ */
+async function auditEveryWay (t: Test, file: string, name: string, secrets = [SECRET]): Promise<AuditReport> {
+  const store = sqliteStore({ filename: file, readOnly: true })
+  try {
+    const onePass = await auditLog(store, { secrets, database: file, workers: 0 })
+    for (const rangeSize of [RANGE_SIZE, 1]) {
+      t.same(await auditInRanges(store, { database: file, secrets, rangeSize, pageSize: PAGE_SIZE }), onePass, `${name}: in ranges of ${rangeSize}, the one-pass report`)
+    }
+    return onePass
+  } finally {
+    await store.close()
+  }
+}
+
+t.test('a log of several ranges: every tamper case is found at its first broken row, a range\'s edges too, in ranges as in one pass', async (t) => {
   const dir = t.testdir()
   for (const [kind, cases] of [['long', TAMPER_CASES], ['old', UNCHAINED_CASES]] as const) {
     const file = await longLog(dir, kind, kind === 'old')
     for (const { name, sql, seq, problem, unchainedRows = 0 } of cases) {
-      const report = await auditAfter(dir, file, `${kind}-${name.replace(/\W+/g, '-')}`, sql)
+      const report = await auditEveryWay(t, tampered(dir, file, `${kind}-${name}`, sql), name)
       t.equal(report.chain.firstBrokenSeq, seq, `${name}: first broken seq ${seq}`)
       if (problem !== undefined) t.match(report.chain.problem, problem, `${name}: says why`)
       t.equal(report.chain.unchainedRows, unchainedRows, `${name}: ${unchainedRows} rows from before the chain`)
@@ -172,11 +202,38 @@ t.test('a log of several ranges: every tamper case is found at its first broken 
 t.test('a log of several ranges, untouched: signatures of a rotation, API rows, rows from before the chain', async (t) => {
   const dir = t.testdir()
   const file = await longLog(dir, 'long')
-  const store = sqliteStore({ filename: file, readOnly: true })
+  t.match(await auditEveryWay(t, file, 'one secret'), { events: ROWS, ok: false, chain: { ok: true }, unsigned: oldSecretSeqs(), apiRows: 3 })
+  t.match(await auditEveryWay(t, file, 'both secrets', [SECRET, OLD_SECRET]), { events: ROWS, ok: true, unsigned: [] })
+  t.match(await auditEveryWay(t, await longLog(dir, 'old', true), 'old log', [SECRET, OLD_SECRET]), { events: ROWS, ok: true, chain: { unchainedRows: UNCHAINED } })
+})
+
+t.test('worker threads check the ranges: the one-pass report, with a range deleted, the last range deleted, an old log', async (t) => {
+  const dir = t.testdir()
+  const file = await longLog(dir, 'long')
+  const old = await longLog(dir, 'old', true)
+  const byName = new Map(TAMPER_CASES.map((c) => [c.name, c]))
+  const runs: Array<[string, string, number]> = [
+    ['a whole range deleted', tampered(dir, file, 'threads-range', byName.get('a whole range deleted')?.sql ?? ''), 2],
+    ['the last range deleted', tampered(dir, file, 'threads-last', byName.get('the last range deleted')?.sql ?? ''), 3],
+    ['an old log', old, 2]
+  ]
+  for (const [name, copy, workers] of runs) {
+    const store = sqliteStore({ filename: copy, readOnly: true })
+    try {
+      const onePass = await auditLog(store, { secrets: [SECRET], database: copy, workers: 0 })
+      t.same(await auditLog(store, { secrets: [SECRET], database: copy, workers, rangeSize: RANGE_SIZE, pageSize: PAGE_SIZE }), onePass, `${name}: ${workers} threads give the one-pass report`)
+    } finally {
+      await store.close()
+    }
+  }
+})
+
+t.test('auditLog refuses options that are no whole numbers', async (t) => {
+  const store = sqliteStore({ filename: ':memory:' })
   t.teardown(() => store.close())
-  t.match(await auditLog(store, { secrets: [SECRET] }), { events: ROWS, ok: false, chain: { ok: true }, unsigned: oldSecretSeqs(), apiRows: 3 })
-  t.match(await auditLog(store, { secrets: [SECRET, OLD_SECRET] }), { events: ROWS, ok: true, unsigned: [] })
-  const old = sqliteStore({ filename: await longLog(dir, 'old', true), readOnly: true })
-  t.teardown(() => old.close())
-  t.match(await auditLog(old, { secrets: [SECRET, OLD_SECRET] }), { events: ROWS, ok: true, chain: { unchainedRows: UNCHAINED } })
+  await t.rejects(auditLog(store, { workers: -1 }), { code: 'FST_G2SENTRY_INVALID_OPTION', message: /workers must be a whole number/ })
+  await t.rejects(auditLog(store, { workers: 1.5 }), { code: 'FST_G2SENTRY_INVALID_OPTION' })
+  await t.rejects(auditLog(store, { rangeSize: 0 }), { code: 'FST_G2SENTRY_INVALID_OPTION', message: /rangeSize must be a positive whole number/ })
+  await t.rejects(auditLog(store, { pageSize: 0 }), { code: 'FST_G2SENTRY_INVALID_OPTION', message: /pageSize/ })
+  t.match(await auditLog(store, { database: ':memory:', workers: 4, rangeSize: 1 }), { events: 0, ok: true }, 'an in-memory log is checked in this thread')
 })
