@@ -7,7 +7,11 @@ import { join } from 'node:path'
 import { auditLog, sqliteStore, type AuditReport } from '../src/index.js'
 import { auditInRanges } from '../src/log/audit.js'
 import { simulatedDeliveries } from '../src/simulator/simulate.js'
-import { runCli } from './cli-process.js'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import { randomSchedule } from '../src/simulator/schedules.js'
+import { signBody } from '../src/domain/verify-signature.js'
+import { ROOT, runCli, type Run } from './cli-process.js'
 import { buildApp, post, SECRET } from './helpers.js'
 import { OLD_SECRET, oldSecretSeqs, PAGE_SIZE, RANGE_SIZE, ROWS, TAMPER_CASES, UNCHAINED, UNCHAINED_CASES, writeLongLog } from './audit-cases.js'
 
@@ -236,4 +240,54 @@ t.test('auditLog refuses options that are no whole numbers', async (t) => {
   await t.rejects(auditLog(store, { rangeSize: 0 }), { code: 'FST_G2SENTRY_INVALID_OPTION', message: /rangeSize must be a positive whole number/ })
   await t.rejects(auditLog(store, { pageSize: 0 }), { code: 'FST_G2SENTRY_INVALID_OPTION', message: /pageSize/ })
   t.match(await auditLog(store, { database: ':memory:', workers: 4, rangeSize: 1 }), { events: 0, ok: true }, 'an in-memory log is checked in this thread')
+})
+
+/** `rows` callbacks signed with SECRET, appended to a new SQLite log in `file`. */
+async function writeRows (file: string, rows: number): Promise<void> {
+  const store = sqliteStore({ filename: file, synchronous: 'NORMAL', maxBatch: 5000 })
+  try {
+    for (let chunk = 0, written = 0; written < rows; chunk++) {
+      const { deliveries } = randomSchedule(100 + chunk, { jobs: 1000, firstJobId: 1 + chunk * 1000 })
+      const taken = deliveries.slice(0, rows - written)
+      await Promise.all(taken.map(({ event }, i) => {
+        const rawBody = Buffer.from(JSON.stringify(event))
+        return store.append({ ...event, rawBody, signature: signBody(rawBody, SECRET), receivedAt: 1_700_000_000_000 + written + i })
+      }))
+      written += taken.length
+    }
+  } finally {
+    await store.close()
+  }
+}
+
+/** The CLI from source under tsx, as `npm run g2sentry` runs it. */
+async function runUnderTsx (args: string[]): Promise<Run> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs'), 'src/cli/bin.ts', ...args], { cwd: ROOT, timeout: 60_000 })
+    return { code: 0, stdout, stderr }
+  } catch (error) {
+    const { code, stdout = '', stderr = '' } = error as { code?: unknown; stdout?: string; stderr?: string }
+    if (typeof code !== 'number') throw error
+    return { code, stdout, stderr }
+  }
+}
+
+t.test('g2sentry verify --workers: threads start from the built CLI and under tsx, and print what --workers 0 prints', async (t) => {
+  const dir = t.testdir()
+  // Two of the default ranges (20,000 seqs): the smallest log that verify checks in threads.
+  const file = join(dir, 'two-ranges.db')
+  await writeRows(file, 20_500)
+  const edited = tampered(dir, file, 'edited', "UPDATE events SET job_name = 'Something else' WHERE seq = 20001")
+  for (const [db, code, chain] of [[file, 0, /^chain: ok, 20500 rows linked$/m], [edited, 1, /^chain: BROKEN at seq 20001: a field parsed from the raw body differs from the body$/m]] as const) {
+    const args = ['verify', '--db', db, '--secret', SECRET]
+    const inProcess = await runCli([...args, '--workers', '0'], { timeout: 60_000 })
+    t.equal(inProcess.code, code, `${db}: exit ${code}`)
+    t.match(inProcess.stdout, chain)
+    t.same(await runCli([...args, '--workers', '2'], { timeout: 60_000 }), inProcess, 'the built CLI, two threads')
+    t.same(await runCli(args, { timeout: 60_000 }), inProcess, 'the built CLI, a thread per core')
+    t.same(await runUnderTsx([...args, '--workers', '2']), inProcess, 'the CLI under tsx, two threads')
+  }
+  const usage = await runCli(['verify', '--db', file, '--workers', 'two'])
+  t.equal(usage.code, 2)
+  t.match(usage.stderr, /--workers must be a whole number, got "two"/)
 })
