@@ -1,4 +1,4 @@
-import { Worker } from 'node:worker_threads'
+import { Worker, type ResourceLimits } from 'node:worker_threads'
 import { extname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -31,7 +31,7 @@ import(entry).catch(async (error) => {
  * `parentUrl` (its `import.meta.url`), with the same extension: the built .js file, or the .ts
  * source under a TypeScript loader. The module finds `data` in `workerData.data`.
  */
-export function startWorker (parentUrl: string, name: string, data: unknown): Worker {
+export function startWorker (parentUrl: string, name: string, data: unknown, resourceLimits?: ResourceLimits): Worker {
   const entry = new URL(`./${name}${extname(fileURLToPath(parentUrl))}`, parentUrl).href
-  return new Worker(BOOTSTRAP, { eval: true, workerData: { entry, data } })
+  return new Worker(BOOTSTRAP, { eval: true, workerData: { entry, data }, resourceLimits })
 }
