@@ -14,9 +14,9 @@ export const verify = defineCommand({
     Partner API have no signature and are counted apart);
   - the projection: a replay of the whole log equals the stored jobs table, and every row
     replays to the outcome it was given live.
-The rows are checked by --workers N threads (default: one per core), each reading ranges of the
-log on a connection of its own, while the projection replays; --workers 0 checks them in this
-thread. The report is the same either way.
+The rows are checked by --workers N threads (default: one per core), each reading ranges of
+20,000 seqs on a connection of its own, while the projection replays; --workers 0, and a log of
+one range, check them in this process. The report is the same either way.
 Exit code 0 when all hold, 1 otherwise.`,
   options: {
     db: { type: 'string' },
