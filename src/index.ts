@@ -31,6 +31,8 @@ export interface G2SentryDecorator {
   /**
    * Checks the log as evidence, changing nothing: the hash chain, that a configured secret signs
    * every row, and that a rebuild equals the stored projection (what `g2sentry verify` prints).
+   * On a log the plugin opened from `database` (not `:memory:`), longer than 20,000 rows, worker
+   * threads check the rows (one per core).
    */
   audit: () => Promise<AuditReport>
   /**
@@ -93,7 +95,8 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
     readLog: (readOptions?: ReadLogOptions) => readLogStream(store, readOptions),
     rebuild: () => store.rebuild(),
     verify: () => store.rebuild({ dryRun: true }),
-    audit: () => auditLog(store, { secrets: resolved.secrets }),
+    // Worker threads open the log themselves when the plugin opened it from a location.
+    audit: () => auditLog(store, { secrets: resolved.secrets, database: resolved.store === undefined ? resolved.database : undefined }),
     retryQuarantine: (retryOptions?: { ids?: readonly number[] }) => retryQuarantine(store, {
       secrets: resolved.secrets,
       ids: retryOptions?.ids,
@@ -134,7 +137,7 @@ export { signBody, verifySignature, type SignatureCheck } from './domain/verify-
 export { sqliteStore, type SqliteStoreOptions } from './store/sqlite/sqlite-store.js'
 export { postgresStore, type PostgresStoreOptions } from './store/postgres/postgres-store.js'
 export { readLogStream, type ReadLogOptions } from './log/read-log.js'
-export { auditLog, type AuditReport } from './log/audit.js'
+export { auditLog, type AuditOptions, type AuditReport } from './log/audit.js'
 export { exportLog, type ExportOptions } from './log/export.js'
 export { retryQuarantine, type RetryQuarantineOptions, type RetryReport } from './log/quarantine.js'
 export type { G2SentryOptions, CommittedEvent, JobRouteOptions, ReconcileOptions } from './plugin/options.js'

@@ -4,10 +4,16 @@ import t, { type Test } from 'tap'
 import Database from 'better-sqlite3'
 import { copyFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { auditLog, sqliteStore } from '../src/index.js'
+import { auditLog, sqliteStore, type AuditReport } from '../src/index.js'
+import { auditInRanges } from '../src/log/audit.js'
 import { simulatedDeliveries } from '../src/simulator/simulate.js'
-import { runCli } from './cli-process.js'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import { randomSchedule } from '../src/simulator/schedules.js'
+import { signBody } from '../src/domain/verify-signature.js'
+import { ROOT, runCli, type Run } from './cli-process.js'
 import { buildApp, post, SECRET } from './helpers.js'
+import { OLD_SECRET, oldSecretSeqs, PAGE_SIZE, RANGE_SIZE, ROWS, TAMPER_CASES, UNCHAINED, UNCHAINED_CASES, writeLongLog } from './audit-cases.js'
 
 /** A log of the eleven simulated deliveries, written through the plugin; returns the file. */
 async function writtenLog (t: Test, dir: string, secret = SECRET): Promise<string> {
@@ -141,4 +147,147 @@ t.test('rows from the Partner API: chained, counted apart, and an edit to their 
   const cli = await runCli(['verify', '--db', file, '--secret', SECRET])
   t.equal(cli.code, 0)
   t.match(cli.stdout, /^1 row from the Partner API \(chained, not signed\)$/m)
+})
+
+/** The long log of test/audit-cases.ts in a SQLite file; with `unchained`, an old log whose first rows have no hash. */
+async function longLog (dir: string, name: string, unchained = false): Promise<string> {
+  const file = join(dir, `${name}.db`)
+  const store = sqliteStore({ filename: file, synchronous: 'NORMAL' })
+  try {
+    await writeLongLog(store, unchained ? async (sql) => { store.db.exec(sql) } : undefined)
+  } finally {
+    await store.close()
+  }
+  return file
+}
+
+/** A copy of `file` edited with plain SQL. */
+function tampered (dir: string, file: string, name: string, sql: string): string {
+  const copy = join(dir, `${name.replace(/\W+/g, '-')}.db`)
+  copyFileSync(file, copy)
+  const db = new Database(copy)
+  db.exec(sql)
+  db.close()
+  return copy
+}
+
+/**
+ * The audit of the log in `file` in one pass (no worker), and in ranges of RANGE_SIZE seqs and of
+ * one seq, read PAGE_SIZE rows at a time and checked one after the other in this thread (starting
+ * a worker thread under tap's TypeScript loader takes seconds, so the threads themselves are
+ * tested on fewer cases, below): each must give the one-pass report.
+ */
+async function auditEveryWay (t: Test, file: string, name: string, secrets = [SECRET]): Promise<AuditReport> {
+  const store = sqliteStore({ filename: file, readOnly: true })
+  try {
+    const onePass = await auditLog(store, { secrets, database: file, workers: 0 })
+    for (const rangeSize of [RANGE_SIZE, 1]) {
+      t.same(await auditInRanges(store, { database: file, secrets, rangeSize, pageSize: PAGE_SIZE }), onePass, `${name}: in ranges of ${rangeSize}, the one-pass report`)
+    }
+    return onePass
+  } finally {
+    await store.close()
+  }
+}
+
+t.test('a log of several ranges: every tamper case is found at its first broken row, a range\'s edges too, in ranges as in one pass', async (t) => {
+  const dir = t.testdir()
+  for (const [kind, cases] of [['long', TAMPER_CASES], ['old', UNCHAINED_CASES]] as const) {
+    const file = await longLog(dir, kind, kind === 'old')
+    for (const { name, sql, seq, problem, unchainedRows = 0 } of cases) {
+      const report = await auditEveryWay(t, tampered(dir, file, `${kind}-${name}`, sql), name)
+      t.equal(report.chain.firstBrokenSeq, seq, `${name}: first broken seq ${seq}`)
+      if (problem !== undefined) t.match(report.chain.problem, problem, `${name}: says why`)
+      t.equal(report.chain.unchainedRows, unchainedRows, `${name}: ${unchainedRows} rows from before the chain`)
+    }
+  }
+})
+
+t.test('a log of several ranges, untouched: signatures of a rotation, API rows, rows from before the chain', async (t) => {
+  const dir = t.testdir()
+  const file = await longLog(dir, 'long')
+  t.match(await auditEveryWay(t, file, 'one secret'), { events: ROWS, ok: false, chain: { ok: true }, unsigned: oldSecretSeqs(), apiRows: 3 })
+  t.match(await auditEveryWay(t, file, 'both secrets', [SECRET, OLD_SECRET]), { events: ROWS, ok: true, unsigned: [] })
+  t.match(await auditEveryWay(t, await longLog(dir, 'old', true), 'old log', [SECRET, OLD_SECRET]), { events: ROWS, ok: true, chain: { unchainedRows: UNCHAINED } })
+})
+
+t.test('worker threads check the ranges: the one-pass report, with a range deleted, the last range deleted, an old log', async (t) => {
+  const dir = t.testdir()
+  const file = await longLog(dir, 'long')
+  const old = await longLog(dir, 'old', true)
+  const byName = new Map(TAMPER_CASES.map((c) => [c.name, c]))
+  const runs: Array<[string, string, number]> = [
+    ['a whole range deleted', tampered(dir, file, 'threads-range', byName.get('a whole range deleted')?.sql ?? ''), 2],
+    ['the last range deleted', tampered(dir, file, 'threads-last', byName.get('the last range deleted')?.sql ?? ''), 3],
+    ['an old log', old, 2]
+  ]
+  for (const [name, copy, workers] of runs) {
+    const store = sqliteStore({ filename: copy, readOnly: true })
+    try {
+      const onePass = await auditLog(store, { secrets: [SECRET], database: copy, workers: 0 })
+      t.same(await auditLog(store, { secrets: [SECRET], database: copy, workers, rangeSize: RANGE_SIZE, pageSize: PAGE_SIZE }), onePass, `${name}: ${workers} threads give the one-pass report`)
+    } finally {
+      await store.close()
+    }
+  }
+})
+
+t.test('auditLog refuses options that are no whole numbers', async (t) => {
+  const store = sqliteStore({ filename: ':memory:' })
+  t.teardown(() => store.close())
+  await t.rejects(auditLog(store, { workers: -1 }), { code: 'FST_G2SENTRY_INVALID_OPTION', message: /workers must be a whole number/ })
+  await t.rejects(auditLog(store, { workers: 1.5 }), { code: 'FST_G2SENTRY_INVALID_OPTION' })
+  await t.rejects(auditLog(store, { rangeSize: 0 }), { code: 'FST_G2SENTRY_INVALID_OPTION', message: /rangeSize must be a positive whole number/ })
+  await t.rejects(auditLog(store, { pageSize: 0 }), { code: 'FST_G2SENTRY_INVALID_OPTION', message: /pageSize/ })
+  t.match(await auditLog(store, { database: ':memory:', workers: 4, rangeSize: 1 }), { events: 0, ok: true }, 'an in-memory log is checked in this thread')
+})
+
+/** `rows` callbacks signed with SECRET, appended to a new SQLite log in `file`. */
+async function writeRows (file: string, rows: number): Promise<void> {
+  const store = sqliteStore({ filename: file, synchronous: 'NORMAL', maxBatch: 5000 })
+  try {
+    for (let chunk = 0, written = 0; written < rows; chunk++) {
+      const { deliveries } = randomSchedule(100 + chunk, { jobs: 1000, firstJobId: 1 + chunk * 1000 })
+      const taken = deliveries.slice(0, rows - written)
+      await Promise.all(taken.map(({ event }, i) => {
+        const rawBody = Buffer.from(JSON.stringify(event))
+        return store.append({ ...event, rawBody, signature: signBody(rawBody, SECRET), receivedAt: 1_700_000_000_000 + written + i })
+      }))
+      written += taken.length
+    }
+  } finally {
+    await store.close()
+  }
+}
+
+/** The CLI from source under tsx, as `npm run g2sentry` runs it. */
+async function runUnderTsx (args: string[]): Promise<Run> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs'), 'src/cli/bin.ts', ...args], { cwd: ROOT, timeout: 60_000 })
+    return { code: 0, stdout, stderr }
+  } catch (error) {
+    const { code, stdout = '', stderr = '' } = error as { code?: unknown; stdout?: string; stderr?: string }
+    if (typeof code !== 'number') throw error
+    return { code, stdout, stderr }
+  }
+}
+
+t.test('g2sentry verify --workers: threads start from the built CLI and under tsx, and print what --workers 0 prints', async (t) => {
+  const dir = t.testdir()
+  // Two of the default ranges (20,000 seqs): the smallest log that verify checks in threads.
+  const file = join(dir, 'two-ranges.db')
+  await writeRows(file, 20_500)
+  const edited = tampered(dir, file, 'edited', "UPDATE events SET job_name = 'Something else' WHERE seq = 20001")
+  for (const [db, code, chain] of [[file, 0, /^chain: ok, 20500 rows linked$/m], [edited, 1, /^chain: BROKEN at seq 20001: a field parsed from the raw body differs from the body$/m]] as const) {
+    const args = ['verify', '--db', db, '--secret', SECRET]
+    const inProcess = await runCli([...args, '--workers', '0'], { timeout: 60_000 })
+    t.equal(inProcess.code, code, `${db}: exit ${code}`)
+    t.match(inProcess.stdout, chain)
+    t.same(await runCli([...args, '--workers', '2'], { timeout: 60_000 }), inProcess, 'the built CLI, two threads')
+    t.same(await runCli(args, { timeout: 60_000 }), inProcess, 'the built CLI, a thread per core')
+    t.same(await runUnderTsx([...args, '--workers', '2']), inProcess, 'the CLI under tsx, two threads')
+  }
+  const usage = await runCli(['verify', '--db', file, '--workers', 'two'])
+  t.equal(usage.code, 2)
+  t.match(usage.stderr, /--workers must be a whole number, got "two"/)
 })

@@ -4,8 +4,9 @@
 import t from 'tap'
 import type { Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { createHmac } from 'node:crypto'
-import { signBody, verifySignature } from '../src/domain/verify-signature.js'
+import { createHmac, createSecretKey } from 'node:crypto'
+import fc from 'fast-check'
+import { isSignedBy, signBody, verifySignature } from '../src/domain/verify-signature.js'
 import { assigned, buildApp, bytesOf, logRows, post, quarantineRows, SECRET } from './helpers.js'
 
 const PAYLOAD = assigned(5, { phone: '+12345678901' })
@@ -178,4 +179,27 @@ t.test('verifySignature', async (t) => {
     t.same(verifySignature(BODY, '0'.repeat(64), [SECRET]), { valid: false, reason: 'mismatch' })
     t.same(verifySignature(BODY, HEX, []), { valid: false, reason: 'mismatch' }, 'no secret matches nothing')
   })
+})
+
+t.test('isSignedBy (verify\'s check of stored rows) answers as verifySignature does, with secrets as strings or keys', async (t) => {
+  // A signature: of the body under one of the secrets or another, in any case, cut, padded or not hex at all.
+  const signature = (body: Uint8Array, secrets: string[]) => fc.oneof(
+    fc.constantFrom(...secrets, 'other').chain((secret) => {
+      const hex = createHmac('sha256', secret).update(body).digest('hex')
+      return fc.oneof(fc.constant(hex), fc.constant(hex.toUpperCase()), fc.constant(hex.slice(1)), fc.constant(`${hex} `),
+        fc.array(fc.boolean(), { minLength: 64, maxLength: 64 }).map((upper) => [...hex].map((c, i) => upper[i] === true ? c.toUpperCase() : c).join('')))
+    }),
+    fc.string(), fc.constant(''), fc.constant('K'.repeat(64)), fc.constant('\u212a'.repeat(64))
+  )
+  const cases = fc.tuple(fc.uint8Array({ maxLength: 300 }), fc.array(fc.string(), { maxLength: 3 }))
+    .chain(([body, secrets]) => fc.tuple(fc.constant(body), fc.constant(secrets), signature(body, secrets)))
+  fc.assert(fc.property(cases, ([body, secrets, header]) => {
+    const expected = verifySignature(Buffer.from(body), header, secrets).valid
+    const keys = secrets.map((secret) => createSecretKey(Buffer.from(secret, 'utf8')))
+    return isSignedBy(Buffer.from(body), header, secrets) === expected && isSignedBy(Buffer.from(body), header, keys) === expected
+  }), { numRuns: 2000 })
+  t.equal(isSignedBy(BODY, HEX.toUpperCase(), [SECRET]), true, 'upper-case hex of the right digest')
+  t.equal(isSignedBy(BODY, HEX, ['other', SECRET]), true, 'the second secret')
+  t.equal(isSignedBy(BODY, '', [SECRET]), false, 'no signature')
+  t.equal(isSignedBy(BODY, HEX, []), false, 'no secret')
 })

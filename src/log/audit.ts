@@ -1,11 +1,9 @@
-import { decodeCallback } from '../domain/decode-callback.js'
-import { readLogStream } from './read-log.js'
-import { GENESIS, rowHash } from '../store/chain.js'
-import { contentHash } from '../store/rows.js'
-import type { G2SentryStore, LogRow, RebuildReport } from '../domain/types.js'
-import { verifySignature } from '../domain/verify-signature.js'
-import { RECONCILED_EVENT_TYPE } from '../domain/types.js'
-import { readStatusAnswer } from '../partner-api/status-answer.js'
+import { availableParallelism } from 'node:os'
+import type { G2SentryStore, RebuildReport } from '../domain/types.js'
+import { errors } from '../errors.js'
+import { canReopen } from '../store/log-reader.js'
+import { checkRange, joinRanges, type JoinedRanges } from './audit-check.js'
+import { checkInThisThread, checkInWorkerThreads, type CheckRanges, type RangeJob } from './audit-workers.js'
 
 /** What `auditLog` found: the chain, the signatures and the projection. */
 export interface AuditReport {
@@ -26,74 +24,92 @@ export interface AuditReport {
   ok: boolean
 }
 
-/** Why a row breaks the chain, or null when it links correctly to `previous`. */
-function chainProblem (row: LogRow, previous: LogRow | undefined, chainStarted: boolean): string | null {
-  const expectedSeq = (previous?.seq ?? 0) + 1
-  if (row.seq !== expectedSeq) return `seq ${row.seq} follows ${expectedSeq - 1}: rows ${expectedSeq}…${row.seq - 1} are missing`
-  if (row.hash === null || row.prevHash === null) return chainStarted ? 'the row has no hash' : null
-  if (row.prevHash !== (previous?.hash ?? GENESIS)) return 'the row does not link to the previous row\'s hash'
-  if (row.contentHash !== contentHash(row.rawBody)) return 'the raw body was changed'
-  if (row.hash !== rowHash(row.prevHash, row)) return 'a stored field (seq, time, signature, outcome or sameAs) was changed'
-  if (row.source === 'api') return apiRowProblem(row)
-  const decoded = decodeCallback(row.rawBody)
-  if (!decoded.ok) return `the raw body is not a callback (${decoded.detail})`
-  const { jobId, eventType, jobStatus, jobName, guardianPhone } = decoded.event
-  if (jobId !== row.jobId || eventType !== row.eventType || jobStatus !== row.jobStatus || jobName !== row.jobName ||
-    (guardianPhone ?? null) !== row.guardianPhone) return 'a field parsed from the raw body differs from the body'
-  return null
+export interface AuditOptions {
+  /** Every secret in use over the log's lifetime; without any, signatures are not checked. */
+  secrets?: readonly string[] | undefined
+  /**
+   * Where the store's log is, as `openStore` takes it (a SQLite file, or a `postgres://` URL with
+   * `?schema=`): worker threads open it read-only, each on a connection of its own. Without it
+   * (or for an in-memory SQLite database) every check runs in this thread.
+   */
+  database?: string | undefined
+  /**
+   * Worker threads for the per-row checks (default `os.availableParallelism()`); 0 checks in this
+   * thread. A log of one range (`rangeSize` rows or fewer) is checked in this thread.
+   */
+  workers?: number | undefined
+  /** Seqs per range a worker checks at a time (default 20,000). */
+  rangeSize?: number | undefined
+  /** Rows read per query (default 1000). */
+  pageSize?: number | undefined
 }
 
-/** Why a row from the Partner API does not match its body (the API's answer), or null. */
-function apiRowProblem (row: LogRow): string | null {
-  const answer = readStatusAnswer(row.rawBody)
-  if (answer === undefined) return 'the raw body is not a Partner API status answer'
-  if (row.eventType !== RECONCILED_EVENT_TYPE || answer.jobId !== row.jobId || answer.status !== row.jobStatus || row.signature !== '') {
-    return 'a field of the Partner API row differs from its body'
+const RANGE_SIZE = 20_000
+const PAGE_SIZE = 1000
+
+/**
+ * Checks the whole log: that every row links to the one before it and its stored fields match
+ * its hash and its raw body, that no row is missing (at the end either), that a configured
+ * secret signs every callback row (rows from the Partner API are counted apart), and that a
+ * rebuild equals the stored projection with every row replaying to the outcome it was given live.
+ * With `database`, worker threads check the rows, a seq range at a time, while this thread
+ * replays the projection; the report is the one a single pass in seq order gives
+ * (docs/design.md, "Verify in parallel").
+ */
+export async function auditLog (store: G2SentryStore, options: AuditOptions = {}): Promise<AuditReport> {
+  const secrets = options.secrets ?? []
+  const rangeSize = positive('rangeSize', options.rangeSize ?? RANGE_SIZE)
+  const pageSize = positive('pageSize', options.pageSize ?? PAGE_SIZE)
+  const workers = options.workers ?? availableParallelism()
+  if (!Number.isSafeInteger(workers) || workers < 0) throw new errors.INVALID_OPTION(`workers must be a whole number, got ${workers}`)
+  const { database } = options
+  if (database !== undefined && canReopen(database) && workers > 0) {
+    // Ranges up to the head as it is now; the last range takes whatever follows.
+    const ranges = Math.ceil(((await store.chainHead())?.seq ?? 0) / rangeSize)
+    if (ranges > 1) return inRanges(store, { database, secrets, ranges, rangeSize, pageSize }, checkInWorkerThreads(Math.min(workers, ranges)))
   }
-  return null
+  const checked = joinRanges([await checkRange({ page: (after, _upTo, limit) => store.readLog({ afterSeq: after, limit }) }, secrets, 0, undefined, pageSize)],
+    await store.chainHead())
+  return assemble(checked, await store.rebuild({ dryRun: true }), secrets)
 }
 
 /**
- * Checks the whole log, streaming it in seq order: that every row links to the one before it
- * and its stored fields match its hash and its raw body, that no row is missing (at the end
- * either), that a configured secret signs every callback row (rows from the Partner API are
- * counted apart), and that a rebuild equals the stored
- * projection with every row replaying to the outcome it was given live.
+ * `auditLog` on `database` in ranges of `rangeSize` (one at least), checked by `check`: worker
+ * threads, or, for the tests, this thread. Not part of the package's API.
  */
-export async function auditLog (store: G2SentryStore, options: { secrets?: readonly string[] } = {}): Promise<AuditReport> {
-  const secrets = options.secrets ?? []
-  const unsigned: number[] = []
-  let events = 0
-  let unchainedRows = 0
-  let apiRows = 0
-  let previous: LogRow | undefined
-  let broken: { seq: number; problem: string } | undefined
-  for await (const row of readLogStream(store)) {
-    events++
-    if (broken === undefined) {
-      const problem = chainProblem(row, previous, previous?.hash != null)
-      if (problem !== null) broken = { seq: row.seq, problem }
-      else if (row.hash === null) unchainedRows++
-    }
-    // An API row has no signature: the chain is its evidence.
-    if (row.source === 'api') apiRows++
-    else if (secrets.length > 0 && !verifySignature(row.rawBody, row.signature, secrets).valid) unsigned.push(row.seq)
-    previous = row
+export async function auditInRanges (
+  store: G2SentryStore, options: { database: string; secrets?: readonly string[]; rangeSize: number; pageSize: number }, check: CheckRanges = checkInThisThread
+): Promise<AuditReport> {
+  const ranges = Math.max(1, Math.ceil(((await store.chainHead())?.seq ?? 0) / options.rangeSize))
+  return inRanges(store, { ...options, secrets: options.secrets ?? [], ranges }, check)
+}
+
+async function inRanges (store: G2SentryStore, job: RangeJob, check: CheckRanges): Promise<AuditReport> {
+  const checking = check(job)
+  try {
+    // The projection replays in seq order in this thread while the ranges are checked.
+    const [{ reports, head }, projection] = await Promise.all([checking.result, store.rebuild({ dryRun: true })])
+    return assemble(joinRanges(reports, head), projection, job.secrets)
+  } finally {
+    await checking.terminate()
   }
-  const head = await store.chainHead()
-  if (broken === undefined && (head?.seq ?? 0) !== (previous?.seq ?? 0)) {
-    const last = previous?.seq ?? 0
-    broken = { seq: last + 1, problem: `the log ends at seq ${last} but seq ${head?.seq ?? 0} was written: rows ${last + 1}…${head?.seq ?? 0} are missing` }
-  }
-  const projection = await store.rebuild({ dryRun: true })
+}
+
+function assemble (checked: JoinedRanges, projection: RebuildReport, secrets: readonly string[]): AuditReport {
+  const { broken } = checked
   const report: AuditReport = {
-    events,
-    chain: { ok: broken === undefined, firstBrokenSeq: broken?.seq ?? null, problem: broken?.problem ?? null, unchainedRows },
-    unsigned: secrets.length > 0 ? unsigned : null,
-    apiRows,
+    events: checked.events,
+    chain: { ok: broken === null, firstBrokenSeq: broken?.seq ?? null, problem: broken?.problem ?? null, unchainedRows: checked.unchainedRows },
+    unsigned: secrets.length > 0 ? checked.unsigned : null,
+    apiRows: checked.apiRows,
     projection,
     ok: false
   }
-  report.ok = report.chain.ok && unsigned.length === 0 && projection.differingJobs.length === 0 && projection.outcomeMismatches.length === 0
+  report.ok = report.chain.ok && checked.unsigned.length === 0 && projection.differingJobs.length === 0 && projection.outcomeMismatches.length === 0
   return report
+}
+
+function positive (name: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 1) throw new errors.INVALID_OPTION(`${name} must be a positive whole number, got ${value}`)
+  return value
 }

@@ -1,11 +1,9 @@
 import type { G2SentryStore } from '../domain/types.js'
+import { isPostgresUrl, postgresTarget } from './database-url.js'
 import { postgresStore } from './postgres/postgres-store.js'
 import { sqliteStore } from './sqlite/sqlite-store.js'
 
-const POSTGRES_URL = /^postgres(ql)?:\/\//
-
-/** True when `database` names a PostgreSQL database rather than a SQLite file. */
-export const isPostgresUrl = (database: string): boolean => POSTGRES_URL.test(database)
+export { isPostgresUrl } from './database-url.js'
 
 export interface OpenStoreOptions {
   /**
@@ -23,8 +21,5 @@ export interface OpenStoreOptions {
 export async function openStore (database: string, options: OpenStoreOptions = {}): Promise<G2SentryStore> {
   const readOnly = options.readOnly === true
   if (!isPostgresUrl(database)) return sqliteStore({ filename: database, readOnly })
-  const url = new URL(database)
-  const schema = url.searchParams.get('schema') ?? undefined
-  url.searchParams.delete('schema')
-  return postgresStore({ connectionString: url.href, schema, readOnly })
+  return postgresStore({ ...postgresTarget(database), readOnly })
 }

@@ -61,6 +61,9 @@ export const EVENT_INSERT_COLUMNS = 'seq, job_id, event_type, job_status, job_na
 export const REPLAY_COLUMNS = 'seq, job_id, event_type, job_status, job_name, guardian_phone, received_at, outcome, source'
 export type ReplayRow = Pick<EventRow, 'seq' | 'job_id' | 'event_type' | 'job_status' | 'job_name' | 'guardian_phone' | 'received_at' | 'outcome' | 'source'>
 
+/** The columns of a whole log row, in the order `fromColumns` reads them. */
+export const LOG_COLUMNS = 'seq, job_id, event_type, job_status, job_name, guardian_phone, raw_body, signature, content_hash, received_at, outcome, same_as, prev_hash, hash, source'
+
 export const QUARANTINE_INSERT_COLUMNS = 'reason, detail, raw_body, signature, content_type, received_at'
 
 export const toJob = (row: JobRow): JobState => ({
@@ -96,6 +99,28 @@ export const toLogRow = (row: EventRow): LogRow => ({
   sameAs: row.same_as,
   prevHash: row.prev_hash,
   hash: row.hash
+})
+
+/**
+ * A log row read as an array of LOG_COLUMNS (better-sqlite3's `raw`, pg's `rowMode: 'array'`):
+ * verify reads every row of the log, and arrays skip building an object keyed by column name.
+ */
+export const fromColumns = (values: unknown[]): LogRow => ({
+  seq: values[0] as number,
+  jobId: values[1] as number,
+  eventType: values[2] as string,
+  jobStatus: values[3] as JobStatus,
+  jobName: values[4] as string,
+  guardianPhone: values[5] as string | null,
+  rawBody: values[6] as Buffer,
+  signature: values[7] as string,
+  contentHash: values[8] as string,
+  receivedAt: values[9] as number,
+  outcome: values[10] as Outcome,
+  sameAs: values[11] as number | null,
+  prevHash: values[12] as string | null,
+  hash: values[13] as string | null,
+  source: values[14] as EventSource
 })
 
 export const toQuarantine = (row: QuarantineDbRow): QuarantineRow => ({
