@@ -1,0 +1,84 @@
+// One share of a SQLite rebuild: the log rows of one partition of the jobs replayed on one
+// connection, into that connection's own temp table, and compared there with the stored
+// projection. A rebuild runs one share per thread (replay-threads.ts), or the one share that
+// holds every job; docs/design.md ("Rebuild") says why the shares add up to the whole.
+import type Database from 'better-sqlite3'
+import type { RebuildReport } from '../../domain/types.js'
+import { emptyReport, ReplayCache, replayPage } from '../replay-core.js'
+import { JOB_COLUMNS, jobParams, REPLAY_COLUMNS, toJob, UPDATE_JOB_ON_CONFLICT, type JobRow, type ReplayTuple } from '../rows.js'
+
+/**
+ * Log rows per page: smaller than the PostgreSQL store's, as there is no round trip to save and
+ * a smaller page leaves the garbage collector less to move (fastest of 500 to 5,000 here).
+ */
+export const PAGE = 1000
+
+/** Which jobs a share replays: those whose id falls in `part` of `parts`. */
+export interface Share { part: number; parts: number }
+
+/** What one share found: its part of the report, with the ids of its differing jobs exact. */
+export interface ShareReport extends Omit<RebuildReport, 'differingJobs'> {
+  /** Ids of the jobs whose stored row differs from the rebuilt one, ascending, as SQLite holds them. */
+  differing: bigint[]
+}
+
+/**
+ * The SQL condition that puts a job in `share`: every integer job id, negative ones too, falls
+ * in exactly one part. The log and the projection are split by the same condition, so a job's
+ * rows and its stored row always land in the same share.
+ */
+export function inShare ({ part, parts }: Share): string {
+  return parts === 1 ? '1' : `((job_id % ${parts}) + ${parts}) % ${parts} = ${part}`
+}
+
+/** The temp table a share's rebuilt job states go to, on the connection that replays it. */
+export const rebuiltTable = ({ part }: Share): string => `temp.rebuilt_jobs_${part}`
+
+/**
+ * Replays `share` of the log on `db` into `rebuiltTable(share)` (created here, left for the
+ * caller to drop), keeping at most `capacity` job states in memory, and compares the result with
+ * the stored projection's rows of the same share. Runs inside the caller's transaction: every
+ * share of one rebuild must read the same snapshot. `onPage` is called after each page of the log.
+ */
+export function replayShare (db: Database.Database, share: Share, capacity: number, onPage: () => void = () => {}): ShareReport {
+  // The same definition as the projection table, so rows compare column for column.
+  const { sql } = db.prepare<[], { sql: string }>("SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = 'jobs'").get() as { sql: string }
+  const table = rebuiltTable(share)
+  db.exec(`DROP TABLE IF EXISTS ${table}`)
+  db.exec(sql.replace(/^CREATE TABLE jobs/, `CREATE TABLE ${table}`))
+  const where = inShare(share)
+  const readPage = db.prepare<[number, number], ReplayTuple>(
+    `SELECT ${REPLAY_COLUMNS} FROM main.events WHERE seq > ? AND ${where} ORDER BY seq LIMIT ?`).raw()
+  const readRebuilt = db.prepare<[number], JobRow>(`SELECT * FROM ${table} WHERE job_id = ?`)
+  const writeRebuilt = db.prepare(`INSERT INTO ${table} (${JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ${UPDATE_JOB_ON_CONFLICT}`)
+  const cache = new ReplayCache(capacity)
+  const report = emptyReport()
+  for (let after = 0; ;) {
+    const page = readPage.all(after, PAGE) as ReplayTuple[]
+    if (page.length === 0) break
+    for (const jobId of cache.toLoad(page)) {
+      const stored = readRebuilt.get(jobId)
+      if (stored !== undefined) cache.set(jobId, toJob(stored))
+    }
+    replayPage(page, cache, report)
+    for (const job of cache.evict()) writeRebuilt.run(jobParams(job))
+    after = (page[page.length - 1] as ReplayTuple)[0]
+    onPage()
+  }
+  for (const job of cache.states()) writeRebuilt.run(jobParams(job))
+  const { jobs } = db.prepare<[], { jobs: number }>(`SELECT count(*) AS jobs FROM ${table}`).get() as { jobs: number }
+  // Compound selects group left to right, so each difference needs its own subquery.
+  const differing = db.prepare<[], bigint>(`SELECT job_id FROM (
+      SELECT job_id FROM (SELECT * FROM main.jobs WHERE ${where} EXCEPT SELECT * FROM ${table})
+      UNION
+      SELECT job_id FROM (${replacedRows(share)}))
+    ORDER BY job_id`).pluck().safeIntegers().all()
+  return { events: report.events, jobs, outcomeMismatches: report.outcomeMismatches, differing }
+}
+
+/**
+ * The rebuilt rows of `share` that the stored projection does not hold as they are: what a
+ * rebuild writes in place of the stored rows of its differing jobs.
+ */
+export const replacedRows = (share: Share): string =>
+  `SELECT * FROM ${rebuiltTable(share)} EXCEPT SELECT * FROM main.jobs WHERE ${inShare(share)}`
