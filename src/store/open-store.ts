@@ -1,5 +1,4 @@
 import type { G2SentryStore } from '../domain/types.js'
-import { postgresStore } from './postgres/postgres-store.js'
 import { sqliteStore } from './sqlite/sqlite-store.js'
 
 const POSTGRES_URL = /^postgres(ql)?:\/\//
@@ -26,5 +25,7 @@ export async function openStore (database: string, options: OpenStoreOptions = {
   const url = new URL(database)
   const schema = url.searchParams.get('schema') ?? undefined
   url.searchParams.delete('schema')
+  // Loaded only for PostgreSQL, so a command on a SQLite file starts faster.
+  const { postgresStore } = await import('./postgres/postgres-store.js')
   return postgresStore({ connectionString: url.href, schema, readOnly })
 }
