@@ -72,9 +72,16 @@ class ShareWorker {
       const message = m.message as WorkerMessage
       if (this.state === 'failed') continue
       switch (message.type) {
-        case 'ready': this.state = 'ready'; break
-        case 'begun': this.state = 'begun'; break
-        case 'report': this.state = 'reported'; this.report = message.report; break
+        case 'ready':
+        case 'begun':
+          this.state = message.type
+          debug('rebuild: share %d %s after %d ms', this.share.part, message.type, Math.round(performance.now() - this.started))
+          break
+        case 'report':
+          this.state = 'reported'
+          this.report = message.report
+          debug('rebuild: share %d reported after %d ms', this.share.part, Math.round(performance.now() - this.started))
+          break
         case 'rows': this.batches.push(message.rows); break
         case 'end': this.state = 'ended'; break
         case 'failed':

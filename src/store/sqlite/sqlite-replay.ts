@@ -3,7 +3,7 @@
 // projection. A rebuild runs one share per thread (replay-threads.ts), or the one share that
 // holds every job; docs/design.md ("Rebuild") says why the shares add up to the whole.
 import type Database from 'better-sqlite3'
-import type { RebuildReport } from '../../domain/types.js'
+import type { JobState, RebuildReport } from '../../domain/types.js'
 import { emptyReport, ReplayCache, replayPage } from '../replay-core.js'
 import { JOB_COLUMNS, jobParams, REPLAY_COLUMNS, toJob, UPDATE_JOB_ON_CONFLICT, type JobRow, type ReplayTuple } from '../rows.js'
 
@@ -50,7 +50,7 @@ export function replayShare (db: Database.Database, share: Share, capacity: numb
   const readPage = db.prepare<[number, number], ReplayTuple>(
     `SELECT ${REPLAY_COLUMNS} FROM main.events WHERE seq > ? AND ${where} ORDER BY seq LIMIT ?`).raw()
   const readRebuilt = db.prepare<[number], JobRow>(`SELECT * FROM ${table} WHERE job_id = ?`)
-  const writeRebuilt = db.prepare(`INSERT INTO ${table} (${JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ${UPDATE_JOB_ON_CONFLICT}`)
+  const write = stateWriter(db, table)
   const cache = new ReplayCache(capacity)
   const report = emptyReport()
   for (let after = 0; ;) {
@@ -61,11 +61,11 @@ export function replayShare (db: Database.Database, share: Share, capacity: numb
       if (stored !== undefined) cache.set(jobId, toJob(stored))
     }
     replayPage(page, cache, report)
-    for (const job of cache.evict()) writeRebuilt.run(jobParams(job))
+    write(cache.evict())
     after = (page[page.length - 1] as ReplayTuple)[0]
     onPage()
   }
-  for (const job of cache.states()) writeRebuilt.run(jobParams(job))
+  write(cache.states())
   const { jobs } = db.prepare<[], { jobs: number }>(`SELECT count(*) AS jobs FROM ${table}`).get() as { jobs: number }
   // Compound selects group left to right, so each difference needs its own subquery.
   const differing = db.prepare<[], bigint>(`SELECT job_id FROM (
@@ -74,6 +74,28 @@ export function replayShare (db: Database.Database, share: Share, capacity: numb
       SELECT job_id FROM (${replacedRows(share)}))
     ORDER BY job_id`).pluck().safeIntegers().all()
   return { events: report.events, jobs, outcomeMismatches: report.outcomeMismatches, differing }
+}
+
+/** Rows per statement when states are written out: a few times fewer statements to run. */
+const WRITE_BATCH = 64
+
+/** Writes job states to `table`, each replacing the job's earlier row if it has one. */
+function stateWriter (db: Database.Database, table: string): (states: Iterable<JobState>) => void {
+  const statement = (rows: number) => db.prepare(`INSERT INTO ${table} (${JOB_COLUMNS})
+    VALUES ${Array.from({ length: rows }, () => '(?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')} ${UPDATE_JOB_ON_CONFLICT}`)
+  const one = statement(1)
+  const batch = statement(WRITE_BATCH)
+  return (states) => {
+    let params: unknown[] = []
+    for (const state of states) {
+      params.push(...jobParams(state))
+      if (params.length === WRITE_BATCH * 9) {
+        batch.run(params)
+        params = []
+      }
+    }
+    for (let i = 0; i < params.length; i += 9) one.run(params.slice(i, i + 9))
+  }
 }
 
 /**

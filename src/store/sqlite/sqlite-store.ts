@@ -116,7 +116,9 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & Requi
   const replayShares = (dryRun: boolean, parts: number, capacity: number, workers: ReplayWorkers | undefined): RebuildReport => {
     const shares = Array.from({ length: parts }, (_, part): Share => ({ part, parts }))
     workers?.begin(() => db.prepare('SELECT count(*) FROM main.sqlite_master').get())
+    const started = performance.now()
     const reports = [replayShare(db, shares[0] as Share, capacity, () => workers?.poll())]
+    debug('rebuild: share 0 replayed in %d ms', Math.round(performance.now() - started))
     const here = [shares[0] as Share]
     const fromWorkers = workers?.reports() ?? []
     lastRebuild.threads = parts
