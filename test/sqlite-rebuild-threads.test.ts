@@ -9,7 +9,7 @@ import { copyFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { sqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import { lastRebuild, ReplayWorkers } from '../src/store/sqlite/replay-threads.js'
-import { replayShare } from '../src/store/sqlite/sqlite-replay.js'
+import { replayShare, splitShares, type Share } from '../src/store/sqlite/sqlite-replay.js'
 import { randomSchedule } from '../src/simulator/schedules.js'
 import type { IncomingEvent, RebuildReport } from '../src/domain/types.js'
 import { assigned, incoming, started, T0 } from './fixtures.js'
@@ -122,10 +122,11 @@ t.test('tampered outcomes and a tampered jobs table: the same mismatches, differ
   const truth = jobsTable(LOG)
   const file = copyOf(LOG)
   const db = new Database(file)
-  // Outcomes claimed for rows of several shares (job ids odd and even, and below zero).
+  // Outcomes claimed for rows of every share (ids below zero too).
   const tampered = db.prepare(`UPDATE events SET outcome = CASE outcome WHEN 'applied' THEN 'duplicate' ELSE 'applied' END
     WHERE seq % 97 = 3 OR job_id = -3 RETURNING seq, job_id`).all() as Array<{ seq: number; job_id: number }>
-  t.ok(new Set(tampered.map((r) => ((r.job_id % 3) + 3) % 3)).size === 3, 'rows of every one of three shares')
+  const shareOf = (jobId: number) => splitShares(3, EVENTS).findIndex((s) => s.from <= ((jobId % 64) + 64) % 64 && ((jobId % 64) + 64) % 64 < s.to)
+  t.equal(new Set(tampered.map((r) => shareOf(r.job_id))).size, 3, 'rows of every one of three shares')
   db.exec(`UPDATE jobs SET version = version + 1 WHERE job_id % 50 = 7;
     UPDATE jobs SET guardian_phone = 'not the phone' WHERE job_id = -2;
     DELETE FROM jobs WHERE job_id % 61 = 4 OR job_id = 0`)
@@ -196,13 +197,14 @@ t.test('a dry run replays on one thread the shares whose worker may have read a 
   const single = (() => {
     db.exec('BEGIN')
     try {
-      return replayShare(db, { part: 0, parts: 1 }, 1000)
+      return replayShare(db, splitShares(1, 0)[0]!, 1000)
     } finally {
       db.exec('ROLLBACK')
     }
   })()
 
-  const workers = ReplayWorkers.start(file, 2, 500, 5000, true)
+  const [mine, theirs] = splitShares(2, EVENTS) as [Share, Share]
+  const workers = ReplayWorkers.start(file, [mine, theirs], 500, 5000, true)
   if (workers === undefined) throw new Error('no workers')
   t.teardown(() => workers.close())
   workers.waitReady()
@@ -212,9 +214,9 @@ t.test('a dry run replays on one thread the shares whose worker may have read a 
     // Committed after this thread's snapshot and before the workers take theirs.
     writer.prepare("UPDATE events SET outcome = 'stale' WHERE seq = 1").run()
   })
-  const own = replayShare(db, { part: 0, parts: 2 }, 500, () => workers.poll())
+  const own = replayShare(db, mine, 500, () => workers.poll())
   t.same(workers.reports(), [undefined], 'the worker\'s share is not used')
-  const rest = replayShare(db, { part: 1, parts: 2 }, 500)
+  const rest = replayShare(db, theirs, 500)
   db.exec('ROLLBACK')
   t.equal(own.events + rest.events, single.events, 'replayed here, the shares add up to the whole snapshot')
   t.same([...own.outcomeMismatches, ...rest.outcomeMismatches], [], 'the snapshot from before the commit: seq 1 still as it was')
@@ -224,7 +226,7 @@ t.test('a worker that fails leaves its share to the rebuild\'s own thread', asyn
   // A file without a log: the worker's replay fails on its first statement.
   const empty = join(dir, 'empty.db')
   new Database(empty).close()
-  const workers = ReplayWorkers.start(empty, 3, 500, 5000, true)
+  const workers = ReplayWorkers.start(empty, splitShares(3, 0), 500, 5000, true)
   if (workers === undefined) throw new Error('no workers')
   t.teardown(() => workers.close())
   workers.begin(() => {})

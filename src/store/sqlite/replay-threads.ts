@@ -122,9 +122,14 @@ class ShareWorker {
     this.state = 'failed'
     this.worker.terminate().catch(() => {})
   }
+
+  /** Ends the worker once the rebuild no longer needs it (it also ends by itself once done). */
+  end (): void {
+    if (this.state !== 'ended' && this.state !== 'failed') this.worker.terminate().catch(() => {})
+  }
 }
 
-/** Worker threads replaying shares 1 to `parts - 1` of one rebuild of the SQLite file `filename`. */
+/** Worker threads replaying every share but the first of one rebuild of the SQLite file `filename`. */
 export class ReplayWorkers {
   readonly #control = new Int32Array(new SharedArrayBuffer(CONTROL.size * Int32Array.BYTES_PER_ELEMENT))
   readonly #workers: ShareWorker[]
@@ -136,7 +141,7 @@ export class ReplayWorkers {
   #sameSnapshot: boolean | undefined
 
   /** Starts the workers, or returns undefined when this build has no worker module to start. */
-  static start (filename: string, parts: number, capacity: number, busyTimeout: number, dryRun: boolean): ReplayWorkers | undefined {
+  static start (filename: string, shares: Share[], capacity: number, busyTimeout: number, dryRun: boolean): ReplayWorkers | undefined {
     if (!existsSync(fileURLToPath(WORKER))) unavailable ??= `no ${fileURLToPath(WORKER)}`
     if (unavailable !== undefined) {
       debug('rebuild: replaying on one thread: %s', unavailable)
@@ -145,7 +150,7 @@ export class ReplayWorkers {
     let probe: Database.Database | undefined
     try {
       probe = new Database(filename, { readonly: true, fileMustExist: true })
-      return new ReplayWorkers(probe, filename, parts, capacity, busyTimeout, dryRun)
+      return new ReplayWorkers(probe, filename, shares, capacity, busyTimeout, dryRun)
     } catch (error) {
       // The rebuild's own thread can still replay every share.
       debug('rebuild: no worker threads: %s', (error as Error).message)
@@ -154,12 +159,12 @@ export class ReplayWorkers {
     }
   }
 
-  private constructor (probe: Database.Database, filename: string, parts: number, capacity: number, busyTimeout: number, dryRun: boolean) {
+  private constructor (probe: Database.Database, filename: string, shares: Share[], capacity: number, busyTimeout: number, dryRun: boolean) {
     this.#probe = probe
     const data = { filename, capacity, busyTimeout, dryRun }
     this.#workers = []
     try {
-      for (let part = 1; part < parts; part++) this.#workers.push(new ShareWorker({ part, parts }, this.#control, data))
+      for (const share of shares.slice(1)) this.#workers.push(new ShareWorker(share, this.#control, data))
     } catch (error) {
       this.close()
       throw error
@@ -223,22 +228,31 @@ export class ReplayWorkers {
     }
   }
 
-  /** Stops every worker (at its next page or batch) and closes the probe. */
+  /** Stops every worker at its next page or batch; its share, if still wanted, is replayed here. */
   stop (): void {
+    this.#release()
+    for (const w of this.#workers) w.fail('stopped')
+  }
+
+  /** Lets every waiting worker go on to see that it is stopped. */
+  #release (): void {
     Atomics.store(this.#control, CONTROL.stop, 1)
     Atomics.store(this.#control, CONTROL.go, 1)
     Atomics.notify(this.#control, CONTROL.go)
     for (const w of this.#workers) {
       Atomics.add(this.#control, CONTROL.acked + w.share.part, 1)
       Atomics.notify(this.#control, CONTROL.acked + w.share.part)
-      if (w.state !== 'ended') w.fail('stopped')
     }
   }
 
+  /** Ends the workers and closes the probe, once the rebuild is over (or has failed). */
   close (): void {
-    for (const w of this.#workers) w.drain()
-    this.stop()
-    for (const w of this.#workers) w.port.close()
+    this.#release()
+    for (const w of this.#workers) {
+      w.drain()
+      w.end()
+      w.port.close()
+    }
     if (this.#probe.open) this.#probe.close()
   }
 }

@@ -11,7 +11,7 @@ import { REPLAY_CACHE } from '../replay-core.js'
 import { JOB_COLUMNS, toJob, toLogRow, toQuarantine, type ChainHead, type EventRow, type JobRow, type QuarantineDbRow } from '../rows.js'
 import { MAX_THREADS } from './replay-protocol.js'
 import { lastRebuild, ReplayWorkers } from './replay-threads.js'
-import { rebuiltTable, replacedRows, replayShare, type Share, type ShareReport } from './sqlite-replay.js'
+import { rebuiltTable, replacedRows, replayShare, splitShares, type Share, type ShareReport } from './sqlite-replay.js'
 import { openReadOnly } from './sqlite-read-only.js'
 import { sqliteReconcileState } from './sqlite-reconcile.js'
 import { createWriter, HEAD_SQL, openConnection, type ConnectionSettings } from './sqlite-writer.js'
@@ -80,29 +80,30 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & Requi
   const acquireTx = db.transaction((name: string, holder: string, ttl: number) =>
     acquireLease.get({ name, holder, now: Date.now(), ttl }) ?? selectLease.get({ name }) as LeaseDbRow)
 
-  /** How many shares of the jobs a rebuild replays, each on a thread of its own. */
-  const sharesFor = (): number => {
+  /** The shares of the jobs a rebuild replays, each on a thread of its own. */
+  const sharesFor = (): Share[] => {
     // Another thread cannot open an in-memory database.
-    if (db.memory) return 1
-    if (options.replayThreads !== undefined) return Math.max(1, Math.min(MAX_THREADS, Math.floor(options.replayThreads)))
+    if (db.memory) return splitShares(1, 0)
+    // The length of the log as far as seq tells (rows deleted by hand aside).
+    const { seq: events } = selectHead.get() ?? { seq: 0 }
+    if (options.replayThreads !== undefined) return splitShares(Math.max(1, Math.min(MAX_THREADS, Math.floor(options.replayThreads))), events)
     // Starting a worker costs tens of milliseconds: worth it only on a long log.
-    const { seq } = selectHead.get() ?? { seq: 0 }
-    return seq < THREADED_FROM ? 1 : Math.min(availableParallelism(), 4)
+    return splitShares(events < THREADED_FROM ? 1 : Math.min(availableParallelism(), 4), events)
   }
 
   const rebuild = (dryRun: boolean): RebuildReport => {
     writer.forget()
     // The cache's bound holds for all the threads together.
     const capacityOf = (parts: number) => Math.max(1, Math.floor((options.replayCacheSize ?? REPLAY_CACHE) / parts))
-    let parts = sharesFor()
-    const workers = parts > 1 ? ReplayWorkers.start(options.filename, parts, capacityOf(parts), options.busyTimeout ?? 5000, dryRun) : undefined
-    if (workers === undefined) parts = 1
-    const capacity = capacityOf(parts)
+    let shares = sharesFor()
+    const workers = shares.length > 1 ? ReplayWorkers.start(options.filename, shares, capacityOf(shares.length), options.busyTimeout ?? 5000, dryRun) : undefined
+    if (workers === undefined) shares = splitShares(1, 0)
+    const capacity = capacityOf(shares.length)
     try {
       // A dry run takes no lock, so its threads' snapshots agree only if they are taken close together.
       if (dryRun) workers?.waitReady()
       // A rebuild takes the write lock so no append slips in between the replay and the swap.
-      return dryRun ? rebuildTx.deferred(true, parts, capacity, workers) : rebuildTx.immediate(false, parts, capacity, workers)
+      return dryRun ? rebuildTx.deferred(true, shares, capacity, workers) : rebuildTx.immediate(false, shares, capacity, workers)
     } finally {
       workers?.close()
     }
@@ -113,17 +114,16 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & Requi
    * share whose worker could not replay it from this transaction's snapshot), then puts the
    * shares' reports together and, unless `dryRun`, writes the rebuilt rows of the differing jobs.
    */
-  const replayShares = (dryRun: boolean, parts: number, capacity: number, workers: ReplayWorkers | undefined): RebuildReport => {
-    const shares = Array.from({ length: parts }, (_, part): Share => ({ part, parts }))
+  const replayShares = (dryRun: boolean, shares: Share[], capacity: number, workers: ReplayWorkers | undefined): RebuildReport => {
     workers?.begin(() => db.prepare('SELECT count(*) FROM main.sqlite_master').get())
     const started = performance.now()
     const reports = [replayShare(db, shares[0] as Share, capacity, () => workers?.poll())]
     debug('rebuild: share 0 replayed in %d ms', Math.round(performance.now() - started))
     const here = [shares[0] as Share]
     const fromWorkers = workers?.reports() ?? []
-    lastRebuild.threads = parts
+    lastRebuild.threads = shares.length
     lastRebuild.onWorkers = fromWorkers.filter((report) => report !== undefined).length
-    debug('rebuild: %d shares, %d of them replayed on worker threads', parts, lastRebuild.onWorkers)
+    debug('rebuild: %d shares, %d of them replayed on worker threads', shares.length, lastRebuild.onWorkers)
     for (const share of shares.slice(1)) {
       const report = fromWorkers[share.part - 1]
       if (report === undefined) here.push(share)
