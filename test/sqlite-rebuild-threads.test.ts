@@ -6,7 +6,7 @@ import t from 'tap'
 import type { Test } from 'tap'
 import Database from 'better-sqlite3'
 import { copyFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { sqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import { lastRebuild, ReplayWorkers } from '../src/store/sqlite/replay-threads.js'
 import { replayShare, splitShares, type Share } from '../src/store/sqlite/sqlite-replay.js'
@@ -167,6 +167,18 @@ t.test('by default, a short log is rebuilt on one thread', async (t) => {
   t.teardown(() => store.close())
   t.same(await store.rebuild({ dryRun: true }).then((r) => r.events), EVENTS)
   t.same(lastRebuild, { threads: 1, onWorkers: 0 })
+})
+
+t.test('the workers open the file the store has open, wherever the working directory has moved since', async (t) => {
+  const cwd = process.cwd()
+  t.teardown(() => process.chdir(cwd))
+  process.chdir(dir)
+  const store = sqliteStore({ filename: basename(copyOf(LOG)), replayThreads: 2 })
+  t.teardown(() => store.close())
+  process.chdir(cwd)
+  const report = await store.rebuild({ dryRun: true })
+  t.same(lastRebuild, { threads: 2, onWorkers: 1 })
+  t.same(report, { events: EVENTS, jobs: jobsTable(LOG).length, outcomeMismatches: [], differingJobs: [] })
 })
 
 t.test('WAL: a reader opened while another connection holds the write lock reads what it reads', async (t) => {

@@ -80,6 +80,10 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & Requi
   const acquireTx = db.transaction((name: string, holder: string, ttl: number) =>
     acquireLease.get({ name, holder, now: Date.now(), ttl }) ?? selectLease.get({ name }) as LeaseDbRow)
 
+  // The file as SQLite opened it, absolute: the workers must open the same one, wherever the
+  // process's working directory has moved since.
+  const file = (db.pragma('database_list') as Array<{ name: string; file: string }>).find((d) => d.name === 'main')?.file ?? options.filename
+
   /** The shares of the jobs a rebuild replays, each on a thread of its own. */
   const sharesFor = (): Share[] => {
     // Another thread cannot open an in-memory database.
@@ -96,7 +100,7 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & Requi
     // The cache's bound holds for all the threads together.
     const capacityOf = (parts: number) => Math.max(1, Math.floor((options.replayCacheSize ?? REPLAY_CACHE) / parts))
     let shares = sharesFor()
-    const workers = shares.length > 1 ? ReplayWorkers.start(options.filename, shares, capacityOf(shares.length), options.busyTimeout ?? 5000, dryRun) : undefined
+    const workers = shares.length > 1 ? ReplayWorkers.start(file, shares, capacityOf(shares.length), options.busyTimeout ?? 5000, dryRun) : undefined
     if (workers === undefined) shares = splitShares(1, 0)
     const capacity = capacityOf(shares.length)
     try {
