@@ -74,24 +74,44 @@ export function projectEvent (current: JobState | undefined, event: ProjectedEve
   }
 
   const kind = move(current.status, event.jobStatus)
-  const counted = { ...current, eventCount: current.eventCount + 1 }
-  if (kind === 'stale') return { outcome: 'stale', state: counted }
+  if (kind === 'stale') return { outcome: 'stale', state: counted(current) }
 
   const jobName = event.jobName
   const guardianPhone = phoneAfter(current, event)
   if (kind === 'update' && jobName === current.jobName && guardianPhone === current.guardianPhone) {
-    return { outcome: 'duplicate', state: counted }
+    return { outcome: 'duplicate', state: counted(current) }
   }
   return {
     outcome: 'applied',
     state: {
-      ...counted,
+      jobId: current.jobId,
       jobName,
       status: event.jobStatus,
       guardianPhone,
       lastEventType: event.eventType,
       version: current.version + 1,
+      eventCount: current.eventCount + 1,
+      createdAt: current.createdAt,
       updatedAt: event.receivedAt
     }
+  }
+}
+
+/**
+ * `current` with one more delivery counted. Every state is written out field by field, in one
+ * order: a rebuild calls this for each log row, and object spreads cost it several times the
+ * rest of the projection (measured on a 1,000,000-event log).
+ */
+function counted (current: JobState): JobState {
+  return {
+    jobId: current.jobId,
+    jobName: current.jobName,
+    status: current.status,
+    guardianPhone: current.guardianPhone,
+    lastEventType: current.lastEventType,
+    version: current.version,
+    eventCount: current.eventCount + 1,
+    createdAt: current.createdAt,
+    updatedAt: current.updatedAt
   }
 }

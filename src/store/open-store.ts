@@ -1,6 +1,5 @@
 import type { G2SentryStore } from '../domain/types.js'
 import { isPostgresUrl, postgresTarget } from './database-url.js'
-import { postgresStore } from './postgres/postgres-store.js'
 import { sqliteStore } from './sqlite/sqlite-store.js'
 
 export { isPostgresUrl } from './database-url.js'
@@ -21,5 +20,7 @@ export interface OpenStoreOptions {
 export async function openStore (database: string, options: OpenStoreOptions = {}): Promise<G2SentryStore> {
   const readOnly = options.readOnly === true
   if (!isPostgresUrl(database)) return sqliteStore({ filename: database, readOnly })
+  // Loaded only for PostgreSQL, so a command on a SQLite file starts faster.
+  const { postgresStore } = await import('./postgres/postgres-store.js')
   return postgresStore({ ...postgresTarget(database), readOnly })
 }

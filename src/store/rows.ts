@@ -57,9 +57,16 @@ export const UPDATE_JOB_ON_CONFLICT = `ON CONFLICT (job_id) DO UPDATE SET job_na
 /** The columns of `events` an append writes, matching the values `eventParams` gives. */
 export const EVENT_INSERT_COLUMNS = 'seq, job_id, event_type, job_status, job_name, guardian_phone, raw_body, signature, content_hash, received_at, outcome, same_as, prev_hash, hash, source'
 
-/** The columns a replay reads. */
+/** The columns a replay reads, in the order of a `ReplayTuple`. */
 export const REPLAY_COLUMNS = 'seq, job_id, event_type, job_status, job_name, guardian_phone, received_at, outcome, source'
-export type ReplayRow = Pick<EventRow, 'seq' | 'job_id' | 'event_type' | 'job_status' | 'job_name' | 'guardian_phone' | 'received_at' | 'outcome' | 'source'>
+/**
+ * A log row as a replay reads it: REPLAY_COLUMNS as an array. Both drivers read arrays
+ * (better-sqlite3's `raw()`, pg's `rowMode: 'array'`) faster than an object per row.
+ */
+export type ReplayTuple = [
+  seq: number, jobId: number, eventType: string, jobStatus: JobStatus, jobName: string,
+  guardianPhone: string | null, receivedAt: number, outcome: Outcome, source: EventSource
+]
 
 /** The columns of a whole log row, in the order `fromColumns` reads them. */
 export const LOG_COLUMNS = 'seq, job_id, event_type, job_status, job_name, guardian_phone, raw_body, signature, content_hash, received_at, outcome, same_as, prev_hash, hash, source'

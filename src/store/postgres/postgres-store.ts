@@ -9,7 +9,7 @@ import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from '../replay-cor
 import { postgresReconcileState } from './postgres-reconcile.js'
 import {
   JOB_COLUMNS, jobParams, REPLAY_COLUMNS, toJob, toLogRow, toQuarantine, UPDATE_JOB_ON_CONFLICT, type ChainHead,
-  type EventRow, type JobRow, type QuarantineDbRow, type ReplayRow
+  type EventRow, type JobRow, type QuarantineDbRow, type ReplayTuple
 } from '../rows.js'
 import { columnsOf, createWriter, openPool, SELECT_HEAD, transaction, type Client, type PoolSettings } from './postgres-writer.js'
 
@@ -57,18 +57,20 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
     }
     const report = emptyReport()
     for (let after = 0; ;) {
-      const { rows: page } = await client.query<ReplayRow>(`SELECT ${REPLAY_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2`, [after, REPLAY_PAGE])
+      const { rows: page } = await client.query<ReplayTuple>({
+        text: `SELECT ${REPLAY_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2`, values: [after, REPLAY_PAGE], rowMode: 'array'
+      })
       if (page.length === 0) break
       const missing = cache.toLoad(page)
       if (missing.length > 0) {
         const { rows } = await client.query<JobRow>('SELECT * FROM rebuilt_jobs WHERE job_id = ANY($1::bigint[])', [missing])
-        for (const row of rows) cache.states.set(row.job_id, toJob(row))
+        for (const row of rows) cache.set(row.job_id, toJob(row))
       }
       replayPage(page, cache, report)
       await write(cache.evict())
-      after = (page[page.length - 1] as ReplayRow).seq
+      after = (page[page.length - 1] as ReplayTuple)[0]
     }
-    await write([...cache.states.values()])
+    await write([...cache.states()])
     report.jobs = (await client.query<{ n: number }>('SELECT count(*)::int AS n FROM rebuilt_jobs')).rows[0]?.n ?? 0
     const { rows: differing } = await client.query<{ job_id: number }>(`SELECT job_id FROM (
         SELECT job_id FROM (SELECT * FROM jobs EXCEPT SELECT * FROM rebuilt_jobs) AS stored_only

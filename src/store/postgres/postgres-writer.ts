@@ -15,8 +15,11 @@ import {
 
 // Minimal shapes of what this store uses from `pg`, so `pg` stays an optional peer dependency.
 export interface QueryResult<R> { rows: R[] }
+/** A query whose rows come back as arrays, column by column (pg's `rowMode: 'array'`). */
+export interface ArrayQuery { text: string; values: unknown[]; rowMode: 'array' }
 export interface Client {
-  query: <R = Record<string, unknown>>(text: string, values?: unknown[]) => Promise<QueryResult<R>>
+  query: (<R = Record<string, unknown>>(text: string, values?: unknown[]) => Promise<QueryResult<R>>) &
+    (<R extends unknown[]>(query: ArrayQuery) => Promise<QueryResult<R>>)
   release: (error?: Error | boolean) => void
 }
 export interface Pool {

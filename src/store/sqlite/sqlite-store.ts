@@ -1,32 +1,48 @@
 import type Database from 'better-sqlite3'
+import { availableParallelism } from 'node:os'
+import { debuglog } from 'node:util'
 import type { AppendResult, G2SentryStore, ListJobsQuery, QuarantineInput, ReadLogQuery, RebuildReport } from '../../domain/types.js'
 import { errors } from '../../errors.js'
 import { commitListeners } from '../commit-listeners.js'
 import { groupCommit } from '../group-commit.js'
 import { sqliteConsumers } from './sqlite-consumers.js'
 import { ACQUIRE_LEASE, checkLeaseRequest, LIST_LEASES, RELEASE_LEASE, SELECT_LEASE, toGrant, toLease, type LeaseDbRow } from '../leases.js'
-import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from '../replay-core.js'
-import {
-  jobParams, REPLAY_COLUMNS, toJob, toLogRow, toQuarantine, type ChainHead,
-  type EventRow, type JobRow, type QuarantineDbRow, type ReplayRow
-} from '../rows.js'
+import { REPLAY_CACHE } from '../replay-core.js'
+import { JOB_COLUMNS, toJob, toLogRow, toQuarantine, type ChainHead, type EventRow, type JobRow, type QuarantineDbRow } from '../rows.js'
+import { MAX_THREADS } from './replay-protocol.js'
+import { lastRebuild, ReplayWorkers } from './replay-threads.js'
+import { rebuiltTable, replacedRows, replayShare, splitShares, type Share, type ShareReport } from './sqlite-replay.js'
 import { openReadOnly } from './sqlite-read-only.js'
 import { sqliteReconcileState } from './sqlite-reconcile.js'
-import { createWriter, HEAD_SQL, openConnection, UPSERT_JOB, type ConnectionSettings } from './sqlite-writer.js'
+import { createWriter, HEAD_SQL, openConnection, type ConnectionSettings } from './sqlite-writer.js'
 
 export interface SqliteStoreOptions extends ConnectionSettings {
   /** Path of the database file, or `:memory:`. */
   filename: string
   /** The most appends that share one transaction (default 256). */
   maxBatch?: number
-  /** Job states a rebuild keeps in memory before writing the least recently used out (default 100,000). */
+  /**
+   * Job states a rebuild keeps in memory before writing the least recently used out (default
+   * 100,000), all its threads together.
+   */
   replayCacheSize?: number
+  /**
+   * Threads a rebuild replays the log on, each the log rows of its share of the jobs (at most
+   * 16). By default one per core, at most four, on a log of 50,000 events or more, else one.
+   * An in-memory database is always replayed on one.
+   */
+  replayThreads?: number
   /**
    * Open an existing log for reading only: the file is opened read-only, and nothing is created
    * or migrated (see sqlite-read-only.ts for what is refused).
    */
   readOnly?: boolean
 }
+
+const debug = debuglog('g2sentry')
+
+/** A log this long or longer is rebuilt on several threads unless `replayThreads` says otherwise. */
+const THREADED_FROM = 50_000
 
 /** Opens (and, unless `readOnly`, migrates) a SQLite event store. */
 export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & Required<Pick<G2SentryStore, 'appendIf' | 'reconcileState'>> & { readonly db: Database.Database } {
@@ -64,41 +80,81 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & Requi
   const acquireTx = db.transaction((name: string, holder: string, ttl: number) =>
     acquireLease.get({ name, holder, now: Date.now(), ttl }) ?? selectLease.get({ name }) as LeaseDbRow)
 
+  // The file as SQLite opened it, absolute: the workers must open the same one, wherever the
+  // process's working directory has moved since.
+  const file = (db.pragma('database_list') as Array<{ name: string; file: string }>).find((d) => d.name === 'main')?.file ?? options.filename
+
+  /** The shares of the jobs a rebuild replays, each on a thread of its own. */
+  const sharesFor = (): Share[] => {
+    // Another thread cannot open an in-memory database.
+    if (db.memory) return splitShares(1, 0)
+    // The length of the log as far as seq tells (rows deleted by hand aside).
+    const { seq: events } = selectHead.get() ?? { seq: 0 }
+    if (options.replayThreads !== undefined) return splitShares(Math.max(1, Math.min(MAX_THREADS, Math.floor(options.replayThreads))), events)
+    // Starting a worker costs tens of milliseconds: worth it only on a long log.
+    return splitShares(events < THREADED_FROM ? 1 : Math.min(availableParallelism(), 4), events)
+  }
+
   const rebuild = (dryRun: boolean): RebuildReport => {
     writer.forget()
-    // The same definition as the projection table, so rows compare column for column.
-    const { sql } = db.prepare<[], { sql: string }>("SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = 'jobs'").get() as { sql: string }
-    db.exec('DROP TABLE IF EXISTS temp.rebuilt_jobs')
-    db.exec(sql.replace(/^CREATE TABLE jobs/, 'CREATE TEMP TABLE rebuilt_jobs'))
-    const readRebuilt = db.prepare<[number], JobRow>('SELECT * FROM temp.rebuilt_jobs WHERE job_id = ?')
-    const writeRebuilt = db.prepare(UPSERT_JOB.replace('INSERT INTO jobs', 'INSERT INTO temp.rebuilt_jobs'))
-    const readPage = db.prepare<[number, number], ReplayRow>(`SELECT ${REPLAY_COLUMNS} FROM main.events WHERE seq > ? ORDER BY seq LIMIT ?`)
-    const cache = new ReplayCache(options.replayCacheSize)
-    const report = emptyReport()
-    for (let after = 0; ;) {
-      const page = readPage.all(after, REPLAY_PAGE)
-      if (page.length === 0) break
-      for (const jobId of cache.toLoad(page)) {
-        const stored = readRebuilt.get(jobId)
-        if (stored !== undefined) cache.states.set(jobId, toJob(stored))
-      }
-      replayPage(page, cache, report)
-      for (const job of cache.evict()) writeRebuilt.run(jobParams(job))
-      after = (page[page.length - 1] as ReplayRow).seq
+    // The cache's bound holds for all the threads together.
+    const capacityOf = (parts: number) => Math.max(1, Math.floor((options.replayCacheSize ?? REPLAY_CACHE) / parts))
+    let shares = sharesFor()
+    const workers = shares.length > 1 ? ReplayWorkers.start(file, shares, capacityOf(shares.length), options.busyTimeout ?? 5000, dryRun) : undefined
+    if (workers === undefined) shares = splitShares(1, 0)
+    const capacity = capacityOf(shares.length)
+    try {
+      // A dry run takes no lock, so its threads' snapshots agree only if they are taken close together.
+      if (dryRun) workers?.waitReady()
+      // A rebuild takes the write lock so no append slips in between the replay and the swap.
+      return dryRun ? rebuildTx.deferred(true, shares, capacity, workers) : rebuildTx.immediate(false, shares, capacity, workers)
+    } finally {
+      workers?.close()
     }
-    for (const job of cache.states.values()) writeRebuilt.run(jobParams(job))
-    report.jobs = (db.prepare('SELECT count(*) AS n FROM temp.rebuilt_jobs').get() as { n: number }).n
-    // Compound selects group left to right, so each difference needs its own subquery.
-    report.differingJobs = db.prepare<[], { job_id: number }>(`SELECT job_id FROM (
-        SELECT job_id FROM (SELECT * FROM main.jobs EXCEPT SELECT * FROM temp.rebuilt_jobs)
-        UNION
-        SELECT job_id FROM (SELECT * FROM temp.rebuilt_jobs EXCEPT SELECT * FROM main.jobs))
-      ORDER BY job_id`).all().map((row) => row.job_id)
-    if (!dryRun) db.exec('DELETE FROM main.jobs; INSERT INTO main.jobs SELECT * FROM temp.rebuilt_jobs')
-    db.exec('DROP TABLE temp.rebuilt_jobs')
-    return report
   }
-  const rebuildTx = db.transaction(rebuild)
+
+  /**
+   * Replays every share of the jobs, the first here and the others on `workers` (or here, for a
+   * share whose worker could not replay it from this transaction's snapshot), then puts the
+   * shares' reports together and, unless `dryRun`, writes the rebuilt rows of the differing jobs.
+   */
+  const replayShares = (dryRun: boolean, shares: Share[], capacity: number, workers: ReplayWorkers | undefined): RebuildReport => {
+    workers?.begin(() => db.prepare('SELECT count(*) FROM main.sqlite_master').get())
+    const started = performance.now()
+    const reports = [replayShare(db, shares[0] as Share, capacity, () => workers?.poll())]
+    debug('rebuild: share 0 replayed in %d ms', Math.round(performance.now() - started))
+    const here = [shares[0] as Share]
+    const fromWorkers = workers?.reports() ?? []
+    lastRebuild.threads = shares.length
+    lastRebuild.onWorkers = fromWorkers.filter((report) => report !== undefined).length
+    debug('rebuild: %d shares, %d of them replayed on worker threads', shares.length, lastRebuild.onWorkers)
+    for (const share of shares.slice(1)) {
+      const report = fromWorkers[share.part - 1]
+      if (report === undefined) here.push(share)
+      reports.push(report ?? replayShare(db, share, capacity))
+    }
+    const differing = reports.flatMap((r) => r.differing).sort((a, b) => a < b ? -1 : a > b ? 1 : 0)
+    if (!dryRun && differing.length > 0) {
+      const remove = db.prepare('DELETE FROM main.jobs WHERE job_id = ?')
+      for (const jobId of differing) remove.run(jobId)
+      // Once the differing rows are gone, the rebuilt rows missing from the projection are theirs.
+      for (const share of here) db.exec(`INSERT INTO main.jobs ${replacedRows(share)}`)
+      const insert = db.prepare(`INSERT INTO main.jobs (${JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+      for (const share of shares) {
+        if (!here.includes(share) && (reports[share.part] as ShareReport).differing.length > 0) {
+          workers?.rows(share.part, (rows) => { for (const row of rows) insert.run(row) })
+        }
+      }
+    }
+    for (const share of here) db.exec(`DROP TABLE ${rebuiltTable(share)}`)
+    return {
+      events: reports.reduce((n, r) => n + r.events, 0),
+      jobs: reports.reduce((n, r) => n + r.jobs, 0),
+      outcomeMismatches: reports.flatMap((r) => r.outcomeMismatches).sort((a, b) => a.seq - b.seq),
+      differingJobs: differing.map(Number)
+    }
+  }
+  const rebuildTx = db.transaction(replayShares)
 
   return {
     db,
@@ -157,9 +213,7 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & Requi
     ...sqliteConsumers(db),
     onCommit: listeners.onCommit,
     async rebuild (options) {
-      const dryRun = options?.dryRun === true
-      // A rebuild takes the write lock so no append slips in between the replay and the swap.
-      return dryRun ? rebuildTx.deferred(true) : rebuildTx.immediate(false)
+      return rebuild(options?.dryRun === true)
     },
     async close () {
       closed = true
