@@ -36,8 +36,12 @@ let unavailable: string | undefined
 
 /** How long a worker may take to open its connection before its share is replayed without it. */
 const READY_MS = 30_000
-/** How long a worker may go without a message or a page replayed before it is given up. */
-const STALL_MS = 60_000
+/**
+ * How long a worker may go without a message, a page replayed or a batch of states written before
+ * it is given up (its thread died: out of memory). Generous, as one statement (the comparison
+ * of a share of millions of jobs) can take that long.
+ */
+const STALL_MS = 300_000
 
 /** How the last rebuild in this process spread its shares (for tests). */
 export const lastRebuild = { threads: 1, onWorkers: 0 }

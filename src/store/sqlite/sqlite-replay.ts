@@ -64,7 +64,8 @@ export const rebuiltTable = ({ part }: Share): string => `temp.rebuilt_jobs_${pa
  * Replays `share` of the log on `db` into `rebuiltTable(share)` (created here, left for the
  * caller to drop), keeping at most `capacity` job states in memory, and compares the result with
  * the stored projection's rows of the same share. Runs inside the caller's transaction: every
- * share of one rebuild must read the same snapshot. `onPage` is called after each page of the log.
+ * share of one rebuild must read the same snapshot. `onPage` is called after each page of the log
+ * and each batch of states written.
  */
 export function replayShare (db: Database.Database, share: Share, capacity: number, onPage: () => void = () => {}): ShareReport {
   // The same definition as the projection table, so rows compare column for column.
@@ -76,7 +77,7 @@ export function replayShare (db: Database.Database, share: Share, capacity: numb
   const readPage = db.prepare<[number, number], ReplayTuple>(
     `SELECT ${REPLAY_COLUMNS} FROM main.events WHERE seq > ? AND ${where} ORDER BY seq LIMIT ?`).raw()
   const readRebuilt = db.prepare<[number], JobRow>(`SELECT * FROM ${table} WHERE job_id = ?`)
-  const write = stateWriter(db, table)
+  const write = stateWriter(db, table, onPage)
   const cache = new ReplayCache(capacity)
   const report = emptyReport()
   for (let after = 0; ;) {
@@ -105,8 +106,8 @@ export function replayShare (db: Database.Database, share: Share, capacity: numb
 /** Rows per statement when states are written out: a few times fewer statements to run. */
 const WRITE_BATCH = 64
 
-/** Writes job states to `table`, each replacing the job's earlier row if it has one. */
-function stateWriter (db: Database.Database, table: string): (states: Iterable<JobState>) => void {
+/** Writes job states to `table`, each replacing the job's earlier row if it has one; `tick` after each batch. */
+function stateWriter (db: Database.Database, table: string, tick: () => void): (states: Iterable<JobState>) => void {
   const statement = (rows: number) => db.prepare(`INSERT INTO ${table} (${JOB_COLUMNS})
     VALUES ${Array.from({ length: rows }, () => '(?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')} ${UPDATE_JOB_ON_CONFLICT}`)
   const one = statement(1)
@@ -118,6 +119,7 @@ function stateWriter (db: Database.Database, table: string): (states: Iterable<J
       if (params.length === WRITE_BATCH * 9) {
         batch.run(params)
         params = []
+        tick()
       }
     }
     for (let i = 0; i < params.length; i += 9) one.run(params.slice(i, i + 9))
