@@ -2,7 +2,7 @@ import type { Worker } from 'node:worker_threads'
 import { openLogReader, type LogReader } from '../store/log-reader.js'
 import type { ChainHead } from '../store/rows.js'
 import { checkRange, type RangeReport } from './audit-check.js'
-import { startWorker } from './worker-thread.js'
+import { startWorker } from '../worker-thread.js'
 
 /** The ranges of a log to check: ranges of `rangeSize` seqs from seq 1, the last running to the end of the log. */
 export interface RangeJob {
@@ -82,7 +82,7 @@ export const checkInWorkerThreads = (workers: number): CheckRanges => (job) => {
     for (let i = 0; i < workers; i++) {
       // A young generation of 16 MB rather than V8's default: 30 MB less at peak for two threads
       // on a log of 1,000,000 rows, and no more time in the garbage collector that we could measure.
-      const thread = startWorker(import.meta.url, 'audit-worker', { ...job, next } satisfies AuditWorkerData, { maxYoungGenerationSizeMb: 16 })
+      const thread = startWorker(import.meta.url, 'audit-worker', { ...job, next } satisfies AuditWorkerData, { resourceLimits: { maxYoungGenerationSizeMb: 16 } })
       threads.push(thread)
       thread.on('message', collected.add)
       thread.on('error', reject)

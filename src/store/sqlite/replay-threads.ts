@@ -5,31 +5,17 @@
 // the store's connection can slip into the transaction. docs/design.md ("Rebuild").
 import Database from 'better-sqlite3'
 import { existsSync } from 'node:fs'
-import { extname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { debuglog } from 'node:util'
-import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from 'node:worker_threads'
+import { MessageChannel, receiveMessageOnPort, type MessagePort, type Worker } from 'node:worker_threads'
+import { startWorker, workerModule } from '../../worker-thread.js'
 import { CONTROL, type WorkerMessage } from './replay-protocol.js'
 import type { Share, ShareReport } from './sqlite-replay.js'
 
 const debug = debuglog('g2sentry')
 
-// Next to this module with its own extension: replay-worker.ts under a TypeScript loader (which
-// the worker inherits through execArgv), replay-worker.js once built.
-const WORKER = new URL(`./replay-worker${extname(fileURLToPath(import.meta.url))}`, import.meta.url)
-
-// What a worker runs first, a module of plain JavaScript that loads anywhere: it imports the
-// worker module and, when that fails, says so at once, where a worker that fails to load would
-// only emit an 'error' event, which a rebuild waiting synchronously never sees. It fails under
-// tsx on Node 20: tsx registers its hooks on the main thread only (privatenumber/tsx#354). A
-// data: URL rather than `eval`, so that the loaders in execArgv are in place before it runs.
-const BOOT = new URL(`data:text/javascript,${encodeURIComponent(`import { workerData } from 'node:worker_threads'
-import(workerData.entry).catch((error) => {
-  workerData.port.postMessage({ type: 'failed', message: 'cannot load ' + workerData.entry + ': ' + (error && error.message), loading: true })
-  const control = new Int32Array(workerData.control)
-  Atomics.add(control, workerData.posted, 1)
-  Atomics.notify(control, workerData.posted)
-})`)}`)
+// replay-worker.ts under a TypeScript loader, replay-worker.js once built (../../worker-thread.ts).
+const WORKER = workerModule(import.meta.url, 'replay-worker')
 
 /** Why worker threads cannot be used in this process, once one has failed to load its module. */
 let unavailable: string | undefined
@@ -59,9 +45,11 @@ class ShareWorker {
   constructor (readonly share: Share, readonly control: Int32Array, data: Record<string, unknown>) {
     const { port1, port2 } = new MessageChannel()
     this.port = port1
-    this.worker = new Worker(BOOT, {
-      workerData: { ...data, share, entry: WORKER.href, control: control.buffer, posted: CONTROL.posted + share.part, port: port2 },
-      transferList: [port2]
+    // The rebuild waits synchronously, where a worker's 'error' event never arrives: one whose
+    // module cannot be loaded (under tsx on Node 20, say) says so on the port instead.
+    this.worker = startWorker(import.meta.url, 'replay-worker', { ...data, share, control: control.buffer, port: port2 }, {
+      transferList: [port2],
+      loadFailure: { port: port2, signal: control.buffer as SharedArrayBuffer, index: CONTROL.posted + share.part }
     })
     // A worker that outlives its rebuild (stopped while in a long statement) never holds the process.
     this.worker.unref()

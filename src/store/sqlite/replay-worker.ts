@@ -16,7 +16,7 @@ interface Data {
   port: MessagePort
 }
 
-const { filename, share, capacity, busyTimeout, dryRun, control: buffer, port } = workerData as Data
+const { filename, share, capacity, busyTimeout, dryRun, control: buffer, port } = (workerData as { data: Data }).data
 const control = new Int32Array(buffer)
 const slot = (base: number) => base + share.part
 
