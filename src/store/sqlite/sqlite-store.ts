@@ -96,7 +96,6 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & Requi
   }
 
   const rebuild = (dryRun: boolean): RebuildReport => {
-    writer.forget()
     // The cache's bound holds for all the threads together.
     const capacityOf = (parts: number) => Math.max(1, Math.floor((options.replayCacheSize ?? REPLAY_CACHE) / parts))
     let shares = sharesFor()

@@ -49,13 +49,8 @@ export interface SqliteWriter {
   appendBatch (events: readonly IncomingEvent[]): BatchOutcome[]
   quarantine (entry: QuarantineInput): number
   resolveQuarantine (id: number, seq: number): void
-  /** Drops the job states kept between batches (after a rebuild rewrote the projection). */
-  forget (): void
 }
 
-// Job states the writer keeps between batches, least recently used first out. The benchmark's
-// 20,000 jobs fit; a real receiver has far fewer jobs in flight at a time.
-const JOB_CACHE = 50_000
 // Rows per multi-row INSERT: a batch is written in chunks of these sizes (largest first), so
 // at most a dozen statements are ever prepared and a batch of n takes at most log2(n) + 1 of them.
 const CHUNKS = [256, 128, 64, 32, 16, 8, 4, 2, 1]
@@ -79,22 +74,12 @@ export function createWriter (db: Database.Database): SqliteWriter {
     const retried = retriedSeqOf.get(id)?.retried_seq ?? null
     if (retried !== null) throw new errors.QUARANTINE_ALREADY_RETRIED(id, retried)
   }
-  const dataVersion = db.prepare<[], number>('PRAGMA data_version').pluck()
-  const totalChanges = db.prepare<[], number>('SELECT total_changes()').pluck()
   const insertEvents = multiRow(db, `INSERT INTO events (${EVENT_INSERT_COLUMNS}) VALUES`, '', EVENT_WIDTH)
   const upsertJobs = multiRow(db, `INSERT INTO jobs (${JOB_COLUMNS}) VALUES`, UPDATE_JOB_ON_CONFLICT, JOB_WIDTH)
 
-  // The projection rows this writer last committed. They stay valid while nothing else writes
-  // the file: another connection's commit changes `PRAGMA data_version`, and any other write on
-  // this connection (a rebuild, SQL run on `store.db`) changes `total_changes()`. Both are
-  // checked inside each write transaction, after its lock is taken; any failure empties the cache.
-  const cache = new Map<number, JobState>()
-  let seen: { version: number; changes: number } | undefined
-  const forget = () => {
-    cache.clear()
-    seen = undefined
-  }
-
+  // No job states are kept between batches: each batch reads its jobs' rows inside its own
+  // write transaction, so another connection's commit or a rebuild is always seen. A cache
+  // checked against `PRAGMA data_version` was measured and removed (README, "Benchmarks").
   // The chain's head, read again at the start of every write transaction (another connection may
   // have appended) and moved only once an event is fully written.
   let head: ChainHead | undefined
@@ -119,16 +104,13 @@ export function createWriter (db: Database.Database): SqliteWriter {
   }
 
   /**
-   * A batch straight through: the projection runs in memory on the jobs' states (from the cache,
-   * else the table), then one multi-row insert writes the events and one upsert the last state
-   * of each job the batch touched. Returns the new states, for the cache once committed.
+   * A batch straight through: the projection runs in memory on the jobs' states (read from the
+   * table once per batch), then one multi-row insert writes the events and one upsert the last
+   * state of each job the batch touched.
    */
   const appendAll = db.transaction((events: readonly IncomingEvent[]) => {
     began = true
     head = selectHead.get()
-    const version = dataVersion.get() as number
-    const changes = totalChanges.get() as number
-    if (seen === undefined || seen.version !== version || seen.changes !== changes) cache.clear()
     const states = new Map<number, JobState | undefined>()
     const touched = new Set<number>()
     // The first row of each job with each body in this batch, for a redelivery within it.
@@ -149,7 +131,6 @@ export function createWriter (db: Database.Database): SqliteWriter {
       if (event.quarantineId !== undefined) claimQuarantined(event.quarantineId)
       let current: JobState | undefined
       if (states.has(jobId)) current = states.get(jobId)
-      else if (cache.has(jobId)) current = cache.get(jobId)
       else {
         const row = selectJob.get(jobId)
         current = row && toJob(row)
@@ -178,7 +159,7 @@ export function createWriter (db: Database.Database): SqliteWriter {
     const jobs: unknown[] = []
     for (const jobId of touched) for (const param of jobParams(states.get(jobId) as JobState)) jobs.push(param)
     upsertJobs(jobs)
-    return { outcomes, states }
+    return outcomes
   })
   const appendOne = db.transaction(append)
   const appendEach = db.transaction((events: readonly IncomingEvent[]): BatchOutcome[] => {
@@ -198,28 +179,15 @@ export function createWriter (db: Database.Database): SqliteWriter {
   return {
     appendBatch (events) {
       began = false
-      let done
       try {
-        done = appendAll.immediate(events)
+        return appendAll.immediate(events)
       } catch (error) {
-        forget()
         // The lock could not be had (SQLITE_BUSY after busyTimeout): the whole batch fails at once.
         if (!began) throw error
         // Only if an event fails is the batch run again with a savepoint per event, so that one
         // failure fails only its own caller.
         return appendEach.immediate(events)
       }
-      for (const [jobId, state] of done.states) {
-        if (state === undefined) continue
-        cache.delete(jobId)
-        cache.set(jobId, state)
-      }
-      for (const jobId of cache.keys()) {
-        if (cache.size <= JOB_CACHE) break
-        cache.delete(jobId)
-      }
-      seen = { version: dataVersion.get() as number, changes: totalChanges.get() as number }
-      return done.outcomes
     },
     quarantine (entry) {
       const { lastInsertRowid } = insertQuarantine.run(entry.reason, entry.detail, entry.rawBody, entry.signature,
@@ -228,8 +196,7 @@ export function createWriter (db: Database.Database): SqliteWriter {
     },
     resolveQuarantine (id, seq) {
       updateQuarantine.run(seq, id)
-    },
-    forget
+    }
   }
 }
 
