@@ -80,6 +80,13 @@ if (!values['skip-load']) {
         `${fmt(median(rps) / bare, 2)}×`, `${fmt(median(rs.map((r) => r.p99)) / bareP99, 2)}×`, medianOrDash(rs.map((r) => r.serverCpuUs)), medianOrDash(rs.map((r) => r.meanBatch), 1),
         fmt(ok) + (other > 0 ? ` (+${other} other)` : ''), committed
       ], widths))
+      if (target !== TARGETS[0]) {
+        // Each round against the bare route's run just before it: how far one round's ratio strays
+        // from the median's, when the machine's speed changes during the run.
+        const bareRounds = results.get(TARGETS[0]!.name) ?? []
+        const ratios = rs.map((r, i) => fmt(r.rps / (bareRounds[i]?.rps ?? NaN), 2))
+        console.log(`${''.padEnd(widths[0] as number)}  each round × that round's bare route: ${ratios.join(', ')}`)
+      }
       if (committed !== '-') {
         const lost = rs.filter((r) => (r.committed ?? 0) < r.sent2xx).length
         const unanswered = rs.reduce((n, r) => n + (r.committed ?? 0) - r.sent2xx, 0)
