@@ -3,72 +3,19 @@
 // connection cut after COMMIT was sent) never makes the store append a committed batch again.
 // A real TCP proxy between the store and PostgreSQL cuts the connection at the chosen moment.
 import t from 'tap'
-import type { Test } from 'tap'
-import { createServer, connect, type Socket } from 'node:net'
-import { once } from 'node:events'
 import { auditLog } from '../src/log/audit.js'
 import { postgresStore } from '../src/store/postgres/postgres-store.js'
 import type { G2SentryStore } from '../src/domain/types.js'
 import { drop, freshSchema, pgUrl, requirePg, track, uniqueName, withClient } from './pg.js'
+import { commitProxy } from './pg-commit-proxy.js'
 import { assigned, completed, incoming, readWholeLog, started, T0 } from './store-contract.js'
-
-type Cut = 'before-commit' | 'after-commit'
-
-/** A simple-protocol query message whose text is exactly COMMIT. */
-const COMMIT = Buffer.concat([Buffer.from('Q'), Buffer.from([0, 0, 0, 11]), Buffer.from('COMMIT\0')])
-
-/**
- * A TCP proxy to the test server. `cutNext` arms it: the next COMMIT a client sends is either
- * dropped with the connection ('before-commit': the server rolls back), or forwarded and the
- * connection cut when the server answers ('after-commit': committed, but the client never hears).
- */
-async function commitCutter (t: Test): Promise<{ url: string; cutNext: (cut: Cut) => void; cuts: () => number }> {
-  const target = new URL(pgUrl())
-  let armed: Cut | undefined
-  let cuts = 0
-  const sockets = new Set<Socket>()
-  const server = createServer((client) => {
-    const upstream = connect(Number(target.port || 5432), target.hostname)
-    sockets.add(client).add(upstream)
-    const cut = () => { client.destroy(); upstream.destroy() }
-    let cutOnAnswer = false
-    client.on('data', (chunk) => {
-      if (armed !== undefined && chunk.equals(COMMIT)) {
-        const how = armed
-        armed = undefined
-        cuts++
-        if (how === 'before-commit') return cut()
-        cutOnAnswer = true
-      }
-      upstream.write(chunk)
-    })
-    upstream.on('data', (chunk) => {
-      if (cutOnAnswer) return cut()
-      client.write(chunk)
-    })
-    for (const socket of [client, upstream]) {
-      socket.on('error', cut)
-      socket.on('close', () => { sockets.delete(socket); cut() })
-    }
-  })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.teardown(() => {
-    for (const socket of sockets) socket.destroy()
-    server.close()
-  })
-  const url = new URL(pgUrl())
-  url.hostname = '127.0.0.1'
-  url.port = String((server.address() as { port: number }).port)
-  return { url: url.toString(), cutNext: (cut) => { armed = cut }, cuts: () => cuts }
-}
 
 t.test('postgres commit', async (t) => {
   if (!await requirePg(t)) return
 
   for (const cut of ['after-commit', 'before-commit'] as const) {
     t.test(`a batch whose connection is cut ${cut.replace('-', ' ')} is in the log exactly once, and every caller gets its result`, async (t) => {
-      const proxy = await commitCutter(t)
+      const proxy = await commitProxy(t)
       const schema = freshSchema(t)
       const store = await postgresStore({ connectionString: proxy.url, schema })
       t.teardown(() => store.close())
@@ -87,7 +34,7 @@ t.test('postgres commit', async (t) => {
   }
 
   t.test('one append alone whose COMMIT answer is lost resolves with its result, in the log once', async (t) => {
-    const proxy = await commitCutter(t)
+    const proxy = await commitProxy(t)
     const schema = freshSchema(t)
     const store = await postgresStore({ connectionString: proxy.url, schema })
     t.teardown(() => store.close())

@@ -8,8 +8,6 @@
 // projection audit clean.
 import t from 'tap'
 import type { Test } from 'tap'
-import { createServer, connect, type Socket } from 'node:net'
-import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { auditLog } from '../src/log/audit.js'
 import { contentHash } from '../src/store/rows.js'
@@ -17,6 +15,7 @@ import { postgresStore } from '../src/store/postgres/postgres-store.js'
 import type { AppendResult, G2SentryStore, IncomingEvent } from '../src/domain/types.js'
 import { mulberry32 } from '../src/simulator/schedules.js'
 import { freshSchema, pgUrl, requirePg, uniqueName, withClient } from './pg.js'
+import { commitProxy } from './pg-commit-proxy.js'
 import { assigned, completed, incoming, readWholeLog, started, T0, withdrawn } from './store-contract.js'
 
 /** A connection string whose sessions carry `name`, so pg_stat_activity tells this test's own. */
@@ -96,67 +95,6 @@ function appendAll (store: G2SentryStore, events: IncomingEvent[]): Promise<Arra
 const fulfilled = (settled: Array<{ event: IncomingEvent; outcome: PromiseSettledResult<AppendResult> }>) =>
   settled.flatMap(({ event, outcome }) => outcome.status === 'fulfilled' ? [{ event, result: outcome.value }] : [])
 
-type Cut = 'before-commit' | 'after-commit'
-const COMMIT = Buffer.concat([Buffer.from('Q'), Buffer.from([0, 0, 0, 11]), Buffer.from('COMMIT\0')])
-
-/**
- * The TCP proxy of test/postgres-commit.test.ts, which can also hold the armed COMMIT: `cutNext`
- * arms it, and the COMMIT is held until `go` is called, then dropped with the connection
- * ('before-commit') or forwarded and the connection cut at the answer ('after-commit').
- */
-async function commitHolder (t: Test): Promise<{ url: string; cutNext: (cut: Cut) => { held: Promise<void>; go: () => void } }> {
-  const target = new URL(pgUrl())
-  let armed: { cut: Cut; held: () => void; go: Promise<void> } | undefined
-  const sockets = new Set<Socket>()
-  const server = createServer((client) => {
-    const upstream = connect(Number(target.port || 5432), target.hostname)
-    sockets.add(client).add(upstream)
-    const cut = () => { client.destroy(); upstream.destroy() }
-    let cutOnAnswer = false
-    let queue = Promise.resolve()
-    client.on('data', (chunk) => {
-      queue = queue.then(async () => {
-        if (armed !== undefined && chunk.equals(COMMIT)) {
-          const { cut: how, held, go } = armed
-          armed = undefined
-          held()
-          await go
-          if (how === 'before-commit') return cut()
-          cutOnAnswer = true
-        }
-        upstream.write(chunk)
-      })
-    })
-    upstream.on('data', (chunk) => {
-      if (cutOnAnswer) return cut()
-      client.write(chunk)
-    })
-    for (const socket of [client, upstream]) {
-      socket.on('error', cut)
-      socket.on('close', () => { sockets.delete(socket); cut() })
-    }
-  })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.teardown(() => {
-    for (const socket of sockets) socket.destroy()
-    server.close()
-  })
-  const url = new URL(pgUrl())
-  url.hostname = '127.0.0.1'
-  url.port = String((server.address() as { port: number }).port)
-  return {
-    url: url.toString(),
-    cutNext: (cut) => {
-      let held!: () => void
-      let go!: () => void
-      const heldPromise = new Promise<void>((resolve) => { held = resolve })
-      armed = { cut, held, go: new Promise<void>((resolve) => { go = resolve }) }
-      return { held: heldPromise, go }
-    }
-  }
-}
-
 t.test('postgres overlapping batches', async (t) => {
   if (!await requirePg(t)) return
 
@@ -202,13 +140,13 @@ t.test('postgres overlapping batches', async (t) => {
 
   for (const cut of ['after-commit', 'before-commit'] as const) {
     t.test(`a COMMIT cut ${cut.replace('-', ' ')} with the next batch in flight: resolved from the chain head, each event once`, async (t) => {
-      const proxy = await commitHolder(t)
+      const proxy = await commitProxy(t)
       const schema = freshSchema(t)
       const app = uniqueName('s')
       const store = await postgresStore({ connectionString: named(proxy.url, app), schema })
       t.teardown(() => store.close())
       await store.append(incoming(assigned(1), T0))
-      const hold = proxy.cutNext(cut)
+      const hold = proxy.cutNext(cut, { hold: true })
       const first = appendAll(store, [incoming(started(1), T0 + 1), incoming(assigned(2), T0 + 2)])
       await hold.held
       const second = appendAll(store, [incoming(completed(1), T0 + 3), incoming(started(2), T0 + 4)])
