@@ -12,6 +12,7 @@ export const errors = {
   BODY_TOO_LARGE: createError('FST_G2SENTRY_BODY_TOO_LARGE', 'The body is larger than %d bytes', 413),
   UNSUPPORTED_MEDIA_TYPE: createError('FST_G2SENTRY_UNSUPPORTED_MEDIA_TYPE', 'Callbacks must be sent as application/json', 415),
   STORAGE_UNAVAILABLE: createError('FST_G2SENTRY_STORAGE_UNAVAILABLE', 'The event could not be stored; retry later', 503),
+  COMMIT_UNKNOWN: createError('FST_G2SENTRY_COMMIT_UNKNOWN', 'The connection was lost at COMMIT and whether the events were committed could not be checked: %s', 503),
   INVALID_REQUEST: createError('FST_G2SENTRY_INVALID_REQUEST', '%s', 400),
   JOB_NOT_FOUND: createError('FST_G2SENTRY_JOB_NOT_FOUND', 'Job %d has no events', 404),
   STORE_CLOSED: createError('FST_G2SENTRY_STORE_CLOSED', 'The store is closed', 503),

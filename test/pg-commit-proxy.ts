@@ -20,30 +20,47 @@ export interface CommitProxy {
   url: string
   /**
    * Arms the proxy for the next COMMIT any client sends. With `hold`, that COMMIT waits until
-   * `go` is called (`held` settles once it arrived); without, it is cut at once.
+   * `go` is called (`held` settles once it arrived); without, it is cut at once. With
+   * `thenRefuse`, the server then seems down for a moment: once that connection is cut, every
+   * other one through the proxy is closed, and so are the next `thenRefuse` as soon as they open.
    */
-  cutNext: (cut: Cut, options?: { hold?: boolean }) => { held: Promise<void>; go: () => void }
+  cutNext: (cut: Cut, options?: { hold?: boolean; thenRefuse?: number }) => { held: Promise<void>; go: () => void }
   /** How many COMMITs were cut so far. */
   cuts: () => number
 }
 
 export async function commitProxy (t: Test): Promise<CommitProxy> {
   const target = new URL(pgUrl())
-  let armed: { cut: Cut; held: () => void; go: Promise<void> } | undefined
+  let armed: { cut: Cut; held: () => void; go: Promise<void>; thenRefuse: number } | undefined
   let cuts = 0
+  let refusing = 0
   const sockets = new Set<Socket>()
   const server = createServer((client) => {
+    if (refusing > 0) {
+      refusing--
+      client.destroy()
+      return
+    }
     const upstream = connect(Number(target.port || 5432), target.hostname)
     sockets.add(client).add(upstream)
-    const cut = () => { client.destroy(); upstream.destroy() }
+    let refuseAfter = 0
+    const cut = () => {
+      client.destroy()
+      upstream.destroy()
+      if (refuseAfter === 0) return
+      refusing = refuseAfter
+      refuseAfter = 0
+      for (const socket of sockets) socket.destroy()
+    }
     let cutOnAnswer = false
     // Chunks go upstream in order, a held COMMIT holding the ones after it.
     let queue = Promise.resolve()
     client.on('data', (chunk) => {
       queue = queue.then(async () => {
         if (armed !== undefined && chunk.equals(COMMIT)) {
-          const { cut: how, held, go } = armed
+          const { cut: how, held, go, thenRefuse } = armed
           armed = undefined
+          refuseAfter = thenRefuse
           cuts++
           held()
           await go
@@ -73,13 +90,13 @@ export async function commitProxy (t: Test): Promise<CommitProxy> {
   url.port = String((server.address() as { port: number }).port)
   return {
     url: url.toString(),
-    cutNext: (cut, { hold = false } = {}) => {
+    cutNext: (cut, { hold = false, thenRefuse = 0 } = {}) => {
       let held!: () => void
       let go!: () => void
       const heldPromise = new Promise<void>((resolve) => { held = resolve })
       const going = new Promise<void>((resolve) => { go = resolve })
       if (!hold) go()
-      armed = { cut, held, go: going }
+      armed = { cut, held, go: going, thenRefuse }
       return { held: heldPromise, go }
     },
     cuts: () => cuts

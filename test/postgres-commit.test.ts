@@ -33,6 +33,28 @@ t.test('postgres commit', async (t) => {
     })
   }
 
+  t.test('a COMMIT whose answer is lost and whose outcome cannot be checked fails its appends, never runs them again', async (t) => {
+    // The connection is cut once the server answers COMMIT (the batch committed), and the check of
+    // the chain head that follows finds the server unreachable; the server is back just after.
+    const proxy = await commitProxy(t)
+    const schema = freshSchema(t)
+    const store = await postgresStore({ connectionString: proxy.url, schema })
+    t.teardown(() => store.close())
+    await store.append(incoming(assigned(1), T0))
+    const events = [incoming(started(1), T0 + 1), incoming(assigned(2), T0 + 2), incoming(completed(1), T0 + 3)]
+    proxy.cutNext('after-commit', { thenRefuse: 1 })
+    const outcomes = await Promise.allSettled(events.map((event) => store.append(event)))
+    t.equal(proxy.cuts(), 1, 'the connection was cut at the COMMIT')
+    t.same(outcomes.map((o) => o.status), ['rejected', 'rejected', 'rejected'], 'every caller is told its append failed (the route answers 503; the sender retries)')
+    t.match((outcomes[0] as PromiseRejectedResult).reason, { code: 'FST_G2SENTRY_COMMIT_UNKNOWN', statusCode: 503 })
+    t.same((await readWholeLog(store)).map((row) => [row.seq, row.jobId, row.eventType, row.outcome]),
+      [[1, 1, 'JobAssigned', 'applied'], [2, 1, 'JobStarted', 'applied'], [3, 2, 'JobAssigned', 'applied'], [4, 1, 'JobCompleted', 'applied']],
+      'the committed batch is in the log once: nothing was appended again')
+    // The sender's retry of one of them is a duplicate of the committed row, as for any lost answer.
+    t.match(await store.append(incoming(completed(1), T0 + 3)), { outcome: 'duplicate', seq: 5 })
+    t.ok((await auditLog(store, { secrets: [] })).chain.ok, 'the chain links')
+  })
+
   t.test('one append alone whose COMMIT answer is lost resolves with its result, in the log once', async (t) => {
     const proxy = await commitProxy(t)
     const schema = freshSchema(t)

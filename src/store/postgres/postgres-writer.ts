@@ -197,6 +197,9 @@ interface Batch {
   done: Promise<void>
 }
 
+/** A transaction that may have committed: its events must never be appended again. */
+const commitUnknown = (error: unknown): boolean => error instanceof errors.COMMIT_UNKNOWN
+
 /** A callback or an API row with no condition and no quarantine claim: the only kind computed on an earlier batch's plan. */
 const plain = (event: IncomingEvent): boolean =>
   event.quarantineId === undefined && (event as Partial<ConditionalEvent>).ifLastSeq === undefined
@@ -218,7 +221,8 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
    * undefined. When the COMMIT fails, the transaction may still have committed (the connection
    * was lost after COMMIT was sent): the chain's head row it wrote tells, once whoever holds the
    * head's lock is done. Only a transaction known not to have committed fails, so a committed
-   * batch is never appended again.
+   * batch is never appended again. When that cannot be checked either, it fails with
+   * COMMIT_UNKNOWN, which no caller runs again.
    */
   async function appendTransaction<T> (work: (client: Client) => Promise<{ value: T; head: ChainHead } | undefined>): Promise<T | undefined> {
     const client = await pool.connect()
@@ -231,7 +235,15 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
     } catch (error) {
       await client.query('ROLLBACK').catch(() => {})
       client.release(true)
-      if (written !== undefined && await inLog(written.head)) return written.value
+      if (written === undefined) throw error
+      let committed: boolean
+      try {
+        committed = await inLog(written.head)
+      } catch (checkError) {
+        // Committed or not, nobody can tell now: running the events again could append them twice.
+        throw new errors.COMMIT_UNKNOWN((checkError as Error).message, { cause: error })
+      }
+      if (committed) return written.value
       throw error
     }
   }
@@ -388,9 +400,17 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
       return batch.results.map((result) => ({ ok: true as const, result }))
     }
     if (before !== undefined && !before.settled && before.plan !== undefined && events.every(plain)) {
-      const overlapped = await appendMany(events, before.plan, onWritten).catch(() => undefined)
+      let overlapped: Appended | undefined
+      let unknown: unknown
+      try {
+        overlapped = await appendMany(events, before.plan, onWritten)
+      } catch (error) {
+        // Any other failure: run again the safe way, below.
+        if (commitUnknown(error)) unknown = error
+      }
       // Settled in log order: the batch before first, whatever this one came to.
       await before.done
+      if (unknown !== undefined) return events.map(() => ({ ok: false as const, error: unknown }))
       if (overlapped !== undefined) return done(overlapped)
       me.plan = undefined
     } else if (before !== undefined) {
@@ -399,7 +419,8 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
     let appended: Appended
     try {
       appended = await appendMany(events, undefined, onWritten) as Appended
-    } catch {
+    } catch (error) {
+      if (commitUnknown(error)) return events.map(() => ({ ok: false as const, error }))
       const outcomes: BatchOutcome[] = []
       for (const event of events) {
         outcomes.push(await appendOne(event).then((result) => ({ ok: true as const, result }), (error: unknown) => ({ ok: false as const, error })))
