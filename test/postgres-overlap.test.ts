@@ -162,6 +162,32 @@ t.test('postgres overlapping batches', async (t) => {
     })
   }
 
+  t.test('the batch in flight loses its COMMIT answer and the check finds the server down: it fails, and is never appended again', async (t) => {
+    const proxy = await commitProxy(t)
+    const schema = freshSchema(t)
+    const app = uniqueName('s')
+    const store = await postgresStore({ connectionString: named(proxy.url, app), schema })
+    t.teardown(() => store.close())
+    const rule = await commitRules(schema)
+    await rule(9, 0.4, false)
+    const first = appendAll(store, [incoming(assigned(9), T0), incoming(assigned(10), T0 + 1)])
+    await waitForSession(t, app, committing, 'the first batch committing')
+    // The next COMMIT through the proxy is the second batch's: cut at its answer, then the check
+    // of the chain head finds no server.
+    proxy.cutNext('after-commit', { thenRefuse: 1 })
+    const second = appendAll(store, [incoming(started(9), T0 + 2), incoming(started(10), T0 + 3)])
+    await waitForSession(t, app, waitingForHead, 'the second batch waiting on the chain head')
+    const [a, b] = await Promise.all([first, second])
+    t.equal(proxy.cuts(), 1, 'the second batch\'s connection was cut at its COMMIT')
+    t.same(a.map(({ outcome }) => outcome.status), ['fulfilled', 'fulfilled'], 'the first batch committed and was told so')
+    t.same(b.map(({ outcome }) => outcome.status), ['rejected', 'rejected'], 'the second batch\'s callers are told it failed')
+    t.match((b[0]?.outcome as PromiseRejectedResult).reason, { code: 'FST_G2SENTRY_COMMIT_UNKNOWN' })
+    t.same((await readWholeLog(store)).map((row) => [row.seq, row.jobId, row.eventType]),
+      [[1, 9, 'JobAssigned'], [2, 10, 'JobAssigned'], [3, 9, 'JobStarted'], [4, 10, 'JobStarted']],
+      'the second batch committed and is in the log once: nothing was appended again')
+    await checkLog(t, store, fulfilled(a))
+  })
+
   t.test('close() with two batches in flight settles every accepted append, committed', async (t) => {
     const schema = freshSchema(t)
     const app = uniqueName('s')
