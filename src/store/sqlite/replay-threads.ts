@@ -46,7 +46,7 @@ class ShareWorker {
     const { port1, port2 } = new MessageChannel()
     this.port = port1
     // The rebuild waits synchronously, where a worker's 'error' event never arrives: one whose
-    // module cannot be loaded (under tsx on Node 20, say) says so on the port instead.
+    // module cannot be loaded (a broken build, say) says so on the port instead.
     this.worker = startWorker(import.meta.url, 'replay-worker', { ...data, share, control: control.buffer, port: port2 }, {
       transferList: [port2],
       loadFailure: { port: port2, signal: control.buffer as SharedArrayBuffer, index: CONTROL.posted + share.part }
