@@ -12,6 +12,7 @@ import { promisify } from 'node:util'
 import { randomSchedule } from '../src/simulator/schedules.js'
 import { signBody } from '../src/domain/verify-signature.js'
 import { ROOT, runCli, type Run } from './cli-process.js'
+import { withoutCoverage } from './ts-loader.js'
 import { buildApp, post, SECRET } from './helpers.js'
 import { OLD_SECRET, oldSecretSeqs, PAGE_SIZE, RANGE_SIZE, ROWS, TAMPER_CASES, UNCHAINED, UNCHAINED_CASES, writeLongLog } from './audit-cases.js'
 
@@ -263,7 +264,7 @@ async function writeRows (file: string, rows: number): Promise<void> {
 /** The CLI from source under tsx, as `npm run g2sentry` runs it. */
 async function runUnderTsx (args: string[]): Promise<Run> {
   try {
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, [join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs'), 'src/cli/bin.ts', ...args], { cwd: ROOT, timeout: 60_000 })
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs'), 'src/cli/bin.ts', ...args], { cwd: ROOT, env: withoutCoverage(process.env), timeout: 60_000 })
     return { code: 0, stdout, stderr }
   } catch (error) {
     const { code, stdout = '', stderr = '' } = error as { code?: unknown; stdout?: string; stderr?: string }

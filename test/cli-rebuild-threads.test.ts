@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { sqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import { cliEnv, ROOT, runCli } from './cli-process.js'
+import { withoutCoverage } from './ts-loader.js'
 
 const EVENTS = 60_000
 // What a rebuild picks by default on a log this long (sqlite-store.ts).
@@ -90,7 +91,7 @@ t.test('npm run g2sentry (src/ under tsx): rebuild on several threads too', asyn
   const file = join(dir, 'tsx.db')
   copyFileSync(log, file)
   const { stdout, stderr } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'src/cli/bin.ts', 'rebuild', '--db', file],
-    { cwd: ROOT, env: cliEnv({ NODE_DEBUG: 'g2sentry' }), timeout: 60_000 })
+    { cwd: ROOT, env: withoutCoverage(cliEnv({ NODE_DEBUG: 'g2sentry' })), timeout: 60_000 })
   t.match(stdout, `rebuilt ${EVENTS} events into ${EVENTS / 4} jobs`)
   t.match(stderr, threadsLine, `replayed on ${SHARES} threads`)
   t.notMatch(stderr, /without its worker/, 'every worker loaded its module')
