@@ -3,24 +3,29 @@
 // connection cut after COMMIT was sent) never makes the store append a committed batch again.
 // A real TCP proxy between the store and PostgreSQL cuts the connection at the chosen moment.
 import t from 'tap'
+import type { Test } from 'tap'
 import { auditLog } from '../src/log/audit.js'
 import { postgresStore } from '../src/store/postgres/postgres-store.js'
-import type { G2SentryStore } from '../src/domain/types.js'
+import type { G2SentryStore, IncomingEvent } from '../src/domain/types.js'
 import { drop, freshSchema, pgUrl, requirePg, track, uniqueName, withClient } from './pg.js'
-import { commitProxy } from './pg-commit-proxy.js'
+import { commitProxy, type CommitProxy } from './pg-commit-proxy.js'
 import { assigned, completed, incoming, readWholeLog, started, T0 } from './store-contract.js'
+
+/** A store on a fresh schema through a COMMIT proxy, one event appended, and the three to append next. */
+async function afterOneAppend (t: Test): Promise<{ proxy: CommitProxy; store: G2SentryStore; events: IncomingEvent[] }> {
+  const proxy = await commitProxy(t)
+  const store = await postgresStore({ connectionString: proxy.url, schema: freshSchema(t) })
+  t.teardown(() => store.close())
+  await store.append(incoming(assigned(1), T0))
+  return { proxy, store, events: [incoming(started(1), T0 + 1), incoming(assigned(2), T0 + 2), incoming(completed(1), T0 + 3)] }
+}
 
 t.test('postgres commit', async (t) => {
   if (!await requirePg(t)) return
 
   for (const cut of ['after-commit', 'before-commit'] as const) {
     t.test(`a batch whose connection is cut ${cut.replace('-', ' ')} is in the log exactly once, and every caller gets its result`, async (t) => {
-      const proxy = await commitProxy(t)
-      const schema = freshSchema(t)
-      const store = await postgresStore({ connectionString: proxy.url, schema })
-      t.teardown(() => store.close())
-      await store.append(incoming(assigned(1), T0))
-      const events = [incoming(started(1), T0 + 1), incoming(assigned(2), T0 + 2), incoming(completed(1), T0 + 3)]
+      const { proxy, store, events } = await afterOneAppend(t)
       proxy.cutNext(cut)
       const results = await Promise.all(events.map((event) => store.append(event)))
       t.equal(proxy.cuts(), 1, 'the connection was cut at the COMMIT')
@@ -36,12 +41,7 @@ t.test('postgres commit', async (t) => {
   t.test('a COMMIT whose answer is lost and whose outcome cannot be checked fails its appends, never runs them again', async (t) => {
     // The connection is cut once the server answers COMMIT (the batch committed), and the check of
     // the chain head that follows finds the server unreachable; the server is back just after.
-    const proxy = await commitProxy(t)
-    const schema = freshSchema(t)
-    const store = await postgresStore({ connectionString: proxy.url, schema })
-    t.teardown(() => store.close())
-    await store.append(incoming(assigned(1), T0))
-    const events = [incoming(started(1), T0 + 1), incoming(assigned(2), T0 + 2), incoming(completed(1), T0 + 3)]
+    const { proxy, store, events } = await afterOneAppend(t)
     proxy.cutNext('after-commit', { thenRefuse: 1 })
     const outcomes = await Promise.allSettled(events.map((event) => store.append(event)))
     t.equal(proxy.cuts(), 1, 'the connection was cut at the COMMIT')
