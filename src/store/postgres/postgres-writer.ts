@@ -17,9 +17,12 @@ import {
 export interface QueryResult<R> { rows: R[] }
 /** A query whose rows come back as arrays, column by column (pg's `rowMode: 'array'`). */
 export interface ArrayQuery { text: string; values: unknown[]; rowMode: 'array' }
+/** A query prepared once per connection under `name`, then only bound and run (pg's named statements). */
+export interface NamedQuery { name: string; text: string; values: unknown[] }
 export interface Client {
   query: (<R = Record<string, unknown>>(text: string, values?: unknown[]) => Promise<QueryResult<R>>) &
-    (<R extends unknown[]>(query: ArrayQuery) => Promise<QueryResult<R>>)
+    (<R extends unknown[]>(query: ArrayQuery) => Promise<QueryResult<R>>) &
+    (<R = Record<string, unknown>>(query: NamedQuery) => Promise<QueryResult<R>>)
   release: (error?: Error | boolean) => void
 }
 export interface Pool {
@@ -367,9 +370,10 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
       const jobs = [...touched].map((jobId) => jobParams(states.get(jobId) as JobState))
       if (rows.length > 0) {
         const params = [...columnsOf(rows, 15), at?.seq, at?.hash, ...columnsOf(jobs, 9)]
-        if (base === undefined) await client.query(APPEND_BATCH, params)
+        if (base === undefined) await client.query({ name: 'g2sentry_append_batch', text: APPEND_BATCH, values: params })
         else {
-          const { rows: [check] } = await client.query<{ matched: number }>(APPEND_BATCH_IF, [...params, base.head.seq, base.head.hash])
+          const { rows: [check] } = await client.query<{ matched: number }>(
+            { name: 'g2sentry_append_batch_if', text: APPEND_BATCH_IF, values: [...params, base.head.seq, base.head.hash] })
           if (check?.matched !== 1) return undefined
         }
       }
