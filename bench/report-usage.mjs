@@ -1,4 +1,5 @@
-// Loaded with --import into a measured process: prints its peak RSS (MB) to stderr as it exits.
+// Loaded with --import into a measured process: prints its peak RSS (MB) and the CPU time of all
+// its threads (user and system, seconds) to stderr as it exits.
 // On Linux, from VmHWM in /proc/self/status, the high-water mark of this process's own memory:
 // getrusage's maxRSS (process.resourceUsage) keeps the image from before exec, a fork of the
 // benchmark's process, so every child of a benchmark that had grown to 300 MB reported 300 MB.
@@ -12,4 +13,7 @@ const peakMb = () => {
   return process.resourceUsage().maxRSS / 1024
 }
 
-process.on('exit', () => process.stderr.write(`\npeak-rss-mb ${peakMb().toFixed(1)}\n`))
+process.on('exit', () => {
+  const { user, system } = process.cpuUsage()
+  process.stderr.write(`\npeak-rss-mb ${peakMb().toFixed(1)}\ncpu-seconds ${((user + system) / 1e6).toFixed(2)}\n`)
+})

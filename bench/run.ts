@@ -3,7 +3,7 @@
 import Database from 'better-sqlite3'
 import { spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync, statSync } from 'node:fs'
-import { cpus, tmpdir, totalmem } from 'node:os'
+import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { round, type RoundResult, type Target } from './load.js'
@@ -108,7 +108,7 @@ if (!values['skip-replay'] && values.store === 'sqlite') {
     const bytes = statSync(file).size
     // Each measurement in a fresh Node process without the TypeScript loader: the raw scan, and the
     // published CLI as an auditor runs it (`rebuild`; `verify`, which also checks the hash chain).
-    type Measurement = { seconds: number; rssMb: number; stdout: string }
+    type Measurement = { seconds: number; rssMb: number; cpuSeconds: number; stdout: string }
     // The median time, and the highest peak RSS of the runs.
     const medianRun = (runs: Measurement[]): Measurement => ({
       ...[...runs].sort((a, b) => a.seconds - b.seconds)[Math.floor(runs.length / 2)] as Measurement,
@@ -118,7 +118,12 @@ if (!values['skip-replay'] && values.store === 'sqlite') {
       const started = performance.now()
       const run = spawnSync(process.execPath, ['--import', './bench/report-usage.mjs', ...args], { encoding: 'utf8' })
       if (run.status !== 0 && !(args.includes('verify') && run.status === 1)) throw new Error(`${args.join(' ')} failed: ${run.stderr}`)
-      return { seconds: (performance.now() - started) / 1000, rssMb: Number(/peak-rss-mb (\S+)/.exec(run.stderr)?.[1]), stdout: run.stdout }
+      return {
+        seconds: (performance.now() - started) / 1000,
+        rssMb: Number(/peak-rss-mb (\S+)/.exec(run.stderr)?.[1]),
+        cpuSeconds: Number(/cpu-seconds (\S+)/.exec(run.stderr)?.[1]),
+        stdout: run.stdout
+      }
     }
     const idle = measure(['bench/raw-scan.mjs'])
     // The scan and the rebuild alternate, three times each, and the median counts: on a shared
@@ -141,16 +146,21 @@ if (!values['skip-replay'] && values.store === 'sqlite') {
     const consumeChanges = medianRun(consumedChanges)
     const verify = measure(['bin/g2sentry.js', 'verify', '--db', file, '--secret', 'bench'])
     if (!/^ok: /m.test(verify.stdout)) throw new Error(`verify did not pass:\n${verify.stdout}`)
-    const widths = [50, 12, 10, 12, 14]
+    const widths = [50, 12, 10, 12, 10, 14]
     const seconds = (runs: Measurement[]) => runs.map((m) => fmt(m.seconds, 2)).join(', ')
     console.log(`scan seconds: ${seconds(scans)}; rebuild seconds: ${seconds(rebuilds)}; consumer seconds: rows ${seconds(consumedRows)}, changes ${seconds(consumedChanges)} (medians below)\n`)
-    console.log(row(['measurement (a fresh process each)', 'events/s', 'seconds', '× raw scan', 'peak RSS MB'], widths))
+    console.log(row(['measurement (a fresh process each)', 'events/s', 'seconds', '× raw scan', 'CPU s', 'peak RSS MB'], widths))
     for (const [name, m] of [['raw SQLite scan of the columns replay reads', scan], ['g2sentry rebuild (replace the projection)', rebuild],
       ['g2sentry verify (chain, signatures, projection)', verify],
       ['consumer catching up, every row (deliver: rows)', consumeRows],
       [`consumer catching up, ${fmt(Number(consumeChanges.stdout))} changes (deliver: changes)`, consumeChanges]] as const) {
-      console.log(row([name, fmt(events / m.seconds), fmt(m.seconds, 2), `${fmt(scan.seconds / m.seconds, 2)}×`, fmt(m.rssMb, 1)], widths))
+      console.log(row([name, fmt(events / m.seconds), fmt(m.seconds, 2), `${fmt(scan.seconds / m.seconds, 2)}×`, fmt(m.cpuSeconds, 2), fmt(m.rssMb, 1)], widths))
     }
+    // verify's checks are spread over every core; its CPU time over the cores is as fast as it can go.
+    const cores = availableParallelism()
+    const floor = verify.cpuSeconds / cores
+    console.log(`\nverify used ${fmt(verify.cpuSeconds, 2)} s of CPU (${fmt(verify.cpuSeconds / scan.cpuSeconds, 1)}× the scan's); spread perfectly over ` +
+      `${cores} cores that is ${fmt(floor, 2)} s at least, ${fmt(scan.seconds / floor, 2)}× the scan at most`)
     console.log(`\nidle process (Node and better-sqlite3, no work): peak RSS ${fmt(idle.rssMb, 1)} MB`)
     console.log(`database: ${fmt(bytes / 2 ** 20, 1)} MiB, ${fmt(bytes / events)} bytes per event (log, projection and indexes)`)
   } finally {
