@@ -61,7 +61,7 @@ export interface ExampleServer {
   child: ChildProcess
   port: number
   name: string | undefined
-  /** Resolves with the exit code (or the signal) once the process has exited. */
+  /** Resolves with the exit code (or the signal) once the process has exited and its output is read. */
   exited: Promise<Exit>
   /** What the server wrote, stdout and stderr: all of it, or its tail (see `keep`). */
   output: () => string
@@ -112,7 +112,10 @@ export function startServer (t: Test, options: StartOptions): ExampleServer {
     }
   })
   child.stderr?.setEncoding('utf8').on('data', record)
-  const exited = new Promise<Exit>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
+  // On 'close', not 'exit': a line the server wrote just before it exited may still be unread on
+  // its stdout when 'exit' fires, and tests read its logs as soon as it has exited. One CI run
+  // missed the slow-body warning that way (test/example-hardening.test.ts).
+  const exited = new Promise<Exit>((resolve) => child.once('close', (code, signal) => resolve({ code, signal })))
   return {
     child,
     port,
