@@ -257,7 +257,8 @@ t.test('a long export', async (t) => {
     const child = spawn(process.execPath, [BIN, 'export', '--db', db, '--format', 'csv'], { cwd: ROOT })
     let stderr = ''
     child.stderr.on('data', (chunk) => { stderr += String(chunk) })
-    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
+    // 'close': stderr is read to its end before it is checked.
+    const exited = new Promise<number | null>((resolve) => child.once('close', resolve))
     const chunks: Buffer[] = []
     let reads = 0
     // A reader slower than the writer: the pipe fills and the child must wait for it to drain.
