@@ -140,7 +140,8 @@ t.test('two servers on one SQLite file, interleaved traffic for the same jobs', 
   })
   let holderSaid = ''
   holder.stdout.setEncoding('utf8').on('data', (chunk: string) => { holderSaid += chunk })
-  const holderExited = new Promise<number | null>((resolve) => holder.once('exit', resolve))
+  // 'close': what the holder said is read to its end before it is checked.
+  const holderExited = new Promise<number | null>((resolve) => holder.once('close', resolve))
   while (!holderSaid.includes('ready')) {
     if (holder.exitCode !== null) throw new Error(`the lock holder exited: ${holderSaid}`)
     await new Promise((resolve) => setTimeout(resolve, 10))
