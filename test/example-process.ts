@@ -112,10 +112,8 @@ export function startServer (t: Test, options: StartOptions): ExampleServer {
     }
   })
   child.stderr?.setEncoding('utf8').on('data', record)
-  // On 'close', not 'exit': Fastify's logger (pino) writes asynchronously and flushes what is left
-  // as the process exits, so a line may still be unread on its stdout when 'exit' fires, and tests
-  // read its logs as soon as it has exited. One CI run missed the slow-body warning that way
-  // (test/example-hardening.test.ts).
+  // On 'close', not 'exit': what the child wrote last may still be unread in the pipe when 'exit'
+  // fires, and tests read its logs as soon as it has exited.
   const exited = new Promise<Exit>((resolve) => child.once('close', (code, signal) => resolve({ code, signal })))
   return {
     child,
