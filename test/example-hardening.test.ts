@@ -110,10 +110,11 @@ t.test(`the example server's own timeouts cut off a body sent a byte a second (r
   const elapsed = Date.now() - started
   t.match(received, /^HTTP\/1\.1 408 /, `cut off with 408 after ${(elapsed / 1000).toFixed(1)} s, within a minute`)
   t.ok(elapsed >= TIMEOUTS.requestTimeout - 1000, 'not before requestTimeout')
-  // The 408 reaches this client before the server has handled the aborted request (Node's
-  // clientError handler answers and destroys the socket; the request's error comes on the
-  // socket's close, a phase later). A SIGTERM in between lets the server exit first, without the
-  // line: seen on a loaded machine. So the line is awaited while the server runs, then counted.
+  // The 408 can reach this client before the server has handled the aborted request: Fastify's
+  // clientError handler answers and destroys the socket, and the request's error comes only with
+  // the socket's 'close', later in the event loop. A SIGTERM in between lets the server close and
+  // exit first, without the line (seen on a loaded machine). So the line is awaited while the
+  // server runs, then counted once it has stopped.
   const warnings = () => server.logs.filter((line) => line.level >= 40 && !/DEVELOPMENT secret/.test(line.msg))
   await until('the aborted callback\'s warning', () => warnings().length > 0, 10_000)
   t.same(await stop(server), { code: 0, signal: null })
