@@ -3,7 +3,9 @@ import type { Test } from 'tap'
 import Database from 'better-sqlite3'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
 import { sqliteStore, type SqliteStoreOptions } from '../src/store/sqlite/sqlite-store.js'
+import { holdWriteLock } from './lock-holder.js'
 import type { AppendResult, IncomingEvent, JobState } from '../src/domain/types.js'
 import {
   assigned, completed, incoming, readWholeLog, seedLog, started, storeContract, T0, withdrawn
@@ -29,7 +31,8 @@ t.test('sqlite specifics', async (t) => {
     const { store, file } = openStore(t)
     t.equal(store.db.pragma('journal_mode', { simple: true }), 'wal')
     t.equal(store.db.pragma('synchronous', { simple: true }), 2, 'FULL')
-    t.equal(store.db.pragma('busy_timeout', { simple: true }), 5000)
+    // The connection never sleeps in SQLite's busy handler: the store waits on a timer instead.
+    t.equal(store.db.pragma('busy_timeout', { simple: true }), 0)
     await store.append(incoming(assigned(1), T0))
     t.ok(existsSync(`${file}-wal`), 'a write-ahead log sits beside the file')
 
@@ -39,10 +42,22 @@ t.test('sqlite specifics', async (t) => {
     t.equal(other.pragma('journal_mode', { simple: true }), 'wal')
   })
 
-  t.test('synchronous and busyTimeout can be set', async (t) => {
-    const { store } = openStore(t, { synchronous: 'NORMAL', busyTimeout: 50 })
+  t.test('synchronous and busyTimeout can be set; the wait for a lock leaves the event loop free', async (t) => {
+    const { store, file } = openStore(t, { synchronous: 'NORMAL', busyTimeout: 200 })
     t.equal(store.db.pragma('synchronous', { simple: true }), 1, 'NORMAL')
-    t.equal(store.db.pragma('busy_timeout', { simple: true }), 50)
+    const lock = await holdWriteLock(t, file)
+    let ticks = 0
+    const ticker = setInterval(() => { ticks++ }, 10)
+    const started = performance.now()
+    await t.rejects(store.append(incoming(assigned(1), T0)), { code: 'SQLITE_BUSY' }, 'an append fails once busyTimeout has passed')
+    const waited = performance.now() - started
+    await t.rejects(store.acquireLease('some-lease', 'me', 1000), { code: 'SQLITE_BUSY' }, 'and so does a lease')
+    clearInterval(ticker)
+    t.ok(waited >= 195 && waited < 1000, `it waited busyTimeout (${Math.round(waited)} ms)`)
+    t.ok(ticks >= 10, `timers kept firing meanwhile (${ticks} ticks of 10 ms)`)
+    t.same(await store.getJob(1), undefined, 'reads answer while the lock is held')
+    await lock.release()
+    t.equal((await store.append(incoming(assigned(1), T0))).outcome, 'applied', 'and the next append succeeds once it is gone')
   })
 
   t.test('an acknowledged append is committed: another connection sees it at once', async (t) => {

@@ -4,21 +4,20 @@
 // was not committed, a failed batch leaves no half-written event, reads keep working where the
 // fault allows, and the server recovers by itself, without a restart, when the fault clears.
 import t, { type Test } from 'tap'
-import { execFileSync, spawn } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { mkdtempSync, rmdirSync, statfsSync, unlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { readLogStream } from '../src/log/read-log.js'
 import { sqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import type { IncomingEvent, LogRow } from '../src/domain/types.js'
 import { signBody } from '../src/domain/verify-signature.js'
+import { holdWriteLock } from './lock-holder.js'
 import { assigned, buildApp, bytesOf, completed, memoryStream, post, SECRET, started, type CallbackPayload } from './helpers.js'
 
 t.setTimeout(60_000)
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const UNAVAILABLE = 'FST_G2SENTRY_STORAGE_UNAVAILABLE'
 
 type SqliteStore = ReturnType<typeof sqliteStore>
@@ -310,24 +309,7 @@ t.test('locked database: the lock is released while deliveries are in flight', a
   const logBefore = (await wholeLog(store)).length
 
   // Another process holds the write lock until told to let go.
-  const holder = spawn(process.execPath, ['-e', `
-    const Database = require('better-sqlite3')
-    const db = new Database(process.argv[1])
-    db.exec('BEGIN IMMEDIATE')
-    console.log('locked')
-    process.stdin.once('data', () => { db.exec('ROLLBACK'); db.close(); console.log('released'); process.exit(0) })
-  `, filename], { cwd: ROOT, stdio: ['pipe', 'pipe', 'inherit'] })
-  t.teardown(() => {
-    if (holder.exitCode === null && holder.signalCode === null) holder.kill('SIGKILL')
-  })
-  let holderOut = ''
-  const said = (word: string) => new Promise<void>((resolve, reject) => {
-    const check = () => { if (holderOut.includes(word)) resolve() }
-    holder.stdout?.setEncoding('utf8').on('data', (chunk: string) => { holderOut += chunk; check() })
-    holder.once('exit', () => { check(); reject(new Error(`the lock holder exited without saying "${word}": ${holderOut}`)) })
-    check()
-  })
-  await said('locked')
+  const lock = await holdWriteLock(t, filename)
 
   const read = await getJob(app, 1)
   t.equal(read.statusCode, 200, 'GET /jobs/:id answers while another process holds the write lock')
@@ -347,15 +329,13 @@ t.test('locked database: the lock is released while deliveries are in flight', a
     }))
     if (releasing === undefined && first503 && i >= 20) {
       releasedAt = i
-      holder.stdin?.write('go\n')
-      releasing = said('released')
+      releasing = lock.release()
     }
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
   if (releasing === undefined) {
     releasedAt = bodies.length
-    holder.stdin?.write('go\n')
-    releasing = said('released')
+    releasing = lock.release()
   }
   await releasing
   const sent = await Promise.all(inFlight)

@@ -11,9 +11,10 @@ export type BatchOutcome = { ok: true; result: AppendResult | SupersededResult }
 /**
  * Commits a batch: one outcome per event, in order; throws when the batch failed as a whole,
  * which fails every event in it. With `overlap`, `release` lets the next batch start before this
- * one has settled (see `groupCommit`); without it, calling it does nothing.
+ * one has settled (see `groupCommit`); without it, calling it does nothing. `queuedAt`: when the
+ * batch's oldest append was queued (`performance.now()`), for a committer that waits for a lock.
  */
-export type CommitBatch = (events: IncomingEvent[], release: () => void) => BatchOutcome[] | Promise<BatchOutcome[]>
+export type CommitBatch = (events: IncomingEvent[], release: () => void, queuedAt: number) => BatchOutcome[] | Promise<BatchOutcome[]>
 
 export interface GroupCommitOptions {
   /**
@@ -25,7 +26,7 @@ export interface GroupCommitOptions {
   overlap?: boolean
 }
 
-type Pending = { event: IncomingEvent; resolve: (result: AppendResult | SupersededResult) => void; reject: (error: unknown) => void }
+type Pending = { event: IncomingEvent; at: number; resolve: (result: AppendResult | SupersededResult) => void; reject: (error: unknown) => void }
 
 /**
  * A batch holds the appends of two turns of the event loop, up to `maxBatch`: the turn that
@@ -51,7 +52,7 @@ export function groupCommit (maxBatch: number, commit: CommitBatch, options: Gro
   async function run (batch: Pending[], release: () => void): Promise<void> {
     let outcomes
     try {
-      outcomes = await commit(batch.map((item) => item.event), options.overlap === true ? release : noop)
+      outcomes = await commit(batch.map((item) => item.event), options.overlap === true ? release : noop, (batch[0] as Pending).at)
     } catch (error) {
       for (const item of batch) item.reject(error)
       return
@@ -95,7 +96,7 @@ export function groupCommit (maxBatch: number, commit: CommitBatch, options: Gro
   return {
     append (event) {
       return new Promise((resolve, reject) => {
-        pending.push({ event, resolve, reject })
+        pending.push({ event, at: performance.now(), resolve, reject })
         schedule()
       })
     },

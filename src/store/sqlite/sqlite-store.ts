@@ -1,10 +1,11 @@
 import type Database from 'better-sqlite3'
 import { availableParallelism } from 'node:os'
 import { debuglog } from 'node:util'
-import type { AppendResult, G2SentryStore, ListJobsQuery, QuarantineInput, ReadLogQuery, RebuildReport } from '../../domain/types.js'
+import type { AppendResult, G2SentryStore, IncomingEvent, ListJobsQuery, QuarantineInput, ReadLogQuery, RebuildReport } from '../../domain/types.js'
 import { errors } from '../../errors.js'
 import { commitListeners } from '../commit-listeners.js'
 import { groupCommit } from '../group-commit.js'
+import { isBusy, retryingWhileBusy, retryWhileBusy } from './busy-retry.js'
 import { sqliteConsumers } from './sqlite-consumers.js'
 import { ACQUIRE_LEASE, checkLeaseRequest, LIST_LEASES, RELEASE_LEASE, SELECT_LEASE, toGrant, toLease, type LeaseDbRow } from '../leases.js'
 import { REPLAY_CACHE } from '../replay-core.js'
@@ -46,17 +47,33 @@ const THREADED_FROM = 50_000
 
 /** Opens (and, unless `readOnly`, migrates) a SQLite event store. */
 export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & Required<Pick<G2SentryStore, 'appendIf' | 'reconcileState'>> & { readonly db: Database.Database } {
-  const db = options.readOnly === true ? openReadOnly(options.filename, options) : openConnection(options.filename, options, true)
+  const readOnly = options.readOnly === true
+  const db = readOnly ? openReadOnly(options.filename, options) : openConnection(options.filename, options, true)
   const writer = createWriter(db)
+  const busyTimeout = options.busyTimeout ?? 5000
+  // Opened and migrated with SQLite's busy timeout (nothing is served yet); from now on a locked
+  // file is waited for on a timer, off the event loop (busy-retry.ts). A read-only store serves
+  // one command and keeps SQLite's own wait.
+  if (!readOnly) db.pragma('busy_timeout = 0')
+  const retrying = <T extends object>(methods: T): T => readOnly ? methods : retryingWhileBusy(methods, busyTimeout)
 
   // Group commit (src/store/group-commit.ts): one transaction and one disk flush per batch.
   const listeners = commitListeners()
   let closed = false
-  const queue = groupCommit(options.maxBatch ?? 256, (events) => {
+  const commitBatch = (events: IncomingEvent[]) => {
     const started = process.hrtime.bigint()
     const outcomes = writer.appendBatch(events)
     listeners.committed(events.length, started)
     return outcomes
+  }
+  // A batch waits for the lock at most busyTimeout from when its oldest append was queued.
+  const queue = groupCommit(options.maxBatch ?? 256, (events, _release, queuedAt) => {
+    try {
+      return commitBatch(events)
+    } catch (error) {
+      if (readOnly || !isBusy(error)) throw error
+      return retryWhileBusy(() => commitBatch(events), queuedAt + busyTimeout)
+    }
   })
 
   const selectJob = db.prepare<[number], JobRow>('SELECT * FROM jobs WHERE job_id = ?')
@@ -155,22 +172,12 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & Requi
   }
   const rebuildTx = db.transaction(replayShares)
 
-  return {
-    db,
-    append (event) {
-      if (closed) return Promise.reject(new errors.STORE_CLOSED())
-      // An IncomingEvent has no ifLastSeq, so it is never superseded.
-      return queue.append(event) as Promise<AppendResult>
-    },
-    appendIf (event) {
-      if (closed) return Promise.reject(new errors.STORE_CLOSED())
-      return queue.append(event)
-    },
-    reconcileState: sqliteReconcileState(db),
+  // Each of these is one statement or one transaction: safe to try again after SQLITE_BUSY.
+  const waitingForLocks = retrying({
     async quarantine (entry: QuarantineInput) {
       return writer.quarantine(entry)
     },
-    async getJob (jobId) {
+    async getJob (jobId: number) {
       const row = selectJob.get(jobId)
       return row && toJob(row)
     },
@@ -186,10 +193,10 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & Requi
         : selectJobLog.all(query.jobId, query.afterSeq ?? 0, query.limit)
       return rows.map(toLogRow)
     },
-    async listQuarantine ({ afterId, limit, pending }) {
+    async listQuarantine ({ afterId, limit, pending }: Parameters<G2SentryStore['listQuarantine']>[0]) {
       return (pending === true ? selectPendingQuarantine : selectQuarantine).all(afterId ?? 0, limit).map(toQuarantine)
     },
-    async resolveQuarantine (id, seq) {
+    async resolveQuarantine (id: number, seq: number) {
       writer.resolveQuarantine(id, seq)
     },
     async quarantineSize () {
@@ -198,11 +205,11 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & Requi
     async chainHead () {
       return selectHead.get()
     },
-    async acquireLease (name, holder, ttlMs) {
+    async acquireLease (name: string, holder: string, ttlMs: number) {
       checkLeaseRequest(name, holder, ttlMs)
       return toGrant(acquireTx.immediate(name, holder, ttlMs), holder)
     },
-    async releaseLease (name, holder) {
+    async releaseLease (name: string, holder: string) {
       checkLeaseRequest(name, holder)
       return releaseLease.run({ name, holder, now: Date.now() }).changes > 0
     },
@@ -210,10 +217,25 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & Requi
       return listLeases.all({ now: Date.now() }).map(toLease)
     },
     ...sqliteConsumers(db),
-    onCommit: listeners.onCommit,
-    async rebuild (options) {
-      return rebuild(options?.dryRun === true)
+    async rebuild (rebuildOptions?: { dryRun?: boolean }) {
+      return rebuild(rebuildOptions?.dryRun === true)
+    }
+  })
+
+  return {
+    db,
+    append (event) {
+      if (closed) return Promise.reject(new errors.STORE_CLOSED())
+      // An IncomingEvent has no ifLastSeq, so it is never superseded.
+      return queue.append(event) as Promise<AppendResult>
     },
+    appendIf (event) {
+      if (closed) return Promise.reject(new errors.STORE_CLOSED())
+      return queue.append(event)
+    },
+    reconcileState: retrying(sqliteReconcileState(db)),
+    ...waitingForLocks,
+    onCommit: listeners.onCommit,
     async close () {
       closed = true
       // Every append accepted before close is committed (or rejected) before the file closes.
