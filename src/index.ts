@@ -17,6 +17,7 @@ import { readLogStream, type ReadLogOptions } from './log/read-log.js'
 import { openStore } from './store/open-store.js'
 import type { G2SentryStore, LogRow, RebuildReport } from './domain/types.js'
 import { startReconciling } from './partner-api/start.js'
+import { stopWithin } from './plugin/stop-within.js'
 import type { RoundReport } from './partner-api/reconciler.js'
 
 /** What the plugin adds to the Fastify instance as `fastify.g2sentry`. */
@@ -79,11 +80,11 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
       registry: metrics?.registry,
       committed: (result, event, receivedAt) => committed({ result, event, receivedAt, source: 'api' })
     })
-  if (reconciling !== undefined) app.addHook('onClose', () => reconciling.stop())
 
   const { consume, consumers, closeAll } = consumerRegistry(store, app.log, metrics)
-  // Consumers stop before the store closes (hooks run in reverse order of registration).
-  app.addHook('onClose', closeAll)
+  // Background work stops before the store closes (hooks run in reverse order of registration),
+  // within a bound whatever a forward receiver or the Partner API does.
+  app.addHook('onClose', () => stopWithin(resolved.closeTimeoutMs, [reconciling?.stop(), closeAll()], app.log))
   // The live feed reads the log, so it shows the commits of every instance on the database.
   const stopFeed = feedFromLog(feed, store, {
     pollMs: 1000,

@@ -67,6 +67,13 @@ export interface G2SentryOptions {
    * cannot settle (cancellations, lost or late withdrawals) and appends what differs to the log.
    */
   reconcile?: ReconcileOptions
+  /**
+   * How long closing the app waits for background work (consumers, the forwarder, the
+   * reconciler) to stop, in ms (default 5000): their requests and sleeps are aborted at once, and
+   * past this bound the store is closed regardless, with a warning (a handler that ignores its
+   * abort signal). What was not checkpointed is handed over again after the restart.
+   */
+  closeTimeoutMs?: number
   /** Passed by Fastify when the plugin is registered with a prefix. */
   prefix?: string
 }
@@ -100,6 +107,7 @@ export interface ResolvedOptions {
   metrics: false | ({ path: string; registry: Registry | undefined } & JobRouteOptions)
   stream: StreamLimits
   reconcile: ResolvedReconcileOptions | undefined
+  closeTimeoutMs: number
   prefix: string
 }
 
@@ -166,6 +174,7 @@ export function resolveOptions (options: G2SentryOptions): ResolvedOptions {
     onEvent,
     forward: options.forward,
     reconcile: resolveReconcile(options.reconcile),
+    closeTimeoutMs: positive('closeTimeoutMs', options.closeTimeoutMs, 5000),
     prefix: options.prefix ?? ''
   }
 }
