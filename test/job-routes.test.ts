@@ -143,6 +143,19 @@ t.test('GET /jobs/:jobId', async (t) => {
   })
 })
 
+t.test('GET /jobs/:jobId/events shows a phone only while GET /jobs/:jobId shows it', async (t) => {
+  const OTHER = '+15559990000'
+  const app = await buildApp(t)
+  const phones = async () => ((await get(app, '/jobs/5/events')).json().events as Array<{ guardianPhone: string | null }>).map((e) => e.guardianPhone)
+  await deliver(t, app, assigned(5, { phone: OTHER }), withdrawn(5))
+  t.same(await phones(), [null, null], 'the guardian withdrew: the phone is gone')
+  await deliver(t, app, assigned(5, { phone: PHONE }), started(5))
+  t.same(await phones(), [null, null, PHONE, null], 'assigned again: only the current guardian\'s phone, not the one who withdrew')
+  t.equal((await get(app, '/jobs/5')).json().guardianPhone, PHONE)
+  await deliver(t, app, completed(5))
+  t.same(await phones(), [null, null, null, null, null], 'completed: no phone at all')
+})
+
 t.test('GET /jobs/:jobId/events lists the job’s deliveries in seq order with their outcomes', async (t) => {
   const app = await buildApp(t)
   await deliver(t, app,
@@ -167,8 +180,8 @@ t.test('GET /jobs/:jobId/events lists the job’s deliveries in seq order with t
     [7, 'JobCompleted', 'Completed', 'applied']
   ])
   t.same(Object.keys(events[0]).sort(), ['eventType', 'guardianPhone', 'jobName', 'jobStatus', 'outcome', 'receivedAt', 'seq', 'source'])
-  t.match(events[0], { jobName: 'Open House at 123 Main St', guardianPhone: PHONE })
-  t.equal(events[2].guardianPhone, null, 'a delivery without a phone shows null')
+  t.match(events[0], { jobName: 'Open House at 123 Main St' })
+  t.same(events.map((e: { guardianPhone: string | null }) => e.guardianPhone), events.map(() => null), 'the job is completed: no phone is shown')
   for (const event of events) t.match(event.receivedAt, ISO_8601)
   t.notOk('rawBody' in events[0], 'the raw body is not served')
   t.notOk('signature' in events[0], 'nor the signature')

@@ -12,12 +12,18 @@ const iso = (ms: number) => new Date(ms).toISOString()
 
 const jobView = (job: JobState) => ({ ...job, createdAt: iso(job.createdAt), updatedAt: iso(job.updatedAt) })
 
-const eventView = (row: LogRow) => ({
+/**
+ * A log row as the routes show it. A guardian's phone is personal data, valid only for the shift:
+ * a row shows it only while it is the phone `GET /jobs/:jobId` shows (the job `Assigned` or
+ * `InProgress` with that guardian), never a withdrawn guardian's or a finished job's. The CLI,
+ * for auditors, shows every row as it is.
+ */
+const eventView = (row: LogRow, currentPhone: string | null) => ({
   seq: row.seq,
   eventType: row.eventType,
   jobStatus: row.jobStatus,
   jobName: row.jobName,
-  guardianPhone: row.guardianPhone,
+  guardianPhone: row.guardianPhone !== null && row.guardianPhone === currentPhone ? row.guardianPhone : null,
   outcome: row.outcome,
   source: row.source,
   receivedAt: iso(row.receivedAt)
@@ -68,8 +74,9 @@ export async function jobRoutes (instance: FastifyInstance, opts: { store: G2Sen
     schema: { params: JobIdParams, response: { 200: JobEventsView } }
   }, async (request) => {
     const jobId = toJobId(request.params.jobId)
+    const currentPhone = (await store.getJob(jobId))?.guardianPhone ?? null
     const events = []
-    for await (const row of readLogStream(store, { jobId })) events.push(eventView(row))
+    for await (const row of readLogStream(store, { jobId })) events.push(eventView(row, currentPhone))
     if (events.length === 0) throw new errors.JOB_NOT_FOUND(jobId)
     return { jobId, events }
   })
