@@ -38,8 +38,15 @@ export async function callbackRoute (app: FastifyInstance, opts: {
       request.log.warn('g2sentry: callback aborted: the client went away before its body arrived')
       return reply.code(400).send(errorBody(known))
     }
-    if (known.statusCode === undefined || known.statusCode >= 500) request.log.error({ err: error }, 'g2sentry: callback failed')
-    reply.code(known.statusCode ?? 500).send(known)
+    const statusCode = known.statusCode ?? 500
+    if (statusCode >= 500) {
+      request.log.error({ err: error }, 'g2sentry: callback failed')
+      return reply.code(statusCode).send(known)
+    }
+    // A refused callback is one line without a stack (anyone on the internet can send them, and
+    // a stack per request would fill the log); the route logged a signature refusal already.
+    if (statusCode !== 401) request.log.warn({ code: known.code }, 'g2sentry: callback refused')
+    return reply.code(statusCode).send(errorBody(known))
   })
 
   // A plain (callback) handler: no async function, promise chain or spread per request beyond
