@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify'
-import type { ServerResponse } from 'node:http'
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import { Type } from '@sinclair/typebox'
 import { errors } from '../errors.js'
@@ -125,7 +125,9 @@ export function jobStream (app: FastifyInstance, opts: {
 
     reply.hijack()
     const raw = reply.raw
+    // A hijacked reply sends none of the headers hooks set (CORS, rate limit, request id): copy them.
     raw.writeHead(200, {
+      ...reply.getHeaders() as OutgoingHttpHeaders,
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache, no-transform',
       connection: 'keep-alive',
