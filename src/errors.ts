@@ -1,6 +1,22 @@
-import createError from '@fastify/error'
+import fastifyError from '@fastify/error'
 import type { FastifyError } from 'fastify'
 import { STATUS_CODES } from 'node:http'
+
+/**
+ * One of this plugin's errors: `new errors.BAD_SIGNATURE()` (or without `new`), an `Error` whose
+ * `code` and `statusCode` are literal types. Declared here rather than inferred from
+ * @fastify/error, whose CommonJS namespace types do not resolve under every `moduleResolution`.
+ */
+export interface G2SentryErrorConstructor<C extends string = string, S extends number = number> {
+  new (...args: unknown[]): FastifyError & { code: C; statusCode: S }
+  (...args: unknown[]): FastifyError & { code: C; statusCode: S }
+  readonly prototype: FastifyError & { code: C; statusCode: S }
+}
+
+/** @fastify/error's `createError`, typed with this package's own declaration. */
+function createError<C extends string, S extends number> (code: C, message: string, statusCode: S, Base?: ErrorConstructor): G2SentryErrorConstructor<C, S> {
+  return fastifyError(code, message, statusCode, Base)
+}
 
 /** Every error this plugin answers or throws, with its code and HTTP status. */
 export const errors = {

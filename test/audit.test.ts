@@ -1,6 +1,7 @@
 // The log as evidence: every kind of edit made with plain SQL is caught by the chain, the
 // signatures are checked against the secrets given, and `g2sentry verify` says so.
 import t, { type Test } from 'tap'
+import { sqliteConnection } from '../src/store/sqlite/connection-of.js'
 import Database from 'better-sqlite3'
 import { copyFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -155,7 +156,7 @@ async function longLog (dir: string, name: string, unchained = false): Promise<s
   const file = join(dir, `${name}.db`)
   const store = sqliteStore({ filename: file, synchronous: 'NORMAL' })
   try {
-    await writeLongLog(store, unchained ? async (sql) => { store.db.exec(sql) } : undefined)
+    await writeLongLog(store, unchained ? async (sql) => { sqliteConnection(store).exec(sql) } : undefined)
   } finally {
     await store.close()
   }

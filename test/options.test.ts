@@ -1,6 +1,7 @@
 // The plugin's options, checked once at registration (like @fastify/jwt's test/options.test.js),
 // its defaults, its decorator, and what it opens and closes.
 import t from 'tap'
+import { sqliteConnection } from '../src/store/sqlite/connection-of.js'
 import type { Test } from 'tap'
 import Fastify from 'fastify'
 import { existsSync } from 'node:fs'
@@ -192,7 +193,7 @@ t.test('a store given by the user is not closed by the plugin', async (t) => {
   t.equal((await post(app, assigned(1))).statusCode, 200)
   await app.close()
 
-  t.ok(store.db.open, 'the database connection is still open')
+  t.ok(sqliteConnection(store).open, 'the database connection is still open')
   const payload = started(1)
   const rawBody = bytesOf(payload)
   const result = await store.append({ ...payload, jobStatus: 'InProgress', rawBody, signature: signBody(rawBody, SECRET), receivedAt: Date.now() })

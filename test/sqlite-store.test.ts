@@ -1,4 +1,5 @@
 import t from 'tap'
+import { sqliteConnection } from '../src/store/sqlite/connection-of.js'
 import type { Test } from 'tap'
 import Database from 'better-sqlite3'
 import { existsSync } from 'node:fs'
@@ -29,10 +30,10 @@ storeContract(t, 'sqlite', async (t) => sqliteStore({ filename: join(t.testdir()
 t.test('sqlite specifics', async (t) => {
   t.test('the file is in WAL mode with synchronous FULL and a 5 s busy timeout by default', async (t) => {
     const { store, file } = openStore(t)
-    t.equal(store.db.pragma('journal_mode', { simple: true }), 'wal')
-    t.equal(store.db.pragma('synchronous', { simple: true }), 2, 'FULL')
+    t.equal(sqliteConnection(store).pragma('journal_mode', { simple: true }), 'wal')
+    t.equal(sqliteConnection(store).pragma('synchronous', { simple: true }), 2, 'FULL')
     // The connection never sleeps in SQLite's busy handler: the store waits on a timer instead.
-    t.equal(store.db.pragma('busy_timeout', { simple: true }), 0)
+    t.equal(sqliteConnection(store).pragma('busy_timeout', { simple: true }), 0)
     await store.append(incoming(assigned(1), T0))
     t.ok(existsSync(`${file}-wal`), 'a write-ahead log sits beside the file')
 
@@ -44,7 +45,7 @@ t.test('sqlite specifics', async (t) => {
 
   t.test('synchronous and busyTimeout can be set; the wait for a lock leaves the event loop free', async (t) => {
     const { store, file } = openStore(t, { synchronous: 'NORMAL', busyTimeout: 200 })
-    t.equal(store.db.pragma('synchronous', { simple: true }), 1, 'NORMAL')
+    t.equal(sqliteConnection(store).pragma('synchronous', { simple: true }), 1, 'NORMAL')
     const lock = await holdWriteLock(t, file)
     let ticks = 0
     const ticker = setInterval(() => { ticks++ }, 10)
@@ -81,7 +82,7 @@ t.test('sqlite specifics', async (t) => {
     t.same(await first.append(incoming(started(1, { name: 'Job 1 again' }), T0 + 3)).then((r) => [r.outcome, r.status]), ['stale', 'Completed'])
     t.match(await first.getJob(1), { status: 'Completed', version: 3, eventCount: 4 }, 'every delivery counted once')
     // A write on the store's own connection, outside its appends (SQL run on store.db), counts too.
-    first.db.prepare('UPDATE jobs SET job_name = ?, version = 10 WHERE job_id = 1').run('renamed by hand')
+    sqliteConnection(first).prepare('UPDATE jobs SET job_name = ?, version = 10 WHERE job_id = 1').run('renamed by hand')
     await first.append(incoming(completed(1, { name: 'renamed by hand' }), T0 + 4))
     t.match(await first.getJob(1), { version: 10, eventCount: 5 }, 'the redelivery builds on the row as written by hand')
   })
@@ -90,7 +91,7 @@ t.test('sqlite specifics', async (t) => {
     const { store } = openStore(t)
     await store.append(incoming(assigned(1), T0))
     const second = await store.append(incoming(assigned(2), T0))
-    store.db.prepare('DELETE FROM events WHERE seq = ?').run(second.seq)
+    sqliteConnection(store).prepare('DELETE FROM events WHERE seq = ?').run(second.seq)
     const third = await store.append(incoming(assigned(3), T0))
     t.ok(third.seq > second.seq, 'AUTOINCREMENT: a seq handed out once is never handed out again')
   })
@@ -102,9 +103,9 @@ t.test('sqlite specifics', async (t) => {
     t.same(await store.rebuild({ dryRun: true }), { events: 8, jobs: 3, outcomeMismatches: [], differingJobs: [] },
       'an untouched store replays clean')
 
-    store.db.prepare("UPDATE jobs SET status = 'New', version = 42 WHERE job_id = 1").run()
-    store.db.prepare('DELETE FROM jobs WHERE job_id = 3').run()
-    store.db.prepare(`INSERT INTO jobs (job_id, job_name, status, guardian_phone, last_event_type, version, event_count, created_at, updated_at)
+    sqliteConnection(store).prepare("UPDATE jobs SET status = 'New', version = 42 WHERE job_id = 1").run()
+    sqliteConnection(store).prepare('DELETE FROM jobs WHERE job_id = 3').run()
+    sqliteConnection(store).prepare(`INSERT INTO jobs (job_id, job_name, status, guardian_phone, last_event_type, version, event_count, created_at, updated_at)
       VALUES (77, 'ghost', 'Assigned', NULL, 'JobAssigned', 1, 1, 0, 0)`).run()
     const tampered = await store.listJobs({ limit: 100 })
 
@@ -129,7 +130,7 @@ t.test('sqlite specifics', async (t) => {
     const { store } = openStore(t)
     await seedLog(store)
     const truth = await store.listJobs({ limit: 100 })
-    store.db.prepare(`INSERT INTO jobs (job_id, job_name, status, guardian_phone, last_event_type, version, event_count, created_at, updated_at)
+    sqliteConnection(store).prepare(`INSERT INTO jobs (job_id, job_name, status, guardian_phone, last_event_type, version, event_count, created_at, updated_at)
       VALUES (77, 'ghost', 'Assigned', NULL, 'JobAssigned', 1, 1, 0, 0)`).run()
     t.same((await store.rebuild({ dryRun: true })).differingJobs, [77], 'the phantom job is reported')
     t.equal((await store.getJob(77))?.jobName, 'ghost', 'a dry run leaves it')
@@ -144,8 +145,8 @@ t.test('sqlite specifics', async (t) => {
     const stale = results[3] as AppendResult
     t.equal(duplicate.outcome, 'duplicate')
     t.equal(stale.outcome, 'stale')
-    store.db.prepare("UPDATE events SET outcome = 'applied' WHERE seq = ?").run(duplicate.seq)
-    store.db.prepare("UPDATE events SET outcome = 'duplicate' WHERE seq = ?").run(stale.seq)
+    sqliteConnection(store).prepare("UPDATE events SET outcome = 'applied' WHERE seq = ?").run(duplicate.seq)
+    sqliteConnection(store).prepare("UPDATE events SET outcome = 'duplicate' WHERE seq = ?").run(stale.seq)
     const report = await store.rebuild({ dryRun: true })
     t.same(report.outcomeMismatches, [
       { seq: stale.seq, stored: 'duplicate', replayed: 'stale' },

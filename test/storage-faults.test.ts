@@ -4,6 +4,7 @@
 // was not committed, a failed batch leaves no half-written event, reads keep working where the
 // fault allows, and the server recovers by itself, without a restart, when the fault clears.
 import t, { type Test } from 'tap'
+import { sqliteConnection } from '../src/store/sqlite/connection-of.js'
 import { execFileSync } from 'node:child_process'
 import { mkdtempSync, rmdirSync, statfsSync, unlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -38,14 +39,14 @@ async function assertConsistent (t: Test, store: SqliteStore, label: string): Pr
   const report = await store.rebuild({ dryRun: true })
   t.same(report.differingJobs, [], `${label}: the stored projection equals a rebuild from the log`)
   t.same(report.outcomeMismatches, [], `${label}: every log row replays to the outcome it was given live`)
-  const countsOff = store.db.prepare(`SELECT j.job_id AS jobId, j.event_count AS eventCount,
+  const countsOff = sqliteConnection(store).prepare(`SELECT j.job_id AS jobId, j.event_count AS eventCount,
       (SELECT count(*) FROM events e WHERE e.job_id = j.job_id AND e.outcome != 'unsupported') AS rows
     FROM jobs j WHERE j.event_count != (SELECT count(*) FROM events e WHERE e.job_id = j.job_id AND e.outcome != 'unsupported')`).all()
   t.same(countsOff, [], `${label}: every job's delivery count equals its rows in the log (no event without its projection update, or the reverse)`)
-  const orphans = store.db.prepare(`SELECT DISTINCT job_id AS jobId FROM events
+  const orphans = sqliteConnection(store).prepare(`SELECT DISTINCT job_id AS jobId FROM events
     WHERE outcome != 'unsupported' AND job_id NOT IN (SELECT job_id FROM jobs)`).all()
   t.same(orphans, [], `${label}: no logged event lacks its job`)
-  t.equal(store.db.pragma('integrity_check', { simple: true }), 'ok', `${label}: the file passes integrity_check`)
+  t.equal(sqliteConnection(store).pragma('integrity_check', { simple: true }), 'ok', `${label}: the file passes integrity_check`)
 }
 
 function assertUnavailable (t: Test, res: LightMyRequestResponse, what: string): void {
@@ -111,7 +112,7 @@ t.test('read-only database (query_only on the store\'s own connection, binding e
   const before = await wholeLog(store)
   const jobBefore = (await getJob(app, 1)).json()
 
-  store.db.pragma('query_only = ON')
+  sqliteConnection(store).pragma('query_only = ON')
   const fresh = completed(1)
   assertUnavailable(t, await post(app, fresh), 'a new event')
   assertUnavailable(t, await post(app, started(1)), 'a redelivery')
@@ -127,7 +128,7 @@ t.test('read-only database (query_only on the store\'s own connection, binding e
   t.same((await wholeLog(store)).map((row) => row.seq), before.map((row) => row.seq), 'nothing new in the log')
   t.same(await store.listQuarantine({ limit: 10 }), [], 'nothing in quarantine')
 
-  store.db.pragma('query_only = OFF')
+  sqliteConnection(store).pragma('query_only = OFF')
   const retried = await post(app, fresh)
   t.equal(retried.statusCode, 200, 'once writable again the same delivery is accepted, without a restart')
   t.match(retried.json(), { outcome: 'applied', seq: before.length + 1, status: 'Completed' })
@@ -244,11 +245,11 @@ t.test('full database: max_page_count on the store\'s connection (SQLITE_FULL), 
   const store = sqliteStore({ filename: join(t.testdir(), 'g2.db') })
   const app = await appOn(t, store)
   for (let jobId = 1; jobId <= 5; jobId++) t.equal((await post(app, distinctAssignment(jobId))).statusCode, 200)
-  const defaultMax = store.db.pragma('max_page_count', { simple: true }) as number
-  const pages = store.db.pragma('page_count', { simple: true }) as number
+  const defaultMax = sqliteConnection(store).pragma('max_page_count', { simple: true }) as number
+  const pages = sqliteConnection(store).pragma('page_count', { simple: true }) as number
 
   t.test('one group commit that fills the file: every event lands whole, or not at all', async (t) => {
-    store.db.pragma(`max_page_count = ${pages + 2}`)
+    sqliteConnection(store).pragma(`max_page_count = ${pages + 2}`)
     // All appended in the same turn of the event loop: one transaction, one savepoint per event.
     const events = Array.from({ length: 200 }, (_, i) => incomingOf(i % 3 === 0 ? distinctAssignment(2000 + i) : started(2000 + i - (i % 3), { phone: `+1555${i}` })))
     const settled = await Promise.allSettled(events.map((event) => store.append(event)))
@@ -263,12 +264,12 @@ t.test('full database: max_page_count on the store\'s connection (SQLITE_FULL), 
     t.equal(lost.length, 0, 'every append reported committed is in the log at its seq')
     t.equal(kept.length, 0, 'no failed append left a row in the log')
     await assertConsistent(t, store, 'after the failed batch')
-    store.db.pragma(`max_page_count = ${defaultMax}`)
+    sqliteConnection(store).pragma(`max_page_count = ${defaultMax}`)
   })
 
   t.test('over HTTP: a burst that fills the file, 503 while full, 200 once there is room again', async (t) => {
-    const now = store.db.pragma('page_count', { simple: true }) as number
-    store.db.pragma(`max_page_count = ${now + 2}`)
+    const now = sqliteConnection(store).pragma('page_count', { simple: true }) as number
+    sqliteConnection(store).pragma(`max_page_count = ${now + 2}`)
     const sent: Sent[] = []
     // A concurrent burst that runs out of room part way, then single deliveries until one fails.
     const burstBodies = Array.from({ length: 100 }, (_, i) => bytesOf(distinctAssignment(3000 + i)))
@@ -290,7 +291,7 @@ t.test('full database: max_page_count on the store\'s connection (SQLITE_FULL), 
     await assertConsistent(t, store, 'while full')
 
     // Room again: the sender retries every 503; each delivery must end up in the log exactly once.
-    store.db.pragma(`max_page_count = ${defaultMax}`)
+    sqliteConnection(store).pragma(`max_page_count = ${defaultMax}`)
     const failed = sent.filter(({ res }) => res.statusCode !== 200)
     const retried = await Promise.all(failed.map(({ body }) => post(app, body)))
     t.ok(retried.every((res) => res.statusCode === 200), `with room again every one of the ${failed.length} failed deliveries is accepted, without a restart`)
@@ -365,7 +366,7 @@ t.test('a 503 is logged once, at error level, with the store\'s own error as the
   t.teardown(() => store.close())
   const log = memoryStream()
   const app = await buildApp(t, { store, logStream: log.stream })
-  store.db.pragma('query_only = ON')
+  sqliteConnection(store).pragma('query_only = ON')
   for (const payload of [assigned(1), 'not json']) {
     log.lines.length = 0
     const res = await post(app, payload)

@@ -1,4 +1,3 @@
-import type Database from 'better-sqlite3'
 import { availableParallelism } from 'node:os'
 import { debuglog } from 'node:util'
 import type { AppendResult, G2SentryStore, IncomingEvent, ListJobsQuery, QuarantineInput, ReadLogQuery, RebuildReport } from '../../domain/types.js'
@@ -15,7 +14,9 @@ import { lastRebuild, ReplayWorkers } from './replay-threads.js'
 import { rebuiltTable, replacedRows, replayShare, splitShares, type Share, type ShareReport } from './sqlite-replay.js'
 import { openReadOnly } from './sqlite-read-only.js'
 import { sqliteReconcileState } from './sqlite-reconcile.js'
-import { createWriter, HEAD_SQL, openConnection, type ConnectionSettings } from './sqlite-writer.js'
+import { createWriter, HEAD_SQL, openConnection } from './sqlite-writer.js'
+import type { ConnectionSettings } from './settings.js'
+import { registerConnection } from './connection-of.js'
 
 export interface SqliteStoreOptions extends ConnectionSettings {
   /** Path of the database file, or `:memory:`. */
@@ -45,8 +46,11 @@ const debug = debuglog('g2sentry')
 /** A log this long or longer is rebuilt on several threads unless `replayThreads` says otherwise. */
 const THREADED_FROM = 50_000
 
+/** A SQLite store: the whole contract, reconciliation included. */
+export type SqliteStore = G2SentryStore & Required<Pick<G2SentryStore, 'appendIf' | 'reconcileState'>>
+
 /** Opens (and, unless `readOnly`, migrates) a SQLite event store. */
-export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & Required<Pick<G2SentryStore, 'appendIf' | 'reconcileState'>> & { readonly db: Database.Database } {
+export function sqliteStore (options: SqliteStoreOptions): SqliteStore {
   const readOnly = options.readOnly === true
   const db = readOnly ? openReadOnly(options.filename, options) : openConnection(options.filename, options, true)
   const writer = createWriter(db)
@@ -222,8 +226,7 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & Requi
     }
   })
 
-  return {
-    db,
+  return registerConnection({
     append (event) {
       if (closed) return Promise.reject(new errors.STORE_CLOSED())
       // An IncomingEvent has no ifLastSeq, so it is never superseded.
@@ -242,5 +245,5 @@ export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & Requi
       await queue.drain()
       db.close()
     }
-  }
+  }, db)
 }

@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { projectEvent } from '../../domain/project-status.js'
 import type { AppendResult, ConditionalEvent, IncomingEvent, JobState, QuarantineInput, SupersededResult } from '../../domain/types.js'
 import { errors } from '../../errors.js'
+import type { ConnectionSettings } from './settings.js'
 import type { BatchOutcome } from '../group-commit.js'
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from '../migrations.js'
 import {
@@ -12,12 +13,7 @@ import {
   UPDATE_JOB_ON_CONFLICT, type ChainHead, type JobRow
 } from '../rows.js'
 
-export interface ConnectionSettings {
-  /** `FULL` (default) flushes the WAL to disk on every commit, so an acknowledged event survives a power cut. */
-  synchronous?: 'FULL' | 'NORMAL' | undefined
-  /** How long a writer waits for another connection's lock before the append fails (ms, default 5000). */
-  busyTimeout?: number | undefined
-}
+export type { ConnectionSettings } from './settings.js'
 
 export const UPSERT_JOB = `INSERT INTO jobs (${JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ${UPDATE_JOB_ON_CONFLICT}`
 
