@@ -381,6 +381,13 @@ t.test('jobRoutes.onRequest protects the three job routes, not the callback rout
   }
 })
 
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** A route config key of this test's own, as an app's plugin would declare one. */
+    tag?: string
+  }
+}
+
 t.test('jobRoutes route options: config and preHandler reach the routes', async (t) => {
   const seen: unknown[] = []
   const app = await buildApp(t, {

@@ -20,7 +20,7 @@ export async function callbackRoute (app: FastifyInstance, opts: {
   metrics: G2SentryMetrics | undefined
   committed: (committed: Committed, request: FastifyRequest) => void | Promise<void>
 }): Promise<void> {
-  const { options: { secrets, callbackPath, bodyLimit }, store, metrics, committed } = opts
+  const { options: { secrets, callbackPath, bodyLimit, callbackRoute }, store, metrics, committed } = opts
 
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('application/json', { parseAs: 'buffer', bodyLimit }, (_request, body, done) => done(null, body))
@@ -52,6 +52,7 @@ export async function callbackRoute (app: FastifyInstance, opts: {
   // A plain (callback) handler: no async function, promise chain or spread per request beyond
   // the append's own promise. Measured with `npm run bench` (README, "Benchmarks").
   app.post(callbackPath, {
+    ...callbackRoute,
     bodyLimit,
     schema: { response: { 200: CallbackResponse } },
     serializerCompiler: () => serializeResult

@@ -1,7 +1,7 @@
 import type { FastifyError, FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { errorBody, errors } from '../errors.js'
-import type { JobRouteOptions, StreamLimits } from './options.js'
+import type { G2SentryRouteOptions, StreamLimits } from './options.js'
 import { JobEventsView, JobIdParams, JobListView, JobView, ListJobsQuerystring, toJobId } from './schemas.js'
 import { jobStream } from './job-stream.js'
 import type { ChangeFeed } from './change-feed.js'
@@ -30,7 +30,7 @@ const eventView = (row: LogRow, currentPhone: string | null) => ({
 })
 
 /** `GET /jobs`, `GET /jobs/stream`, `GET /jobs/:jobId` and `GET /jobs/:jobId/events`, read from the projection and the log. */
-export async function jobRoutes (instance: FastifyInstance, opts: { store: G2SentryStore; feed: ChangeFeed; routeOptions: JobRouteOptions; stream: StreamLimits }): Promise<void> {
+export async function jobRoutes (instance: FastifyInstance, opts: { store: G2SentryStore; feed: ChangeFeed; routeOptions: G2SentryRouteOptions; stream: StreamLimits }): Promise<void> {
   const app = instance.withTypeProvider<TypeBoxTypeProvider>()
   const { store, feed, routeOptions, stream } = opts
 

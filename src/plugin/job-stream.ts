@@ -4,7 +4,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises'
 import { Type } from '@sinclair/typebox'
 import { errors } from '../errors.js'
 import { changeOfRow, type ChangeFeed, type JobChange } from './change-feed.js'
-import type { JobRouteOptions, StreamLimits } from './options.js'
+import type { G2SentryRouteOptions, StreamLimits } from './options.js'
 import { JobIdString, toJobId } from './schemas.js'
 import type { G2SentryStore } from '../domain/types.js'
 
@@ -102,7 +102,7 @@ function turnTaker (): () => Promise<void> {
 export function jobStream (app: FastifyInstance, opts: {
   store: G2SentryStore
   feed: ChangeFeed
-  routeOptions: JobRouteOptions
+  routeOptions: G2SentryRouteOptions
   limits: StreamLimits
 }): void {
   const { store, feed, routeOptions, limits } = opts

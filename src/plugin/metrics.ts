@@ -1,7 +1,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { FastifyInstance } from 'fastify'
 import type { G2SentryStore, Outcome } from '../domain/types.js'
-import type { JobRouteOptions } from './options.js'
+import type { G2SentryRouteOptions } from './options.js'
 
 /** Why a delivery was refused, as the `reason` label of `g2sentry_rejections_total`. */
 export const REJECTION_REASONS: Readonly<Record<string, string>> = {
@@ -127,7 +127,7 @@ export function createMetrics (store: G2SentryStore, registry = new Registry()):
 }
 
 /** The metrics endpoint, in a scope of its own so its route options (an `onRequest` hook) stay on it. */
-export async function metricsRoute (app: FastifyInstance, opts: { path: string; routeOptions: JobRouteOptions; metrics: G2SentryMetrics }): Promise<void> {
+export async function metricsRoute (app: FastifyInstance, opts: { path: string; routeOptions: G2SentryRouteOptions; metrics: G2SentryMetrics }): Promise<void> {
   const { path, routeOptions, metrics: { registry } } = opts
   app.get(path, routeOptions, async (_request, reply) => {
     reply.type(registry.contentType)

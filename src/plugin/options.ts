@@ -5,8 +5,12 @@ import type { AppendResult, G2SentryStore, JobEvent } from '../domain/types.js'
 import type { CommitSource } from './post-commit.js'
 import { checkForwardOptions, type ForwardOptions } from '../consumers/forwarder.js'
 
-/** Route options a user may put on the job routes, e.g. an `onRequest` hook for authentication. */
-export type JobRouteOptions = Pick<RouteShorthandOptions,
+/**
+ * Route options a user may put on the plugin's routes (the callback route, the job routes, the
+ * metrics route): hooks such as `onRequest` for authentication, `config` for other plugins (e.g.
+ * `{ rateLimit: false }` for @fastify/rate-limit), `logLevel`.
+ */
+export type G2SentryRouteOptions = Pick<RouteShorthandOptions,
   'onRequest' | 'preParsing' | 'preValidation' | 'preHandler' | 'preSerialization' | 'onSend' | 'onResponse' |
   'onError' | 'onTimeout' | 'config' | 'logLevel' | 'constraints'>
 
@@ -40,14 +44,19 @@ export interface G2SentryOptions {
   callbackPath?: string
   /** Largest callback body in bytes (default 64 KiB). */
   bodyLimit?: number
+  /**
+   * Route options for the callback route, e.g. `{ config: { rateLimit: false } }` to exempt G2
+   * Sentry's deliveries from a global @fastify/rate-limit, or `logLevel: 'warn'`.
+   */
+  callbackRoute?: G2SentryRouteOptions
   /** The job routes: `false` to leave them out, or their prefix and route options (default `{ prefix: '/jobs' }`). */
-  jobRoutes?: boolean | ({ prefix?: string } & JobRouteOptions)
+  jobRoutes?: boolean | ({ prefix?: string } & G2SentryRouteOptions)
   /**
    * A Prometheus endpoint (off by default): `true` serves `/metrics`; an object sets its `path`,
    * a prom-client `registry` to add the metrics to (default: a registry of their own) and route
    * options such as an `onRequest` hook.
    */
-  metrics?: boolean | ({ path?: string; registry?: Registry } & JobRouteOptions)
+  metrics?: boolean | ({ path?: string; registry?: Registry } & G2SentryRouteOptions)
   /** Bounds of the live stream: `{ maxClients, maxBuffered }` (defaults 100 clients, 1 MiB). */
   stream?: Partial<StreamLimits>
   /**
@@ -101,10 +110,11 @@ export interface ResolvedOptions {
   store: G2SentryStore | undefined
   callbackPath: string
   bodyLimit: number
-  jobRoutes: false | ({ prefix: string } & JobRouteOptions)
+  callbackRoute: G2SentryRouteOptions
+  jobRoutes: false | ({ prefix: string } & G2SentryRouteOptions)
   onEvent: G2SentryOptions['onEvent']
   forward: ForwardOptions | undefined
-  metrics: false | ({ path: string; registry: Registry | undefined } & JobRouteOptions)
+  metrics: false | ({ path: string; registry: Registry | undefined } & G2SentryRouteOptions)
   stream: StreamLimits
   reconcile: ResolvedReconcileOptions | undefined
   closeTimeoutMs: number
@@ -138,6 +148,8 @@ export function resolveOptions (options: G2SentryOptions): ResolvedOptions {
   }
   if (bodyLimit !== undefined && !(Number.isSafeInteger(bodyLimit) && bodyLimit > 0)) fail('bodyLimit must be a positive integer (bytes)')
   if (onEvent !== undefined && typeof onEvent !== 'function') fail('onEvent must be a function')
+  const callbackRoute = options.callbackRoute ?? {}
+  if (typeof callbackRoute !== 'object' || callbackRoute === null) fail('callbackRoute must be an object of route options')
   if (options.forward !== undefined) checkForwardOptions(options.forward)
 
   let routes: ResolvedOptions['jobRoutes']
@@ -170,6 +182,7 @@ export function resolveOptions (options: G2SentryOptions): ResolvedOptions {
     store,
     callbackPath: path('callbackPath', options.callbackPath, '/callbacks/g2sentry'),
     bodyLimit: bodyLimit ?? 64 * 1024,
+    callbackRoute,
     jobRoutes: routes,
     onEvent,
     forward: options.forward,
