@@ -117,13 +117,13 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
 
   if (resolved.metrics !== false && metrics !== undefined) {
     const { path, registry: _registry, ...routeOptions } = resolved.metrics
-    await app.register(metricsRoute, { prefix: resolved.prefix, path, routeOptions, metrics })
+    await app.register(metricsRoute, { prefix: resolved.prefix, path, routeOptions, metrics, openapi: resolved.openapi })
   }
 
   await app.register(callbackRoute, { prefix: resolved.prefix, options: resolved, store, metrics, committed })
   if (resolved.jobRoutes !== false) {
     const { prefix, ...routeOptions } = resolved.jobRoutes
-    await app.register(jobRoutes, { prefix: resolved.prefix + prefix, store, feed, routeOptions, stream: resolved.stream })
+    await app.register(jobRoutes, { prefix: resolved.prefix + prefix, store, feed, routeOptions, stream: resolved.stream, openapi: resolved.openapi })
   }
 }
 

@@ -1,10 +1,11 @@
 // The plugin registered beside the @fastify plugins people use, over real HTTP: what each of them
 // does to our routes, and what our routes let them do.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import Fastify from 'fastify'
 import cors from '@fastify/cors'
 import rateLimit from '@fastify/rate-limit'
-import g2sentry from '../src/index.js'
+import swagger from '@fastify/swagger'
+import g2sentry, { type G2SentryOptions } from '../src/index.js'
 import { assigned, memoryStream, post, SECRET } from './helpers.js'
 
 t.test('@fastify/cors: a page on another origin can read the live stream', async (t) => {
@@ -51,4 +52,64 @@ t.test('callbackRoute must be an object', async (t) => {
   t.teardown(() => app.close())
   await t.rejects(async () => { await app.register(g2sentry, { secret: SECRET, database: ':memory:', callbackRoute: 'no' as never }) },
     { code: 'FST_G2SENTRY_INVALID_OPTION', message: /callbackRoute must be an object/ })
+})
+
+interface Operation {
+  tags?: string[]
+  summary?: string
+  parameters?: Array<{ in: string; name: string; required?: boolean }>
+  requestBody?: { content: Record<string, { schema: { properties?: Record<string, unknown>; required?: string[] } }> }
+  responses: Record<string, { description?: string; content?: Record<string, unknown> }>
+}
+
+async function openApiDocument (t: Test, options: Partial<G2SentryOptions> = {}): Promise<Record<string, Record<string, Operation>>> {
+  const app = Fastify({ logger: false })
+  await app.register(swagger, { openapi: { info: { title: 'app', version: '1' } } })
+  await app.register(g2sentry, { secret: SECRET, database: ':memory:', metrics: true, ...options })
+  t.teardown(() => app.close())
+  await app.ready()
+  return (app.swagger() as { paths?: Record<string, Record<string, Operation>> }).paths ?? {}
+}
+
+t.test('@fastify/swagger: every route documented, the callback route in full', async (t) => {
+  const paths = await openApiDocument(t)
+  t.same(Object.keys(paths).sort(), ['/callbacks/g2sentry', '/jobs/', '/jobs/stream', '/jobs/{jobId}', '/jobs/{jobId}/events', '/metrics'])
+  for (const [path, methods] of Object.entries(paths)) {
+    for (const [method, operation] of Object.entries(methods)) {
+      t.same(operation.tags, ['g2sentry'], `${method} ${path} is tagged`)
+      t.ok(operation.summary !== undefined && operation.summary !== '', `${method} ${path} has a summary`)
+    }
+  }
+  const callback = paths['/callbacks/g2sentry']?.post as Operation
+  const body = callback.requestBody?.content['application/json']?.schema
+  t.same(Object.keys(body?.properties ?? {}).sort(), ['eventType', 'guardianPhone', 'jobId', 'jobName', 'jobStatus'], 'the request body is the callback payload')
+  t.same(body?.required?.sort(), ['eventType', 'jobId', 'jobName', 'jobStatus'])
+  t.match(callback.parameters, [{ in: 'header', name: 'x-signature', required: true }], 'the X-Signature header')
+  t.same(Object.keys(callback.responses).sort(), ['200', '400', '401', '413', '415', '422', '503'], 'every status it answers')
+  for (const status of ['400', '401', '413', '415', '422', '503']) {
+    t.match(callback.responses[status], { description: /\w/, content: { 'application/json': { schema: { properties: { code: {}, message: {}, statusCode: {}, error: {} } } } } }, `${status} has the error shape`)
+  }
+  const stream = paths['/jobs/stream']?.get as Operation
+  t.ok(stream.responses['200']?.content?.['text/event-stream'] !== undefined, 'the stream is text/event-stream')
+  t.ok(paths['/metrics']?.get?.responses['200']?.content?.['text/plain'] !== undefined, 'the metrics are text/plain')
+})
+
+t.test('@fastify/swagger: openapi.tags and openapi.hide', async (t) => {
+  const tagged = await openApiDocument(t, { openapi: { tags: ['partners'] } })
+  t.same(tagged['/jobs/{jobId}']?.get?.tags, ['partners'])
+  const hidden = await openApiDocument(t, { openapi: { hide: true } })
+  t.same(Object.keys(hidden), [], 'no route of the plugin in the document')
+})
+
+t.test('documented, the routes answer as before', async (t) => {
+  const app = Fastify({ logger: false })
+  await app.register(g2sentry, { secret: SECRET, database: ':memory:', metrics: true })
+  t.teardown(() => app.close())
+  const stored = await post(app, assigned(1))
+  t.equal(stored.body, '{"outcome":"applied","seq":1,"jobId":1,"status":"Assigned"}')
+  const refused = await post(app, assigned(1), { secret: 'wrong' })
+  t.same(refused.json(), { statusCode: 401, code: 'FST_G2SENTRY_BAD_SIGNATURE', error: 'Unauthorized', message: 'The X-Signature header is not a hex HMAC-SHA256 of the body for any configured secret' })
+  const metrics = await app.inject('/metrics')
+  t.match(metrics.body, /^# HELP/, 'the metrics text is sent as it is')
+  t.equal((await app.inject('/jobs/x')).statusCode, 400)
 })

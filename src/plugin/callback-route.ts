@@ -1,10 +1,12 @@
+import { Type } from '@sinclair/typebox'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { decodeCallback } from '../domain/decode-callback.js'
 import { errorBody, errors } from '../errors.js'
 import type { G2SentryMetrics } from './metrics.js'
 import type { ResolvedOptions } from './options.js'
 import type { Committed } from './post-commit.js'
-import { CallbackResponse } from './schemas.js'
+import { CallbackPayload } from '../domain/callback.js'
+import { CallbackResponse, errorResponses, routeDocs } from './schemas.js'
 import type { AppendResult, G2SentryStore } from '../domain/types.js'
 import { verifySignature } from '../domain/verify-signature.js'
 
@@ -20,7 +22,7 @@ export async function callbackRoute (app: FastifyInstance, opts: {
   metrics: G2SentryMetrics | undefined
   committed: (committed: Committed, request: FastifyRequest) => void | Promise<void>
 }): Promise<void> {
-  const { options: { secrets, callbackPath, bodyLimit, callbackRoute }, store, metrics, committed } = opts
+  const { options: { secrets, callbackPath, bodyLimit, callbackRoute, openapi }, store, metrics, committed } = opts
 
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('application/json', { parseAs: 'buffer', bodyLimit }, (_request, body, done) => done(null, body))
@@ -54,8 +56,27 @@ export async function callbackRoute (app: FastifyInstance, opts: {
   app.post(callbackPath, {
     ...callbackRoute,
     bodyLimit,
-    schema: { response: { 200: CallbackResponse } },
-    serializerCompiler: () => serializeResult
+    schema: {
+      ...routeDocs(openapi, 'Receive a G2 Sentry callback',
+        'The exact bytes are checked against X-Signature before anything is parsed, then appended to the event log; 200 only once committed. A 401 keeps nothing; a signed body that is not a callback is quarantined (400, 422).'),
+      headers: Type.Object({ 'x-signature': Type.String({ description: 'Hex HMAC-SHA256 of the raw body, keyed with the callback secret' }) }),
+      body: CallbackPayload,
+      response: {
+        200: { ...CallbackResponse, description: 'Stored, with its outcome: applied, duplicate, stale or unsupported' },
+        ...errorResponses({
+          400: 'Signed, but not JSON (quarantined)',
+          401: 'X-Signature missing, malformed, or not from any configured secret (nothing kept)',
+          413: 'Body larger than bodyLimit',
+          415: 'Not application/json',
+          422: 'Signed JSON that is not a G2 Sentry callback (quarantined)',
+          503: 'Could not be stored; G2 Sentry retries it'
+        })
+      }
+    },
+    // The schemas above document the route; the route checks the request itself, in the order
+    // the design needs (the signature over the raw bytes first), so Fastify validates nothing.
+    validatorCompiler: () => () => true,
+    serializerCompiler: ({ httpStatus }) => httpStatus === '200' ? serializeResult : JSON.stringify
   }, (request: FastifyRequest, reply: FastifyReply) => {
     // Fastify skips the content-type check for an empty body without a Content-Type.
     if (request.headers['content-type'] === undefined) throw new errors.UNSUPPORTED_MEDIA_TYPE()

@@ -2,7 +2,9 @@ import type { FastifyError, FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { errorBody, errors } from '../errors.js'
 import type { G2SentryRouteOptions, StreamLimits } from './options.js'
-import { JobEventsView, JobIdParams, JobListView, JobView, ListJobsQuerystring, toJobId } from './schemas.js'
+import {
+  errorResponses, JobEventsView, JobIdParams, JobListView, JobView, ListJobsQuerystring, routeDocs, toJobId, type OpenApiOptions
+} from './schemas.js'
 import { jobStream } from './job-stream.js'
 import type { ChangeFeed } from './change-feed.js'
 import { readLogStream } from '../log/read-log.js'
@@ -30,9 +32,16 @@ const eventView = (row: LogRow, currentPhone: string | null) => ({
 })
 
 /** `GET /jobs`, `GET /jobs/stream`, `GET /jobs/:jobId` and `GET /jobs/:jobId/events`, read from the projection and the log. */
-export async function jobRoutes (instance: FastifyInstance, opts: { store: G2SentryStore; feed: ChangeFeed; routeOptions: G2SentryRouteOptions; stream: StreamLimits }): Promise<void> {
+export async function jobRoutes (instance: FastifyInstance, opts: {
+  store: G2SentryStore
+  feed: ChangeFeed
+  routeOptions: G2SentryRouteOptions
+  stream: StreamLimits
+  openapi: OpenApiOptions
+}): Promise<void> {
   const app = instance.withTypeProvider<TypeBoxTypeProvider>()
-  const { store, feed, routeOptions, stream } = opts
+  const { store, feed, routeOptions, stream, openapi } = opts
+  const notFound = errorResponses({ 400: 'The job id is not a positive integer', 404: 'The log has nothing for this job' })
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
     if (error.validation !== undefined) {
@@ -45,11 +54,15 @@ export async function jobRoutes (instance: FastifyInstance, opts: { store: G2Sen
     reply.send(error)
   })
 
-  jobStream(instance, { store, feed, routeOptions, limits: stream })
+  jobStream(instance, { store, feed, routeOptions, limits: stream, openapi })
 
   app.get('/', {
     ...routeOptions,
-    schema: { querystring: ListJobsQuerystring, response: { 200: JobListView } }
+    schema: {
+      ...routeDocs(openapi, 'List jobs', 'The projection, a page at a time in job id order, optionally by status.'),
+      querystring: ListJobsQuerystring,
+      response: { 200: JobListView, ...errorResponses({ 400: 'A query parameter is not valid' }) }
+    }
   }, async (request) => {
     const { status } = request.query
     const limit = request.query.limit === undefined ? 50 : Number(request.query.limit)
@@ -61,7 +74,11 @@ export async function jobRoutes (instance: FastifyInstance, opts: { store: G2Sen
 
   app.get('/:jobId', {
     ...routeOptions,
-    schema: { params: JobIdParams, response: { 200: JobView } }
+    schema: {
+      ...routeDocs(openapi, 'A job\'s current status', 'Projected from the event log; the guardian\'s phone only while the job is Assigned or InProgress.'),
+      params: JobIdParams,
+      response: { 200: JobView, ...notFound }
+    }
   }, async (request) => {
     const jobId = toJobId(request.params.jobId)
     const job = await store.getJob(jobId)
@@ -71,7 +88,11 @@ export async function jobRoutes (instance: FastifyInstance, opts: { store: G2Sen
 
   app.get('/:jobId/events', {
     ...routeOptions,
-    schema: { params: JobIdParams, response: { 200: JobEventsView } }
+    schema: {
+      ...routeDocs(openapi, 'A job\'s deliveries', 'Every log row of the job in seq order, with its outcome (duplicates, stale and unsupported ones too).'),
+      params: JobIdParams,
+      response: { 200: JobEventsView, ...notFound }
+    }
   }, async (request) => {
     const jobId = toJobId(request.params.jobId)
     const currentPhone = (await store.getJob(jobId))?.guardianPhone ?? null

@@ -5,7 +5,7 @@ import { Type } from '@sinclair/typebox'
 import { errors } from '../errors.js'
 import { changeOfRow, type ChangeFeed, type JobChange } from './change-feed.js'
 import type { G2SentryRouteOptions, StreamLimits } from './options.js'
-import { JobIdString, toJobId } from './schemas.js'
+import { errorResponses, JobIdString, routeDocs, textResponse, toJobId, type OpenApiOptions } from './schemas.js'
 import type { G2SentryStore } from '../domain/types.js'
 
 const HEARTBEAT_MS = 15_000
@@ -104,8 +104,9 @@ export function jobStream (app: FastifyInstance, opts: {
   feed: ChangeFeed
   routeOptions: G2SentryRouteOptions
   limits: StreamLimits
+  openapi: OpenApiOptions
 }): void {
-  const { store, feed, routeOptions, limits } = opts
+  const { store, feed, routeOptions, limits, openapi } = opts
   const open = new Set<ServerResponse>()
   const nextPage = turnTaker()
   // Long-lived responses would hold app.close() open: end them when the server closes.
@@ -113,7 +114,15 @@ export function jobStream (app: FastifyInstance, opts: {
 
   app.get<{ Querystring: { jobId?: string } }>('/stream', {
     ...routeOptions,
-    schema: { querystring: StreamQuerystring }
+    schema: {
+      ...routeDocs(openapi, 'Each change, live (Server-Sent Events)',
+        'One `job` event per projection change, id = seq; reconnect with Last-Event-ID to get what was missed from the log.'),
+      querystring: StreamQuerystring,
+      response: {
+        200: textResponse('text/event-stream', 'Server-Sent Events: event job, data a change as JSON'),
+        ...errorResponses({ 400: 'jobId is not a positive integer', 503: 'The stream already has maxClients clients' })
+      }
+    }
   }, async (request, reply) => {
     const jobId = request.query.jobId === undefined ? undefined : toJobId(request.query.jobId)
     if (open.size >= limits.maxClients) {

@@ -2,6 +2,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { FastifyInstance } from 'fastify'
 import type { G2SentryStore, Outcome } from '../domain/types.js'
 import type { G2SentryRouteOptions } from './options.js'
+import { routeDocs, textResponse, type OpenApiOptions } from './schemas.js'
 
 /** Why a delivery was refused, as the `reason` label of `g2sentry_rejections_total`. */
 export const REJECTION_REASONS: Readonly<Record<string, string>> = {
@@ -127,9 +128,15 @@ export function createMetrics (store: G2SentryStore, registry = new Registry()):
 }
 
 /** The metrics endpoint, in a scope of its own so its route options (an `onRequest` hook) stay on it. */
-export async function metricsRoute (app: FastifyInstance, opts: { path: string; routeOptions: G2SentryRouteOptions; metrics: G2SentryMetrics }): Promise<void> {
-  const { path, routeOptions, metrics: { registry } } = opts
-  app.get(path, routeOptions, async (_request, reply) => {
+export async function metricsRoute (app: FastifyInstance, opts: { path: string; routeOptions: G2SentryRouteOptions; metrics: G2SentryMetrics; openapi: OpenApiOptions }): Promise<void> {
+  const { path, routeOptions, metrics: { registry }, openapi } = opts
+  app.get(path, {
+    ...routeOptions,
+    schema: {
+      ...routeDocs(openapi, 'Prometheus metrics'),
+      response: { 200: textResponse('text/plain', 'The Prometheus text exposition format') }
+    }
+  }, async (_request, reply) => {
     reply.type(registry.contentType)
     return registry.metrics()
   })

@@ -4,6 +4,7 @@ import { errors } from '../errors.js'
 import type { AppendResult, G2SentryStore, JobEvent } from '../domain/types.js'
 import type { CommitSource } from './post-commit.js'
 import { checkForwardOptions, type ForwardOptions } from '../consumers/forwarder.js'
+import type { OpenApiOptions } from './schemas.js'
 
 /**
  * Route options a user may put on the plugin's routes (the callback route, the job routes, the
@@ -49,6 +50,11 @@ export interface G2SentryOptions {
    * Sentry's deliveries from a global @fastify/rate-limit, or `logLevel: 'warn'`.
    */
   callbackRoute?: G2SentryRouteOptions
+  /**
+   * How the plugin's routes appear in an OpenAPI document made by @fastify/swagger: their `tags`
+   * (default `['g2sentry']`), or `hide: true` to leave them out.
+   */
+  openapi?: Partial<OpenApiOptions>
   /** The job routes: `false` to leave them out, or their prefix and route options (default `{ prefix: '/jobs' }`). */
   jobRoutes?: boolean | ({ prefix?: string } & G2SentryRouteOptions)
   /**
@@ -111,6 +117,7 @@ export interface ResolvedOptions {
   callbackPath: string
   bodyLimit: number
   callbackRoute: G2SentryRouteOptions
+  openapi: OpenApiOptions
   jobRoutes: false | ({ prefix: string } & G2SentryRouteOptions)
   onEvent: G2SentryOptions['onEvent']
   forward: ForwardOptions | undefined
@@ -148,6 +155,11 @@ export function resolveOptions (options: G2SentryOptions): ResolvedOptions {
   }
   if (bodyLimit !== undefined && !(Number.isSafeInteger(bodyLimit) && bodyLimit > 0)) fail('bodyLimit must be a positive integer (bytes)')
   if (onEvent !== undefined && typeof onEvent !== 'function') fail('onEvent must be a function')
+  const openapi = options.openapi ?? {}
+  if (typeof openapi !== 'object' || openapi === null) fail('openapi must be an object: { tags, hide }')
+  const { tags = ['g2sentry'], hide = false } = openapi
+  if (!Array.isArray(tags) || !tags.every((tag) => typeof tag === 'string' && tag !== '')) fail('openapi.tags must be an array of non-empty strings')
+  if (typeof hide !== 'boolean') fail('openapi.hide must be true or false')
   const callbackRoute = options.callbackRoute ?? {}
   if (typeof callbackRoute !== 'object' || callbackRoute === null) fail('callbackRoute must be an object of route options')
   if (options.forward !== undefined) checkForwardOptions(options.forward)
@@ -183,6 +195,7 @@ export function resolveOptions (options: G2SentryOptions): ResolvedOptions {
     callbackPath: path('callbackPath', options.callbackPath, '/callbacks/g2sentry'),
     bodyLimit: bodyLimit ?? 64 * 1024,
     callbackRoute,
+    openapi: { tags: [...tags], hide },
     jobRoutes: routes,
     onEvent,
     forward: options.forward,

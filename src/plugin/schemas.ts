@@ -1,6 +1,34 @@
-import { Type } from '@sinclair/typebox'
+import { Type, type TSchema } from '@sinclair/typebox'
 import { JobStatusSchema } from '../domain/callback.js'
 import { errors } from '../errors.js'
+
+/** How the routes appear in an OpenAPI document (@fastify/swagger): their tags, or hidden. */
+export interface OpenApiOptions {
+  /** Tags on every route (default `['g2sentry']`). */
+  tags: string[]
+  /** Leave the plugin's routes out of the document (default false). */
+  hide: boolean
+}
+
+/** A route's documentation: summary and description, with the plugin's tags or hidden. */
+export function routeDocs (openapi: OpenApiOptions, summary: string, description?: string): { tags: string[]; summary: string; description?: string; hide?: boolean } {
+  return { tags: openapi.tags, summary, ...(description === undefined ? {} : { description }), ...(openapi.hide ? { hide: true } : {}) }
+}
+
+/** The body of every error answer: Fastify's shape, with this plugin's code. */
+export const ErrorResponse = Type.Object({
+  statusCode: Type.Integer(),
+  code: Type.String({ description: 'FST_G2SENTRY_*, one of the codes listed in the README' }),
+  error: Type.String(),
+  message: Type.String()
+})
+
+/** Error answers, each described. */
+export const errorResponses = (described: Record<number, string>): Record<number, TSchema> =>
+  Object.fromEntries(Object.entries(described).map(([status, description]) => [status, { ...ErrorResponse, description }]))
+
+/** A response that is not JSON, documented by its media type (a hijacked stream, the metrics text). */
+export const textResponse = (mediaType: string, description: string) => ({ description, content: { [mediaType]: { schema: Type.String() } } })
 
 export const CallbackResponse = Type.Object({
   outcome: Type.Union([Type.Literal('applied'), Type.Literal('duplicate'), Type.Literal('stale'), Type.Literal('unsupported')]),
