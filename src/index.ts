@@ -18,6 +18,7 @@ import { openStore } from './store/open-store.js'
 import type { G2SentryStore, LogRow, RebuildReport } from './domain/types.js'
 import { startReconciling } from './partner-api/start.js'
 import { stopWithin } from './plugin/stop-within.js'
+import { healthOf, type HealthOptions, type HealthReport } from './plugin/health.js'
 import type { RoundReport } from './partner-api/reconciler.js'
 
 /** What the plugin adds to the Fastify instance as `fastify.g2sentry`. */
@@ -56,6 +57,12 @@ export interface G2SentryDecorator {
    * reconciler's lease; resolves with what the round did, or undefined.
    */
   reconcile: () => Promise<RoundReport | undefined>
+  /**
+   * Whether this instance can take callbacks: the store answers and takes writes (each check
+   * bounded by `timeoutMs`, default 1 s), with the consumers' lag and the reconciler's lease for
+   * information. Plugs into @fastify/under-pressure's `healthCheck` or a readiness route.
+   */
+  health: (options?: HealthOptions) => Promise<HealthReport>
 }
 
 declare module 'fastify' {
@@ -106,7 +113,11 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
     exportLog: (exportOptions: ExportOptions) => exportLog(store, exportOptions),
     consume,
     consumers,
-    reconcile: async () => reconciling?.runNow()
+    reconcile: async () => reconciling?.runNow(),
+    health: healthOf(store, {
+      consumers: () => new Set(consumers.keys()),
+      reconciler: reconciling === undefined ? undefined : () => reconciling.holding
+    })
   } satisfies G2SentryDecorator)
 
   if (resolved.forward !== undefined) {
@@ -144,6 +155,7 @@ export { retryQuarantine, type RetryQuarantineOptions, type RetryReport } from '
 export type { G2SentryOptions, CommittedEvent, G2SentryRouteOptions, ReconcileOptions } from './plugin/options.js'
 export { PartnerApiClient, type PartnerApiClientOptions } from './partner-api/client.js'
 export type { RoundReport, JobCheck, CheckResult } from './partner-api/reconciler.js'
+export type { HealthCheck, HealthOptions, HealthReport } from './plugin/health.js'
 export type { JobChange } from './plugin/change-feed.js'
 export {
   backoffDelay, consumerLease, startConsumer, type Consumer, type ConsumerEvents, type ConsumerHandler, type ConsumerOptions,
