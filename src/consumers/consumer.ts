@@ -177,7 +177,8 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
 
   /** Sleeps `ms`, or less when woken (`wakeable`: by a commit; always: by close or a lost lease). */
   async function sleep (ms: number, wakeable: boolean): Promise<void> {
-    if (wakeable && dirty) return
+    // close() wakes only a sleep already begun: one that would begin after it must not begin.
+    if (closed || (wakeable && dirty)) return
     await new Promise<void>((resolve) => {
       const timer = setTimeout(done, ms)
       function done (): void {
@@ -261,6 +262,8 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
         await call(item, { consumer: name, seq: row.seq, attempt: firstAttempt + n - 1, signal: abort.signal })
         return { outcome: 'done', attempts: n }
       } catch (error) {
+        // Aborted by close(): not a failure of the row, which the next holder hands over again.
+        if (closed) return { outcome: 'stopped', attempts: n }
         failures++
         const park = limit !== undefined && n >= limit
         const retryInMs = park ? undefined : backoffDelay(n, config.minBackoffMs, config.maxBackoffMs)
