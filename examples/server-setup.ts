@@ -64,3 +64,42 @@ export function requestLogFields (request: FastifyRequest): Record<string, unkno
     remotePort: request.socket?.remotePort
   }
 }
+
+/** A variable of the example server's environment that cannot be used: its message is one line naming it. */
+export class EnvironmentError extends Error {}
+
+const isSet = (value: string | undefined): value is string => value !== undefined && value !== ''
+
+/**
+ * The whole number in the variable `name` of `env`, from `min` to `max`; `fallback` when it is
+ * unset or empty. Throws `EnvironmentError` naming the variable.
+ */
+export function integerVariable<F extends number | undefined> (env: NodeJS.ProcessEnv, name: string, fallback: F,
+  { min = 1, max = Number.MAX_SAFE_INTEGER }: { min?: number; max?: number } = {}): number | F {
+  const value = env[name]
+  if (!isSet(value)) return fallback
+  const n = Number(value)
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `${min} or more` : `from ${min} to ${max}`
+    throw new EnvironmentError(`${name} must be a whole number ${range}, got "${value.slice(0, 40)}"`)
+  }
+  return n
+}
+
+/**
+ * The http(s) URL in the variable `name` of `env`, undefined when it is unset or empty. Throws
+ * `EnvironmentError` naming the variable, never quoting its value (a URL can carry a password).
+ */
+export function urlVariable (env: NodeJS.ProcessEnv, name: string, example: string): string | undefined {
+  const value = env[name]
+  if (!isSet(value)) return undefined
+  let url: URL | undefined
+  try {
+    url = new URL(value)
+  } catch {}
+  // `127.0.0.1:3100` parses, as a URL of the scheme "127.0.0.1:".
+  if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.hostname === '') {
+    throw new EnvironmentError(`${name} must be an http:// or https:// URL, e.g. ${example}`)
+  }
+  return value
+}

@@ -26,7 +26,7 @@ export const errors = {
   PARTNER_API_UNAVAILABLE: createError('FST_G2SENTRY_PARTNER_API_UNAVAILABLE', 'G2 Sentry\'s Partner API did not answer %s: %s', 503),
   INVALID_LEASE: createError('FST_G2SENTRY_INVALID_LEASE', 'Invalid lease request: %s', 500),
   CONSUMER_NOT_FOUND: createError('FST_G2SENTRY_CONSUMER_NOT_FOUND', 'no consumer named %s', 404),
-  FORWARD_FAILED: createError('FST_G2SENTRY_FORWARD_FAILED', 'Forwarding to %s failed: %s; it will be retried', 502),
+  FORWARD_FAILED: createError('FST_G2SENTRY_FORWARD_FAILED', 'Forwarding to %s failed: %s', 502),
   UNREACHABLE: createError('FST_G2SENTRY_UNREACHABLE', 'could not reach %s (%s): is the server running there?', 500),
   NO_LOG: createError('FST_G2SENTRY_NO_LOG', 'no g2sentry log at %s', 500),
   LOG_NOT_MIGRATED: createError('FST_G2SENTRY_LOG_NOT_MIGRATED',

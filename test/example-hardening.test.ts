@@ -120,3 +120,26 @@ t.test(`the example server's own timeouts cut off a body sent a byte a second (r
   t.same(await stop(server), { code: 0, signal: null })
   t.same(warnings().map((line) => line.msg), ['g2sentry: callback aborted: the client went away before its body arrived'], 'logged as one warning line')
 })
+
+t.test('an environment variable that cannot be used: one line naming it, exit code 1, no stack trace', async (t) => {
+  const forwarding = { G2SENTRY_FORWARD_URL: 'http://127.0.0.1:9/changes', G2SENTRY_FORWARD_SECRET: 'forward-secret' }
+  const partner = { G2SENTRY_PARTNER_KEY: 'key', G2SENTRY_PARTNER_SECRET: 'partner-secret' }
+  const cases: Array<[Record<string, string>, string, RegExp]> = [
+    [{ PORT: 'abc' }, 'PORT', /PORT must be a whole number from 0 to 65535, got \\"abc\\"/],
+    [{ ...forwarding, G2SENTRY_FORWARD_MAX_BACKOFF_MS: 'abc' }, 'G2SENTRY_FORWARD_MAX_BACKOFF_MS', /G2SENTRY_FORWARD_MAX_BACKOFF_MS must be a whole number 100 or more, got \\"abc\\"/],
+    [{ ...forwarding, G2SENTRY_FORWARD_MAX_ATTEMPTS: '0' }, 'G2SENTRY_FORWARD_MAX_ATTEMPTS', /G2SENTRY_FORWARD_MAX_ATTEMPTS must be a whole number 1 or more, got \\"0\\"/],
+    [{ G2SENTRY_FORWARD_URL: 'ftp://user:hunter2@example.com/x', G2SENTRY_FORWARD_SECRET: 'forward-secret' }, 'G2SENTRY_FORWARD_URL', /G2SENTRY_FORWARD_URL must be an http:\/\/ or https:\/\/ URL/],
+    [{ ...partner, G2SENTRY_API_URL: '127.0.0.1:3100' }, 'G2SENTRY_API_URL', /G2SENTRY_API_URL must be an http:\/\/ or https:\/\/ URL, e\.g\. https:\/\//],
+    [{ ...partner, G2SENTRY_API_URL: 'http://127.0.0.1:3100', G2SENTRY_RECONCILE_EVERY_MS: '1.5' }, 'G2SENTRY_RECONCILE_EVERY_MS', /G2SENTRY_RECONCILE_EVERY_MS must be a whole number 1 or more, got \\"1.5\\"/]
+  ]
+  for (const [env, name, message] of cases) {
+    const server = startServer(t, { port: await freePort(), env: { G2SENTRY_DB: join(t.testdir(), 'g2.db'), ...env } })
+    const exit = await exitWithin(server, 20_000)
+    t.same(exit, { code: 1, signal: null }, `${name}: exit code 1`)
+    const mentions = server.output().split('\n').filter((line) => line.includes(name) && !/DEVELOPMENT secret/.test(line))
+    t.equal(mentions.length, 1, `${name}: one line names it`)
+    t.match(mentions[0], message, `${name}: says what it must be`)
+    t.notMatch(server.output(), /\n\s+at /, `${name}: no stack trace`)
+    t.notMatch(server.output(), /hunter2/, `${name}: the value of a URL is never quoted`)
+  }
+})
