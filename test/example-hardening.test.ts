@@ -57,6 +57,32 @@ t.test('G2SENTRY_READ_TOKEN: the job routes, the stream and /metrics need it; th
   t.notOk(server.logs.some((line) => /READ_TOKEN is not set/.test(line.msg)), 'no warning about a missing token')
 })
 
+t.test('the stream\'s ?token= percent-encoded any way: it authenticates, and the logged URL never shows it', async (t) => {
+  const port = await freePort()
+  const server = startServer(t, { port, env: { G2SENTRY_DB: join(t.testdir(), 'g2.db'), G2SENTRY_READ_TOKEN: TOKEN } })
+  await listening(server)
+  const everyChar = (text: string): string => [...Buffer.from(text)].map((byte) => `%${byte.toString(16).padStart(2, '0').toUpperCase()}`).join('')
+  const queries: Array<[string, number]> = [
+    [`%74oken=${TOKEN}`, 200],
+    [`to%6Ben=${TOKEN}`, 200],
+    [`${everyChar('token')}=${everyChar(TOKEN)}`, 200],
+    [`TOKEN=${TOKEN}&x=1`, 401],
+    [`a=1&%74oken=${TOKEN}x`, 401],
+    [`token=${TOKEN}&%74oken=${TOKEN}`, 401]
+  ]
+  for (const [query, expected] of queries) {
+    t.equal(await status(server.url(`/jobs/stream?${query}`)), expected, `?${query.replaceAll(everyChar(TOKEN), '<encoded token>').replaceAll(TOKEN, '<token>')} → ${expected}`)
+  }
+  t.same(await stop(server), { code: 0, signal: null })
+  const urls = server.logs.filter((line) => line.msg === 'incoming request').map((line) => (line.req as { url: string }).url)
+  t.equal(urls.length, queries.length, 'every request logged')
+  for (const secret of [TOKEN, everyChar(TOKEN), everyChar(TOKEN).toLowerCase()]) {
+    t.notOk(server.output().includes(secret), 'the token, encoded or not, is nowhere in the output')
+  }
+  t.ok(urls.every((url) => url.includes('=[redacted]')), 'each logged URL has the value redacted')
+  t.match(urls[0], /^\/jobs\/stream\?%74oken=\[redacted\]$/, 'the parameter keeps the name it was sent with')
+})
+
 t.test('in production without G2SENTRY_READ_TOKEN: one loud warning, and it starts', async (t) => {
   const port = await freePort()
   const env = { NODE_ENV: 'production', G2SENTRY_CALLBACK_SECRET: 's3cr3t-value-xyz', G2SENTRY_DB: join(t.testdir(), 'g2.db') }
