@@ -37,6 +37,11 @@ export interface SqliteStoreOptions extends ConnectionSettings {
    * or migrated (see sqlite-read-only.ts for what is refused).
    */
   readOnly?: boolean
+  /**
+   * Open only a file that already holds a g2sentry log (else `FST_G2SENTRY_NO_LOG`), never
+   * creating one or the tables in another program's database; a log that is behind is migrated.
+   */
+  existingLog?: boolean
 }
 
 const debug = debuglog('g2sentry')
@@ -46,7 +51,7 @@ const THREADED_FROM = 50_000
 
 /** Opens (and, unless `readOnly`, migrates) a SQLite event store. */
 export function sqliteStore (options: SqliteStoreOptions): G2SentryStore & Required<Pick<G2SentryStore, 'appendIf' | 'reconcileState'>> & { readonly db: Database.Database } {
-  const db = options.readOnly === true ? openReadOnly(options.filename, options) : openConnection(options.filename, options, true)
+  const db = options.readOnly === true ? openReadOnly(options.filename, options) : openConnection(options.filename, options, true, options.existingLog === true)
   const writer = createWriter(db)
 
   // Group commit (src/store/group-commit.ts): one transaction and one disk flush per batch.
