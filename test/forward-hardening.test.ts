@@ -121,3 +121,31 @@ t.test('a forward URL with user:password@ and ?token=: delivered with Basic auth
     }
   }
 })
+
+t.test('a restart after a SIGKILL says, once, that it waits for the killed instance\'s lease, then forwards', async (t) => {
+  const receiver = await startReceiver(t, { secret: FORWARD_SECRET })
+  const db = join(t.testdir(), 'g2.db')
+  const port = await freePort()
+  const first = server(t, db, port, receiver.url)
+  await listening(first, 60_000)
+  await deliver(first, [assigned(1)])
+  await until('the first change forwarded', () => receiver.accepted.length >= 1, 20_000)
+  const killedPid = first.child.pid as number
+  first.child.kill('SIGKILL')
+  await first.exited
+
+  const restarted = server(t, db, port, receiver.url)
+  await listening(restarted, 60_000)
+  await deliver(restarted, [started(1)])
+  await until('the change after the restart forwarded', () => receiver.accepted.some((change) => change.status === 'InProgress'), 30_000)
+  const waits = restarted.logs.filter((line) => /consumer waits/.test(line.msg))
+  t.equal(waits.length, 1, 'one line says why nothing was forwarded for a while')
+  t.match(waits[0], {
+    level: 30,
+    consumer: 'forwarder',
+    holder: new RegExp(`^[^:]+:${killedPid}:[0-9a-f]+$`),
+    expiresAt: /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/,
+    msg: 'g2sentry: consumer waits: another instance holds its lease; this one takes over if that lease expires unrenewed'
+  }, 'at info level, naming the killed instance as the holder and when its lease ends')
+  t.same(await stop(restarted), { code: 0, signal: null }, 'SIGTERM: a clean exit')
+})

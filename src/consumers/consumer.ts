@@ -59,6 +59,12 @@ export interface ConsumerStatus {
 export interface ConsumerEvents {
   handlerFailed?: (info: { consumer: string; seq: number; attempt: number; error: unknown; parked: boolean; retryInMs: number | undefined }) => void
   storeFailed?: (info: { consumer: string; error: unknown }) => void
+  /**
+   * Another instance holds the lease, so this one waits (a standby, or a restart after a crash
+   * waiting out the dead instance's lease): told once per holder, with when its lease ends
+   * unless renewed (ms since the epoch, the database's clock).
+   */
+  waiting?: (info: { consumer: string; holder: string; expiresAt: number }) => void
 }
 
 export interface Consumer {
@@ -161,6 +167,8 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
   let checkParked = true
   let dirty = true
   let wake: (() => void) | undefined
+  // The other holder last told about, so that a standby says it once, not at every poll.
+  let waitingFor: string | undefined
 
   const holding = (): boolean => !closed && fence !== undefined && Date.now() < leaseUntil
   const storeFailed = (error: unknown): void => { try { events.storeFailed?.({ consumer: name, error }) } catch {} }
@@ -213,7 +221,14 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
     if (fence !== undefined) lose()
     const asked = Date.now()
     const grant = await store.acquireLease(lease, holder, config.leaseTtlMs)
-    if (!grant.held) return false
+    if (!grant.held) {
+      if (grant.holder !== waitingFor) {
+        waitingFor = grant.holder
+        try { events.waiting?.({ consumer: name, holder: grant.holder, expiresAt: grant.expiresAt }) } catch {}
+      }
+      return false
+    }
+    waitingFor = undefined
     fence = { lease, holder, token: grant.token }
     leaseUntil = asked + config.leaseTtlMs
     position = undefined
