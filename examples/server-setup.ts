@@ -30,10 +30,27 @@ export function timeoutOptions ({ requestTimeout, connectionTimeout, checkEvery 
 
 const sha256 = (text: string) => createHash('sha256').update(text).digest()
 
+/** The query string of a request target, as written (without the `?`); '' when it has none. */
+const queryOf = (url: string): string => {
+  const at = url.indexOf('?')
+  return at === -1 ? '' : url.slice(at + 1)
+}
+
+/** A query parameter's name as a server decodes it (`%74oken` and `to%6Ben` are both `token`). */
+function decodedName (part: string): string {
+  const name = part.split('=', 1)[0] as string
+  try {
+    return decodeURIComponent(name.replace(/\+/g, ' '))
+  } catch {
+    return name
+  }
+}
+
 /**
  * An `onRequest` hook that lets a request through only with `Authorization: Bearer <token>`,
  * or, on the paths in `queryTokenPaths` (the live stream: EventSource cannot send headers),
- * with `?token=<token>`. Compared in constant time (both sides hashed to the same length).
+ * with `?token=<token>`, its name and value decoded whatever their percent-encoding (and only
+ * when it is given once). Compared in constant time (both sides hashed to the same length).
  */
 export function requireReadToken (token: string, options: { queryTokenPaths?: readonly string[] } = {}): onRequestHookHandler {
   const expected = sha256(token)
@@ -42,16 +59,25 @@ export function requireReadToken (token: string, options: { queryTokenPaths?: re
     const header = request.headers.authorization
     let given = typeof header === 'string' && /^Bearer /i.test(header) ? header.slice(7).trim() : undefined
     if (given === undefined && queryTokenPaths.has(request.routeOptions.url ?? '')) {
-      const query = request.query as Record<string, unknown> | undefined
-      if (typeof query?.token === 'string') given = query.token
+      // Read from the URL itself, the way withoutToken reads it, not from whatever query parser the app set.
+      const values = new URLSearchParams(queryOf(request.url)).getAll('token')
+      if (values.length === 1) given = values[0]
     }
     if (given === undefined || !timingSafeEqual(sha256(given), expected)) throw new errors.READ_TOKEN_REQUIRED()
   }
 }
 
-/** `url` with the value of any `token` query parameter replaced by `[redacted]`. */
+/**
+ * `url` with the value of every query parameter whose decoded name is `token` (in any case,
+ * however percent-encoded: `?%74oken=`, `?to%6Ben=`) replaced by `[redacted]`.
+ */
 export function withoutToken (url: string): string {
-  return url.replace(/([?&]token=)[^&#]*/gi, '$1[redacted]')
+  const query = queryOf(url)
+  if (query === '') return url
+  const parts = query.split('&').map((part) => decodedName(part).toLowerCase() === 'token'
+    ? `${part.split('=', 1)[0] as string}=[redacted]`
+    : part)
+  return `${url.slice(0, url.length - query.length)}${parts.join('&')}`
 }
 
 /** Fastify's request log fields, with the read token taken out of the URL. */
@@ -63,4 +89,43 @@ export function requestLogFields (request: FastifyRequest): Record<string, unkno
     remoteAddress: request.ip,
     remotePort: request.socket?.remotePort
   }
+}
+
+/** A variable of the example server's environment that cannot be used: its message is one line naming it. */
+export class EnvironmentError extends Error {}
+
+const isSet = (value: string | undefined): value is string => value !== undefined && value !== ''
+
+/**
+ * The whole number in the variable `name` of `env`, from `min` to `max`; `fallback` when it is
+ * unset or empty. Throws `EnvironmentError` naming the variable.
+ */
+export function integerVariable<F extends number | undefined> (env: NodeJS.ProcessEnv, name: string, fallback: F,
+  { min = 1, max = Number.MAX_SAFE_INTEGER }: { min?: number; max?: number } = {}): number | F {
+  const value = env[name]
+  if (!isSet(value)) return fallback
+  const n = Number(value)
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `${min} or more` : `from ${min} to ${max}`
+    throw new EnvironmentError(`${name} must be a whole number ${range}, got "${value.slice(0, 40)}"`)
+  }
+  return n
+}
+
+/**
+ * The http(s) URL in the variable `name` of `env`, undefined when it is unset or empty. Throws
+ * `EnvironmentError` naming the variable, never quoting its value (a URL can carry a password).
+ */
+export function urlVariable (env: NodeJS.ProcessEnv, name: string, example: string): string | undefined {
+  const value = env[name]
+  if (!isSet(value)) return undefined
+  let url: URL | undefined
+  try {
+    url = new URL(value)
+  } catch {}
+  // `127.0.0.1:3100` parses, as a URL of the scheme "127.0.0.1:".
+  if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.hostname === '') {
+    throw new EnvironmentError(`${name} must be an http:// or https:// URL, e.g. ${example}`)
+  }
+  return value
 }

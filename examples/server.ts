@@ -7,26 +7,41 @@ import { dirname } from 'node:path'
 import g2sentry from '../src/index.js'
 import { DEVELOPMENT_SECRET } from '../src/simulator/simulate.js'
 import { isPostgresUrl } from '../src/store/open-store.js'
-import { requestLogFields, requireReadToken, timeoutOptions } from './server-setup.js'
+import { EnvironmentError, integerVariable, requestLogFields, requireReadToken, timeoutOptions, urlVariable } from './server-setup.js'
 
-const port = Number(process.env.PORT ?? 3000)
-const host = process.env.HOST ?? '127.0.0.1'
-const database = process.env.G2SENTRY_DB ?? './data/g2sentry.db'
-const configured = process.env.G2SENTRY_CALLBACK_SECRET
+const env = process.env
+const database = env.G2SENTRY_DB ?? './data/g2sentry.db'
+const configured = env.G2SENTRY_CALLBACK_SECRET
 // During a rotation in G2 Sentry's portal, keep the old secret here until the last retry is over.
-const previous = process.env.G2SENTRY_CALLBACK_SECRET_PREVIOUS
-const readToken = process.env.G2SENTRY_READ_TOKEN
-const production = process.env.NODE_ENV === 'production'
+const previous = env.G2SENTRY_CALLBACK_SECRET_PREVIOUS
+const readToken = env.G2SENTRY_READ_TOKEN
+const production = env.NODE_ENV === 'production'
+const host = env.HOST ?? '127.0.0.1'
 
 // Slow clients cannot hold connections open (see examples/server-setup.ts), and the request log
 // never shows the read token the live stream takes in its URL.
 const app = Fastify({ logger: { serializers: { req: requestLogFields } }, ...timeoutOptions() })
 
-if (configured === undefined || configured === '') {
-  if (production) {
-    app.log.fatal('G2SENTRY_CALLBACK_SECRET is not set; refusing to start in production')
-    process.exit(1)
+/** Ends the process with one line that says what is wrong, without a stack trace. */
+function refuse (message: string): never {
+  app.log.fatal(message)
+  process.exit(1)
+}
+
+/** Reads the environment's settings; a variable that cannot be used ends the process with one line naming it. */
+function settings<T> (read: () => T): T {
+  try {
+    return read()
+  } catch (error) {
+    if (error instanceof EnvironmentError) refuse(error.message)
+    throw error
   }
+}
+
+const port = settings(() => integerVariable(env, 'PORT', 3000, { min: 0, max: 65_535 }))
+
+if (configured === undefined || configured === '') {
+  if (production) refuse('G2SENTRY_CALLBACK_SECRET is not set; refusing to start in production')
   app.log.warn('*** G2SENTRY_CALLBACK_SECRET is not set: using the DEVELOPMENT secret. Anyone who reads this code can sign callbacks. Set the secret from G2 Sentry\'s partner portal before exposing this server. ***')
 }
 const secret = [configured || DEVELOPMENT_SECRET, ...(previous ? [previous] : [])]
@@ -39,53 +54,68 @@ if (!readToken && production) {
   app.log.warn('*** G2SENTRY_READ_TOKEN is not set: the job routes, the live stream and /metrics (guardian phone numbers included) are open to anyone who can reach this port. Set it, or put these routes behind your own authentication. ***')
 }
 // Forwarding (optional): each job status change is POSTed to G2SENTRY_FORWARD_URL, signed with
-// G2SENTRY_FORWARD_SECRET (X-Signature, hex HMAC-SHA256 of the body), in order, retried until a 2xx.
-const forwardUrl = process.env.G2SENTRY_FORWARD_URL
-const forwardSecret = process.env.G2SENTRY_FORWARD_SECRET
-const forwardMaxBackoff = process.env.G2SENTRY_FORWARD_MAX_BACKOFF_MS
-if (forwardUrl !== undefined && forwardUrl !== '' && (forwardSecret === undefined || forwardSecret === '')) {
-  app.log.fatal('G2SENTRY_FORWARD_URL is set but G2SENTRY_FORWARD_SECRET is not; refusing to forward unsigned')
-  process.exit(1)
-}
-const forward = forwardUrl === undefined || forwardUrl === ''
-  ? undefined
-  : { url: forwardUrl, secret: forwardSecret as string, maxBackoffMs: forwardMaxBackoff === undefined ? 60_000 : Number(forwardMaxBackoff) }
+// G2SENTRY_FORWARD_SECRET (X-Signature, hex HMAC-SHA256 of the body), in order, retried until a
+// 2xx, or G2SENTRY_FORWARD_MAX_ATTEMPTS times before the change is parked (g2sentry consumers
+// parked) and the next one goes. `https://user:password@host/path` sends Authorization: Basic.
+const forward = settings(() => {
+  const url = urlVariable(env, 'G2SENTRY_FORWARD_URL', 'https://example.com/g2sentry-changes')
+  if (url === undefined) return undefined
+  const forwardSecret = env.G2SENTRY_FORWARD_SECRET
+  if (forwardSecret === undefined || forwardSecret === '') {
+    throw new EnvironmentError('G2SENTRY_FORWARD_URL is set but G2SENTRY_FORWARD_SECRET is not; refusing to forward unsigned')
+  }
+  return {
+    url,
+    secret: forwardSecret,
+    // At least the first retry's delay (100 ms).
+    maxBackoffMs: integerVariable(env, 'G2SENTRY_FORWARD_MAX_BACKOFF_MS', 60_000, { min: 100 }),
+    maxAttempts: integerVariable(env, 'G2SENTRY_FORWARD_MAX_ATTEMPTS', undefined)
+  }
+})
 // Reconciliation with G2 Sentry's Partner API, when its URL and the partner's credentials are set:
 // cancellations and lost or late withdrawals, which callbacks cannot tell, reach the log too.
-const apiUrl = process.env.G2SENTRY_API_URL
-const partnerKey = process.env.G2SENTRY_PARTNER_KEY
-const partnerSecret = process.env.G2SENTRY_PARTNER_SECRET
-const milliseconds = (name: string): number | undefined => process.env[name] === undefined || process.env[name] === '' ? undefined : Number(process.env[name])
-const reconcile = apiUrl && partnerKey && partnerSecret
-  ? {
-      baseUrl: apiUrl,
-      partnerKey,
-      partnerSecret,
-      quietFor: milliseconds('G2SENTRY_RECONCILE_QUIET_MS'),
-      every: milliseconds('G2SENTRY_RECONCILE_EVERY_MS'),
-      leaseTtl: milliseconds('G2SENTRY_RECONCILE_LEASE_MS')
-    }
-  : undefined
-if (reconcile === undefined && (apiUrl || partnerKey || partnerSecret)) {
+const partnerKey = env.G2SENTRY_PARTNER_KEY
+const partnerSecret = env.G2SENTRY_PARTNER_SECRET
+const reconcile = settings(() => {
+  const apiUrl = urlVariable(env, 'G2SENTRY_API_URL', 'https://partner-api-demo.g2sentry.com')
+  const milliseconds = (name: string): number | undefined => integerVariable(env, name, undefined)
+  return apiUrl && partnerKey && partnerSecret
+    ? {
+        baseUrl: apiUrl,
+        partnerKey,
+        partnerSecret,
+        quietFor: milliseconds('G2SENTRY_RECONCILE_QUIET_MS'),
+        every: milliseconds('G2SENTRY_RECONCILE_EVERY_MS'),
+        leaseTtl: milliseconds('G2SENTRY_RECONCILE_LEASE_MS')
+      }
+    : undefined
+})
+if (reconcile === undefined && (env.G2SENTRY_API_URL || partnerKey || partnerSecret)) {
   app.log.warn('reconciliation is off: it needs G2SENTRY_API_URL, G2SENTRY_PARTNER_KEY and G2SENTRY_PARTNER_SECRET together')
 }
 
 // G2SENTRY_DB is a SQLite file (its folder is created) or a postgres:// URL.
 if (database !== ':memory:' && !isPostgresUrl(database)) mkdirSync(dirname(database), { recursive: true })
-await app.register(g2sentry, {
-  secret,
-  database,
-  jobRoutes: protect,
-  // Prometheus metrics on /metrics.
-  metrics: protect,
-  forward,
-  reconcile,
-  // Best-effort and in the request (a crash can lose it): for reactions that must not be lost,
-  // use a consumer (README, "Consumers").
-  onEvent: ({ jobId, outcome, status, source }, request) => {
-    if (outcome === 'applied') (request?.log ?? app.log).info({ jobId, status, source }, 'job status changed')
-  }
-})
+try {
+  await app.register(g2sentry, {
+    secret,
+    database,
+    jobRoutes: protect,
+    // Prometheus metrics on /metrics.
+    metrics: protect,
+    forward,
+    reconcile,
+    // Best-effort and in the request (a crash can lose it): for reactions that must not be lost,
+    // use a consumer (README, "Consumers").
+    onEvent: ({ jobId, outcome, status, source }, request) => {
+      if (outcome === 'applied') (request?.log ?? app.log).info({ jobId, status, source }, 'job status changed')
+    }
+  })
+} catch (error) {
+  // An option the variables above gave that the plugin refuses: its message names the option.
+  if ((error as { code?: string }).code === 'FST_G2SENTRY_INVALID_OPTION') refuse((error as Error).message)
+  throw error
+}
 
 // The live page: read once, served as it is (it follows GET /jobs/stream with EventSource).
 const livePage = readFileSync(new URL('./live.html', import.meta.url))

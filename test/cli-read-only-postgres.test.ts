@@ -6,10 +6,14 @@ import t from 'tap'
 import { join } from 'node:path'
 import { main } from '../src/cli/cli.js'
 import { loadMigrations, MIGRATIONS_ROOT } from '../src/store/migrations.js'
+import { openStore } from '../src/store/open-store.js'
 import { runCli } from './cli-process.js'
 import { freshDatabase, freshSchema, pgUrl, requirePg, uniqueName, withClient } from './pg.js'
 
-const READ_ONLY = [['replay'], ['export'], ['verify'], ['quarantine', 'list']]
+const READ_ONLY = [['replay'], ['export'], ['verify'], ['quarantine', 'list'], ['consumers'], ['consumers', 'parked']]
+/** The commands that write (reconcile aside): they too need a g2sentry log there, and create none. */
+const WRITE = [['rebuild'], ['quarantine', 'retry', '--secret', 'x'], ['consumers', 'reset', 'forwarder', '--to', '0'],
+  ['consumers', 'retry', 'forwarder'], ['consumers', 'delete', 'forwarder']]
 
 async function run (...argv: string[]): Promise<{ code: number, out: string[], err: string[] }> {
   const out: string[] = []
@@ -36,10 +40,10 @@ function shown (url: string, schema?: string): string {
 const PASSWORD = 'not-to-be-printed'
 
 if (await requirePg(t)) {
-  t.test('an empty database: every read-only command exits 1 and creates no table', async (t) => {
+  t.test('an empty database: every command, read-only or writing, exits 1 and creates no table', async (t) => {
     const url = await freshDatabase(t)
     const db = withPassword(url, PASSWORD)
-    for (const command of READ_ONLY) {
+    for (const command of [...READ_ONLY, ...WRITE]) {
       const r = await run(...command, '--db', db)
       t.equal(r.code, 1, `${command.join(' ')}: exit 1`)
       t.same(r.err, [`g2sentry: no g2sentry log at ${shown(url)}`], `${command.join(' ')}: no g2sentry log, and no password`)
@@ -53,12 +57,12 @@ if (await requirePg(t)) {
     t.same(tables.rows, [], 'the database still has no table')
   })
 
-  t.test('a misspelled ?schema=: exit 1, and the schema is not created', async (t) => {
+  t.test('a misspelled ?schema=: every command exits 1, and the schema is not created', async (t) => {
     // A real log in one schema, and a name nobody created.
     const schema = freshSchema(t)
-    t.equal((await run('rebuild', '--db', `${pgUrl()}?schema=${schema}`)).code, 0, 'rebuild creates a log in the real schema')
+    await (await openStore(`${pgUrl()}?schema=${schema}`)).close()
     const typo = uniqueName('s')
-    for (const command of READ_ONLY) {
+    for (const command of [...READ_ONLY, ...WRITE]) {
       const r = await run(...command, '--db', `${pgUrl()}?schema=${typo}`)
       t.equal(r.code, 1, `${command.join(' ')}: exit 1`)
       t.same(r.err, [`g2sentry: no g2sentry log at ${shown(pgUrl(), typo)}`], `${command.join(' ')}: names the schema it did not find`)
@@ -66,6 +70,7 @@ if (await requirePg(t)) {
     const found = await withClient((client) => client.query('SELECT nspname FROM pg_namespace WHERE nspname = $1', [typo]))
     t.same(found.rows, [], 'the misspelled schema does not exist')
     t.equal((await run('verify', '--db', `${pgUrl()}?schema=${schema}`)).code, 0, 'the real one reads')
+    t.equal((await run('rebuild', '--db', `${pgUrl()}?schema=${schema}`)).code, 0, 'and the real one is written')
   })
 
   t.test('a log behind this version: read-only commands refuse and say how to migrate; rebuild migrates', async (t) => {

@@ -8,12 +8,19 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import { main } from '../src/cli/cli.js'
 import { loadMigrations, MIGRATIONS_ROOT } from '../src/store/migrations.js'
+import { sqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import { SIMULATED_OUTCOMES, runCli, writeSimulatedLog } from './cli-process.js'
+import { assigned, completed, incoming } from './store-contract.js'
 
 const SECRET = 'read-only-test-secret'
 
 /** The read-only commands, each with what it needs besides --db. */
-const READ_ONLY = [['replay'], ['replay', '--format', 'table'], ['export'], ['export', '--format', 'csv'], ['verify'], ['quarantine', 'list']]
+const READ_ONLY = [['replay'], ['replay', '--format', 'table'], ['export'], ['export', '--format', 'csv'], ['verify'], ['quarantine', 'list'],
+  ['consumers'], ['consumers', 'parked']]
+
+/** The commands that write (reconcile aside), each with what it needs besides --db. */
+const WRITE = [['rebuild'], ['quarantine', 'retry', '--secret', SECRET], ['consumers', 'reset', 'forwarder', '--to', '0'],
+  ['consumers', 'retry', 'forwarder'], ['consumers', 'delete', 'forwarder']]
 
 async function run (...argv: string[]): Promise<{ code: number, out: string[], err: string[] }> {
   const out: string[] = []
@@ -44,7 +51,7 @@ function olderLog (file: string): string {
   return (migrations.at(-1) as { name: string }).name
 }
 
-t.test('a SQLite file without a g2sentry log: every read-only command exits 1 and changes nothing', async (t) => {
+t.test('a SQLite file without a g2sentry log: every command, read-only or writing, exits 1 and changes nothing', async (t) => {
   const dir = t.testdir()
   const empty = join(dir, 'empty.db')
   writeFileSync(empty, '')
@@ -56,7 +63,7 @@ t.test('a SQLite file without a g2sentry log: every read-only command exits 1 an
   writeFileSync(notSqlite, 'a text file, not a database: '.repeat(40))
 
   for (const file of [empty, foreign, notSqlite]) {
-    for (const command of READ_ONLY) {
+    for (const command of [...READ_ONLY, ...WRITE]) {
       const before = snapshot(file)
       const r = await run(...command, '--db', file)
       const label = `${command.join(' ')} --db ${basename(file)}`
@@ -111,4 +118,45 @@ t.test('a log written by the plugin reads as before, and a read leaves it as it 
     t.same(r.err, [])
   }
   t.equal(createHash('sha256').update(readFileSync(file)).digest('hex'), before, 'the database file is byte for byte the same')
+})
+
+/** The files next to `file` named after it (-wal, -shm, -journal). */
+const siblings = (file: string): string[] => snapshot(file).siblings
+
+t.test('read-only commands leave no -wal or -shm behind, and never take a running writer\'s', async (t) => {
+  const file = join(t.testdir(), 'g2.db')
+  await writeSimulatedLog(file, SECRET)
+  t.same(siblings(file), [], 'the plugin, closed, left none')
+  for (const command of READ_ONLY) {
+    const r = await run(...command, '--db', file)
+    t.equal(r.code, 0, `${command.join(' ')}: exit 0`)
+    t.same(siblings(file), [], `${command.join(' ')}: no -wal or -shm left`)
+  }
+  const published = await runCli(['verify', '--db', file])
+  t.equal(published.code, 0, published.stderr)
+  t.same(siblings(file), [], 'the published entry: none left either')
+
+  // A writer running on the file: its WAL is there while the commands read, and stays.
+  const writer = sqliteStore({ filename: file })
+  t.teardown(() => writer.close())
+  await writer.append(incoming(assigned(900)))
+  t.same(siblings(file), ['g2.db-shm', 'g2.db-wal'], 'the writer\'s WAL')
+  for (const command of READ_ONLY) {
+    t.equal((await run(...command, '--db', file)).code, 0, `${command.join(' ')} beside the writer: exit 0`)
+    t.same(siblings(file), ['g2.db-shm', 'g2.db-wal'], `${command.join(' ')} beside the writer: its WAL is still there`)
+  }
+  await writer.append(incoming(completed(900)))
+  const replayed = await run('replay', '--db', file)
+  t.equal(replayed.out.length, SIMULATED_OUTCOMES.length + 2, 'a reader sees both of the writer\'s commits, the one after the reads too')
+  await writer.close()
+  t.same(siblings(file), [], 'the writer, closed, removes them')
+})
+
+t.test('a write command on an older g2sentry log migrates it', async (t) => {
+  const file = join(t.testdir(), 'older.db')
+  olderLog(file)
+  const r = await run('consumers', 'delete', 'nobody', '--db', file)
+  t.equal(r.code, 1, 'exit 1: no such consumer')
+  t.same(r.err, ['g2sentry: no consumer named nobody'])
+  t.equal((await run('verify', '--db', file)).code, 0, 'the log was migrated: a read-only command reads it now')
 })

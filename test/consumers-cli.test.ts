@@ -66,7 +66,9 @@ async function suite (t: Test, db: string): Promise<void> {
     ['no --to', ['consumers', 'reset', 'mailer', '--db', db], 2, /needs --to SEQ/],
     ['no name', ['consumers', 'reset', '--to', '1', '--db', db], 2, /needs the consumer's name/],
     ['retry of an unknown consumer', ['consumers', 'retry', 'nobody', '--db', db], 1, /no consumer named nobody/],
-    ['an unknown subcommand', ['consumers', 'delete', 'mailer', '--db', db], 2, /unknown consumers subcommand "delete"/],
+    ['an unknown subcommand', ['consumers', 'drop', 'mailer', '--db', db], 2, /unknown consumers subcommand "drop": reset, parked, retry or delete/],
+    ['a delete without a name', ['consumers', 'delete', '--db', db], 2, /consumers delete needs the consumer's name/],
+    ['a delete of an unknown consumer', ['consumers', 'delete', 'nobody', '--db', db], 1, /^g2sentry: no consumer named nobody/],
     ['a bad format', ['consumers', '--db', db, '--format', 'xml'], 2, /--format must be table or ndjson/]
   ]
   for (const [what, args, code, message] of cases) {
@@ -74,6 +76,29 @@ async function suite (t: Test, db: string): Promise<void> {
     t.equal(run.code, code, `${what}: exit ${code}`)
     t.match(run.stderr, message, what)
   }
+
+  const parkedState = async (): Promise<string> => (await runCli(['consumers', 'parked', '--db', db, '--format', 'ndjson'])).stdout
+  const before = await parkedState()
+  const pastEnd = await runCli(['consumers', 'retry', 'mailer', '--seq', '99', '--db', db])
+  t.equal(pastEnd.code, 1, 'retry --seq past the end: exit 1, as the help says')
+  t.match(pastEnd.stderr, /^g2sentry: consumer mailer has no parked row at seq 99 \(g2sentry consumers parked lists them\); nothing was asked\n$/)
+  const notParked = await runCli(['consumers', 'retry', 'mailer', '--seq', '2', '--seq', '7', '--db', db])
+  t.equal(notParked.code, 1, 'retry of a seq that is in the log but not parked: exit 1')
+  t.match(notParked.stderr, /no parked row at seq 7/)
+  t.equal(await parkedState(), before, 'and nothing was asked for, not even the seq that is parked')
+
+  const held = await runCli(['consumers', 'delete', 'forwarder', '--db', db])
+  t.equal(held.code, 1, 'a delete while an instance holds the consumer: exit 1')
+  t.match(held.stderr, /^g2sentry: consumer forwarder is running: host-a:4242:beef holds its lease until \d{4}-\d\d-\d\dT\S+Z; stop that instance first, or use --force/)
+  const deleted = await runCli(['consumers', 'delete', 'mailer', '--db', db])
+  t.equal(deleted.code, 0, deleted.stderr)
+  t.equal(deleted.stdout, 'consumer mailer: deleted (checkpoint 5, 2 parked rows)\n')
+  t.same((await runCli(['consumers', '--db', db])).stdout.trimEnd().split('\n').slice(1).map((line) => line.split(/\s+/)[0]), ['forwarder'], 'no longer listed')
+  t.equal(await parkedState(), '', 'its parked rows are gone')
+  const forced = await runCli(['consumers', 'delete', 'forwarder', '--force', '--db', db])
+  t.equal(forced.code, 0, forced.stderr)
+  t.equal(forced.stdout, 'consumer forwarder: deleted (checkpoint 3, 0 parked rows); host-a:4242:beef held it and will start it again as a new consumer\n')
+  t.equal((await runCli(['consumers', '--db', db, '--format', 'ndjson'])).stdout, '', 'no consumer left')
 }
 
 t.test('sqlite', async (t) => suite(t, join(t.testdir(), 'g2.db')))

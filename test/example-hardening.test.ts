@@ -57,6 +57,32 @@ t.test('G2SENTRY_READ_TOKEN: the job routes, the stream and /metrics need it; th
   t.notOk(server.logs.some((line) => /READ_TOKEN is not set/.test(line.msg)), 'no warning about a missing token')
 })
 
+t.test('the stream\'s ?token= percent-encoded any way: it authenticates, and the logged URL never shows it', async (t) => {
+  const port = await freePort()
+  const server = startServer(t, { port, env: { G2SENTRY_DB: join(t.testdir(), 'g2.db'), G2SENTRY_READ_TOKEN: TOKEN } })
+  await listening(server)
+  const everyChar = (text: string): string => [...Buffer.from(text)].map((byte) => `%${byte.toString(16).padStart(2, '0').toUpperCase()}`).join('')
+  const queries: Array<[string, number]> = [
+    [`%74oken=${TOKEN}`, 200],
+    [`to%6Ben=${TOKEN}`, 200],
+    [`${everyChar('token')}=${everyChar(TOKEN)}`, 200],
+    [`TOKEN=${TOKEN}&x=1`, 401],
+    [`a=1&%74oken=${TOKEN}x`, 401],
+    [`token=${TOKEN}&%74oken=${TOKEN}`, 401]
+  ]
+  for (const [query, expected] of queries) {
+    t.equal(await status(server.url(`/jobs/stream?${query}`)), expected, `?${query.replaceAll(everyChar(TOKEN), '<encoded token>').replaceAll(TOKEN, '<token>')} → ${expected}`)
+  }
+  t.same(await stop(server), { code: 0, signal: null })
+  const urls = server.logs.filter((line) => line.msg === 'incoming request').map((line) => (line.req as { url: string }).url)
+  t.equal(urls.length, queries.length, 'every request logged')
+  for (const secret of [TOKEN, everyChar(TOKEN), everyChar(TOKEN).toLowerCase()]) {
+    t.notOk(server.output().includes(secret), 'the token, encoded or not, is nowhere in the output')
+  }
+  t.ok(urls.every((url) => url.includes('=[redacted]')), 'each logged URL has the value redacted')
+  t.match(urls[0], /^\/jobs\/stream\?%74oken=\[redacted\]$/, 'the parameter keeps the name it was sent with')
+})
+
 t.test('in production without G2SENTRY_READ_TOKEN: one loud warning, and it starts', async (t) => {
   const port = await freePort()
   const env = { NODE_ENV: 'production', G2SENTRY_CALLBACK_SECRET: 's3cr3t-value-xyz', G2SENTRY_DB: join(t.testdir(), 'g2.db') }
@@ -119,4 +145,27 @@ t.test(`the example server's own timeouts cut off a body sent a byte a second (r
   await until('the aborted callback\'s warning', () => warnings().length > 0, 10_000)
   t.same(await stop(server), { code: 0, signal: null })
   t.same(warnings().map((line) => line.msg), ['g2sentry: callback aborted: the client went away before its body arrived'], 'logged as one warning line')
+})
+
+t.test('an environment variable that cannot be used: one line naming it, exit code 1, no stack trace', async (t) => {
+  const forwarding = { G2SENTRY_FORWARD_URL: 'http://127.0.0.1:9/changes', G2SENTRY_FORWARD_SECRET: 'forward-secret' }
+  const partner = { G2SENTRY_PARTNER_KEY: 'key', G2SENTRY_PARTNER_SECRET: 'partner-secret' }
+  const cases: Array<[Record<string, string>, string, RegExp]> = [
+    [{ PORT: 'abc' }, 'PORT', /PORT must be a whole number from 0 to 65535, got \\"abc\\"/],
+    [{ ...forwarding, G2SENTRY_FORWARD_MAX_BACKOFF_MS: 'abc' }, 'G2SENTRY_FORWARD_MAX_BACKOFF_MS', /G2SENTRY_FORWARD_MAX_BACKOFF_MS must be a whole number 100 or more, got \\"abc\\"/],
+    [{ ...forwarding, G2SENTRY_FORWARD_MAX_ATTEMPTS: '0' }, 'G2SENTRY_FORWARD_MAX_ATTEMPTS', /G2SENTRY_FORWARD_MAX_ATTEMPTS must be a whole number 1 or more, got \\"0\\"/],
+    [{ G2SENTRY_FORWARD_URL: 'ftp://user:hunter2@example.com/x', G2SENTRY_FORWARD_SECRET: 'forward-secret' }, 'G2SENTRY_FORWARD_URL', /G2SENTRY_FORWARD_URL must be an http:\/\/ or https:\/\/ URL/],
+    [{ ...partner, G2SENTRY_API_URL: '127.0.0.1:3100' }, 'G2SENTRY_API_URL', /G2SENTRY_API_URL must be an http:\/\/ or https:\/\/ URL, e\.g\. https:\/\//],
+    [{ ...partner, G2SENTRY_API_URL: 'http://127.0.0.1:3100', G2SENTRY_RECONCILE_EVERY_MS: '1.5' }, 'G2SENTRY_RECONCILE_EVERY_MS', /G2SENTRY_RECONCILE_EVERY_MS must be a whole number 1 or more, got \\"1.5\\"/]
+  ]
+  for (const [env, name, message] of cases) {
+    const server = startServer(t, { port: await freePort(), env: { G2SENTRY_DB: join(t.testdir(), 'g2.db'), ...env } })
+    const exit = await exitWithin(server, 20_000)
+    t.same(exit, { code: 1, signal: null }, `${name}: exit code 1`)
+    const mentions = server.output().split('\n').filter((line) => line.includes(name) && !/DEVELOPMENT secret/.test(line))
+    t.equal(mentions.length, 1, `${name}: one line names it`)
+    t.match(mentions[0], message, `${name}: says what it must be`)
+    t.notMatch(server.output(), /\n\s+at /, `${name}: no stack trace`)
+    t.notMatch(server.output(), /hunter2/, `${name}: the value of a URL is never quoted`)
+  }
 })

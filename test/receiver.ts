@@ -18,6 +18,10 @@ export interface Receiver {
   attempts: () => number
   /** Requests whose signature did not verify (answered 401). */
   badSignatures: () => number
+  /** Requests without the `authorization` the receiver was started with (answered 401). */
+  unauthorized: () => number
+  /** The request target (path and query) of every request, as it arrived. */
+  targets: string[]
   /** Stops listening (open connections are cut) until `up`. */
   down: () => Promise<void>
   up: () => Promise<void>
@@ -31,12 +35,16 @@ export interface ReceiverOptions {
   fail?: (n: number) => boolean
   /** Never answers request number n when true (for timeouts). */
   hang?: (n: number) => boolean
+  /** When set, a request without exactly this `Authorization` header is answered 401 (and not accepted). */
+  authorization?: string
 }
 
 export async function startReceiver (t: Test, options: ReceiverOptions): Promise<Receiver> {
   const accepted: JobChange[] = []
   let attempts = 0
   let badSignatures = 0
+  let unauthorized = 0
+  const targets: string[] = []
   let server: Server | undefined
   let port = options.port ?? 0
   const handle = (request: IncomingMessage, response: ServerResponse): void => {
@@ -45,6 +53,12 @@ export async function startReceiver (t: Test, options: ReceiverOptions): Promise
     request.on('end', () => {
       const n = ++attempts
       const body = Buffer.concat(chunks)
+      targets.push(request.url ?? '')
+      if (options.authorization !== undefined && request.headers.authorization !== options.authorization) {
+        unauthorized++
+        response.writeHead(401).end()
+        return
+      }
       if (!verifySignature(body, request.headers['x-signature'], [options.secret]).valid || request.headers['content-type'] !== 'application/json') {
         badSignatures++
         response.writeHead(401).end()
@@ -83,6 +97,8 @@ export async function startReceiver (t: Test, options: ReceiverOptions): Promise
     accepted,
     attempts: () => attempts,
     badSignatures: () => badSignatures,
+    unauthorized: () => unauthorized,
+    targets,
     down,
     up,
     close: down

@@ -617,6 +617,35 @@ export function storeContract (t: Test, name: string, open: OpenStore, location:
       t.same((await store.listConsumers()).map((c) => c.name), ['mail'])
     })
 
+    t.test('a delete removes a consumer\'s checkpoint and parked rows, refuses a live holder unless forced', async (t) => {
+      const store = await fresh(t)
+      await seedLog(store)
+      for (const name of ['mail', 'sms']) await store.openConsumer(name, 'beginning')
+      const mail = await fenceFor(store, 'consumer:mail', 'a')
+      await store.saveCheckpoint('mail', 3, mail, { seq: 3, attempts: 2, error: 'down' })
+      await store.saveCheckpoint('mail', 5, mail, { seq: 5, attempts: 2, error: 'down' })
+      const sms = await fenceFor(store, 'consumer:sms', 'b')
+      await store.saveCheckpoint('sms', 4, sms, { seq: 4, attempts: 1, error: 'down' })
+
+      const refused = await store.deleteConsumer('mail', 'consumer:mail')
+      t.match(refused, { found: true, deleted: false, parked: 0, holder: 'a', expiresAt: Number }, 'a live holder: nothing removed, the holder named')
+      t.same((await store.listConsumers()).map((c) => [c.name, c.parked]), [['mail', 2], ['sms', 1]])
+
+      t.same(await store.deleteConsumer('nobody', 'consumer:nobody'), { found: false, deleted: false, parked: 0, holder: null, expiresAt: null })
+
+      await store.releaseLease('consumer:mail', 'a')
+      t.same(await store.deleteConsumer('mail', 'consumer:mail'), { found: true, deleted: true, parked: 2, holder: null, expiresAt: null }, 'once released: removed')
+      t.same((await store.listConsumers()).map((c) => c.name), ['sms'], 'the other consumer is untouched')
+      t.same((await store.listParked({ limit: 10 })).map((p) => [p.consumer, p.seq]), [['sms', 4]])
+      t.notOk((await store.listLeases()).some((lease) => lease.name === 'consumer:mail'), 'its idle lease went with it')
+      t.equal((await store.openConsumer('mail', 'now')).checkpoint, 8, 'the name can be used again, as a new consumer')
+
+      const forced = await store.deleteConsumer('sms', 'consumer:sms', { force: true })
+      t.match(forced, { found: true, deleted: true, parked: 1, holder: 'b' }, 'forced: removed despite the live holder')
+      t.equal(await store.saveCheckpoint('sms', 6, sms), false, 'the holder\'s next fenced write fails')
+      t.same((await store.listConsumers()).map((c) => c.name), ['mail'], 'and did not bring the checkpoint back')
+    })
+
     /** The reconciler's row for `status`, appended only while job `jobId`'s last seq is `ifLastSeq`. */
     const fromApi = (jobId: number, jobStatus: JobStatus, ifLastSeq: number, receivedAt = T0 + 100) => ({
       jobId,

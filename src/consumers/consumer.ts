@@ -59,6 +59,12 @@ export interface ConsumerStatus {
 export interface ConsumerEvents {
   handlerFailed?: (info: { consumer: string; seq: number; attempt: number; error: unknown; parked: boolean; retryInMs: number | undefined }) => void
   storeFailed?: (info: { consumer: string; error: unknown }) => void
+  /**
+   * Another instance holds the lease, so this one waits (a standby, or a restart after a crash
+   * waiting out the dead instance's lease): told once per holder, with when its lease ends
+   * unless renewed (ms since the epoch, the database's clock).
+   */
+  waiting?: (info: { consumer: string; holder: string; expiresAt: number }) => void
 }
 
 export interface Consumer {
@@ -161,6 +167,8 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
   let checkParked = true
   let dirty = true
   let wake: (() => void) | undefined
+  // The other holder last told about, so that a standby says it once, not at every poll.
+  let waitingFor: string | undefined
 
   const holding = (): boolean => !closed && fence !== undefined && Date.now() < leaseUntil
   const storeFailed = (error: unknown): void => { try { events.storeFailed?.({ consumer: name, error }) } catch {} }
@@ -177,7 +185,8 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
 
   /** Sleeps `ms`, or less when woken (`wakeable`: by a commit; always: by close or a lost lease). */
   async function sleep (ms: number, wakeable: boolean): Promise<void> {
-    if (wakeable && dirty) return
+    // close() wakes only a sleep already begun: one that would begin after it must not begin.
+    if (closed || (wakeable && dirty)) return
     await new Promise<void>((resolve) => {
       const timer = setTimeout(done, ms)
       function done (): void {
@@ -212,7 +221,14 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
     if (fence !== undefined) lose()
     const asked = Date.now()
     const grant = await store.acquireLease(lease, holder, config.leaseTtlMs)
-    if (!grant.held) return false
+    if (!grant.held) {
+      if (grant.holder !== waitingFor) {
+        waitingFor = grant.holder
+        try { events.waiting?.({ consumer: name, holder: grant.holder, expiresAt: grant.expiresAt }) } catch {}
+      }
+      return false
+    }
+    waitingFor = undefined
     fence = { lease, holder, token: grant.token }
     leaseUntil = asked + config.leaseTtlMs
     position = undefined
@@ -261,6 +277,8 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
         await call(item, { consumer: name, seq: row.seq, attempt: firstAttempt + n - 1, signal: abort.signal })
         return { outcome: 'done', attempts: n }
       } catch (error) {
+        // Aborted by close(): not a failure of the row, which the next holder hands over again.
+        if (closed) return { outcome: 'stopped', attempts: n }
         failures++
         const park = limit !== undefined && n >= limit
         const retryInMs = park ? undefined : backoffDelay(n, config.minBackoffMs, config.maxBackoffMs)

@@ -41,15 +41,53 @@ export function checkForwardOptions (options: ForwardOptions): void {
   resolveConsumerOptions(name ?? 'forwarder', forwardHandler, consumerOptions)
 }
 
+/** What the forwarder fetches, and what may never appear in a log line or a stored error. */
+interface Target {
+  /** The URL without `user:password@` (fetch refuses credentials in a URL). */
+  href: string
+  /** `Basic <base64(user:password)>` when the URL carried credentials. */
+  authorization: string | undefined
+  /** The password, the query string and each query value, as written and decoded, longest first. */
+  secrets: string[]
+}
+
+function targetOf (url: string): Target {
+  const parsed = new URL(url)
+  const decode = (text: string): string => {
+    try {
+      return decodeURIComponent(text)
+    } catch {
+      return text
+    }
+  }
+  const user = decode(parsed.username)
+  const password = decode(parsed.password)
+  const authorization = parsed.username === '' && parsed.password === ''
+    ? undefined
+    : `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`
+  const secrets = [parsed.password, password, parsed.search, parsed.search.slice(1), ...[...parsed.searchParams.values()].flatMap((value) => [value, encodeURIComponent(value)])]
+  if (authorization !== undefined) secrets.push(authorization.slice(6))
+  parsed.username = ''
+  parsed.password = ''
+  return { href: parsed.href, authorization, secrets: [...new Set(secrets.filter((text) => text.length > 0))].sort((a, b) => b.length - a.length) }
+}
+
 /**
  * The handler that POSTs one change as JSON `{ seq, jobId, eventType, status, jobName, receivedAt }`
  * with `X-Signature` = hex HMAC-SHA256 of the body; anything but a 2xx within `timeoutMs` throws,
- * so the consumer retries it.
+ * so the consumer retries it. Credentials in the URL (`https://user:password@host/path`) are sent
+ * as `Authorization: Basic`; the error it throws names the URL without credentials or query.
  */
 export function forwardHandler (options: Pick<ForwardOptions, 'url' | 'secret' | 'timeoutMs'>): ConsumerHandler<'changes'> {
-  const { url, secret } = options
+  const { secret } = options
   const timeoutMs = options.timeoutMs ?? 10_000
-  const where = redactUrl(url)
+  const target = targetOf(options.url)
+  const where = redactUrl(options.url)
+  // An error from fetch can quote the URL it was given (its query string included): each secret
+  // part is cut out of whatever reason is kept, logged or stored.
+  const scrub = (text: string): string => target.secrets.reduce((kept, part) => kept.split(part).join('[redacted]'), text)
+  const headers: Record<string, string> = { 'content-type': 'application/json' }
+  if (target.authorization !== undefined) headers.authorization = target.authorization
   return async (change: JobChange, { signal }) => {
     const body = Buffer.from(JSON.stringify({
       seq: change.seq,
@@ -61,9 +99,9 @@ export function forwardHandler (options: Pick<ForwardOptions, 'url' | 'secret' |
     }))
     let response: Response
     try {
-      response = await fetch(url, {
+      response = await fetch(target.href, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', 'x-signature': signBody(body, secret) },
+        headers: { ...headers, 'x-signature': signBody(body, secret) },
         body,
         signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]),
         redirect: 'manual'
@@ -73,7 +111,7 @@ export function forwardHandler (options: Pick<ForwardOptions, 'url' | 'secret' |
       const reason = failure.name === 'TimeoutError'
         ? `no answer within ${timeoutMs} ms`
         : failure.cause?.code ?? failure.cause?.message ?? failure.message
-      throw new errors.FORWARD_FAILED(where, reason)
+      throw new errors.FORWARD_FAILED(where, scrub(reason))
     }
     // Read the answer so the connection can be reused.
     await response.arrayBuffer().catch(() => {})

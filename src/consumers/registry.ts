@@ -29,7 +29,10 @@ export function consumerRegistry (store: G2SentryStore, log: FastifyBaseLogger, 
         consumerLog.warn({ seq, attempt, parked, retryInMs, error: (error as Error)?.message ?? String(error) },
           parked ? 'g2sentry: consumer handler failed; row parked' : 'g2sentry: consumer handler failed; will retry')
       },
-      storeFailed: ({ error }) => consumerLog.error({ err: error }, 'g2sentry: consumer could not reach the store; will retry')
+      storeFailed: ({ error }) => consumerLog.error({ err: error }, 'g2sentry: consumer could not reach the store; will retry'),
+      // Says why nothing is handled for a while after a restart: the killed instance's lease runs out first.
+      waiting: ({ holder, expiresAt }) => consumerLog.info({ holder, expiresAt: new Date(expiresAt).toISOString() },
+        'g2sentry: consumer waits: another instance holds its lease; this one takes over if that lease expires unrenewed')
     })
     consumers.set(name, consumer)
     return consumer

@@ -206,6 +206,20 @@ export interface ParkedRow {
   retryRequested: boolean
 }
 
+/** What `deleteConsumer` found and did. */
+export interface ConsumerDeletion {
+  /** False when no consumer has that name: nothing was done. */
+  found: boolean
+  /** True when its checkpoint and parked rows were removed. */
+  deleted: boolean
+  /** How many parked rows were removed with it. */
+  parked: number
+  /** The instance whose lease on it was live (then it is deleted only when forced), else null. */
+  holder: string | null
+  /** When that live lease ends unless renewed (ms since the epoch, the database's clock), else null. */
+  expiresAt: number | null
+}
+
 /** A failure to record against a parked row: how many attempts it had in all, and the last error. */
 export interface ParkFailure {
   attempts: number
@@ -261,6 +275,13 @@ export interface G2SentryStore {
    */
   resetConsumer(name: string, seq: number, lease: string): Promise<boolean>
   listConsumers(): Promise<ConsumerSummary[]>
+  /**
+   * Removes the consumer `name`'s checkpoint and parked rows, in one transaction, unless its lease
+   * `lease` is live (a running instance holds it): then nothing is removed, unless `force`, which
+   * also raises the lease's token so that holder's next fenced write fails (it then starts again,
+   * as a new consumer, from its `start` option). A lease that is not live is removed with it.
+   */
+  deleteConsumer(name: string, lease: string, options?: { force?: boolean }): Promise<ConsumerDeletion>
   /** Parked rows in (consumer, seq) order; `retryRequested` keeps only those (not) asked to be retried. */
   listParked(query: { consumer?: string | undefined; afterSeq?: number | undefined; limit: number; retryRequested?: boolean | undefined }): Promise<ParkedRow[]>
   /** Asks for parked rows of `consumer` (all, or those in `seqs`) to be handed to its handler again; returns how many. */

@@ -2,7 +2,7 @@
 // and PostgreSQL stores. Parameters are `$name` markers: SQLite binds them by name, PostgreSQL
 // by position (src/store/leases.ts `positional`). `$now` is the time in ms; `$head` is the
 // backend's expression for the log's last seq.
-import type { ConsumerCheckpoint, ConsumerSummary, ParkedRow } from '../domain/types.js'
+import type { ConsumerCheckpoint, ConsumerDeletion, ConsumerSummary, ParkedRow } from '../domain/types.js'
 
 export interface CheckpointDbRow {
   name: string
@@ -42,6 +42,25 @@ export const PARK_ROW = `INSERT INTO consumer_parked (consumer, seq, attempts, e
 export const UNPARK_ROW = 'DELETE FROM consumer_parked WHERE consumer = $name AND seq = $seq'
 
 export const BUMP_LEASE = 'UPDATE leases SET token = token + 1 WHERE name = $lease'
+
+/** The consumer's lease while it is live (`$now` is the database's time in ms). */
+export const LIVE_LEASE = 'SELECT holder, expires_at FROM leases WHERE name = $lease AND expires_at > $now'
+
+export const DELETE_PARKED = 'DELETE FROM consumer_parked WHERE consumer = $name'
+
+export const DELETE_CONSUMER = 'DELETE FROM consumer_checkpoints WHERE name = $name'
+
+/** Removes a lease nobody holds (an expired or released one), so a deleted consumer leaves nothing. */
+export const DROP_IDLE_LEASE = 'DELETE FROM leases WHERE name = $lease AND expires_at <= $now'
+
+export interface LiveLeaseDbRow {
+  holder: string
+  expires_at: number
+}
+
+/** What a deletion reports, from the lease found live (if any) and the parked rows removed. */
+export const toDeletion = (found: boolean, live: LiveLeaseDbRow | undefined, deleted: boolean, parked: number): ConsumerDeletion =>
+  ({ found, deleted, parked, holder: live?.holder ?? null, expiresAt: live === undefined ? null : Number(live.expires_at) })
 
 export const LIST_CONSUMERS = `SELECT c.name, c.checkpoint, c.created_at, c.updated_at,
     (SELECT count(*) FROM consumer_parked p WHERE p.consumer = c.name) AS parked

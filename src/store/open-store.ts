@@ -11,6 +11,12 @@ export interface OpenStoreOptions {
    * version would migrate (`FST_G2SENTRY_LOG_NOT_MIGRATED`).
    */
   readOnly?: boolean
+  /**
+   * Open, for writing, only a database that already holds a g2sentry log: another program's
+   * SQLite file or a misspelled `?schema=` is refused (`FST_G2SENTRY_NO_LOG`) and nothing is
+   * created in it; a log that this version would migrate is migrated.
+   */
+  existingLog?: boolean
 }
 
 /**
@@ -19,8 +25,9 @@ export interface OpenStoreOptions {
  */
 export async function openStore (database: string, options: OpenStoreOptions = {}): Promise<G2SentryStore> {
   const readOnly = options.readOnly === true
-  if (!isPostgresUrl(database)) return sqliteStore({ filename: database, readOnly })
+  const existingLog = options.existingLog === true
+  if (!isPostgresUrl(database)) return sqliteStore({ filename: database, readOnly, existingLog })
   // Loaded only for PostgreSQL, so a command on a SQLite file starts faster.
   const { postgresStore } = await import('./postgres/postgres-store.js')
-  return postgresStore({ ...postgresTarget(database), readOnly })
+  return postgresStore({ ...postgresTarget(database), readOnly, existingLog })
 }

@@ -1,13 +1,14 @@
 // Durable consumers' checkpoints and parked rows in PostgreSQL (SQL in ../consumer-sql.ts).
 import type { G2SentryStore, LeaseFence } from '../../domain/types.js'
 import {
-  BUMP_LEASE, FENCE, LIST_CONSUMERS, LIST_PARKED, MAX_ERROR_LENGTH, OPEN_CONSUMER, PARK_ROW, RETRY_PARKED, SAVE_CHECKPOINT,
-  SELECT_CONSUMER, toCheckpoint, toParked, toSummary, UNPARK_ROW, type CheckpointDbRow, type ParkedDbRow
+  BUMP_LEASE, DELETE_CONSUMER, DELETE_PARKED, DROP_IDLE_LEASE, FENCE, LIST_CONSUMERS, LIST_PARKED, LIVE_LEASE, MAX_ERROR_LENGTH,
+  OPEN_CONSUMER, PARK_ROW, RETRY_PARKED, SAVE_CHECKPOINT, SELECT_CONSUMER, toCheckpoint, toDeletion, toParked, toSummary,
+  UNPARK_ROW, type CheckpointDbRow, type LiveLeaseDbRow, type ParkedDbRow
 } from '../consumer-sql.js'
 import { positional } from '../leases.js'
 
 type ConsumerMethods = Pick<G2SentryStore, 'openConsumer' | 'saveCheckpoint' | 'resetConsumer' | 'listConsumers' |
-  'listParked' | 'retryParked' | 'resolveParked'>
+  'deleteConsumer' | 'listParked' | 'retryParked' | 'resolveParked'>
 
 /** The part of a `pg` client these methods use. */
 export interface Queryable {
@@ -26,6 +27,12 @@ const PG_SAVE = sql(SAVE_CHECKPOINT, ['name', 'seq'])
 const PG_PARK = sql(PARK_ROW, ['name', 'seq', 'attempts', 'error'])
 const PG_UNPARK = sql(UNPARK_ROW, ['name', 'seq'])
 const PG_BUMP = sql(BUMP_LEASE, ['lease'])
+// FOR UPDATE: a renewal or takeover of the lease waits for the deletion, or the deletion sees it.
+const PG_SELECT_CONSUMER_FOR_UPDATE = `${PG_SELECT} FOR UPDATE`
+const PG_LIVE_LEASE = `${sql(LIVE_LEASE, ['lease'])} FOR UPDATE`
+const PG_DELETE_PARKED = `${sql(DELETE_PARKED, ['name'])} RETURNING seq`
+const PG_DELETE_CONSUMER = sql(DELETE_CONSUMER, ['name'])
+const PG_DROP_IDLE_LEASE = sql(DROP_IDLE_LEASE, ['lease'])
 const PG_LIST_PARKED = sql(LIST_PARKED, ['consumer', 'after', 'retry', 'limit'])
 const PG_RETRY_ALL = sql(RETRY_PARKED, ['name'])
 const PG_RETRY_SOME = `${PG_RETRY_ALL} AND seq = ANY($2::bigint[])`
@@ -61,6 +68,17 @@ export function postgresConsumers (pool: Queryable, transaction: <T>(work: (clie
     },
     async listConsumers () {
       return (await pool.query<CheckpointDbRow>(LIST_CONSUMERS)).rows.map(toSummary)
+    },
+    async deleteConsumer (name, lease, options) {
+      return transaction(async (client) => {
+        if ((await client.query(PG_SELECT_CONSUMER_FOR_UPDATE, [name])).rows.length === 0) return toDeletion(false, undefined, false, 0)
+        const { rows: [live] } = await client.query<LiveLeaseDbRow>(PG_LIVE_LEASE, [lease])
+        if (live !== undefined && options?.force !== true) return toDeletion(true, live, false, 0)
+        const { rows: parked } = await client.query(PG_DELETE_PARKED, [name])
+        await client.query(PG_DELETE_CONSUMER, [name])
+        await client.query(live === undefined ? PG_DROP_IDLE_LEASE : PG_BUMP, [lease])
+        return toDeletion(true, live, true, parked.length)
+      })
     },
     async listParked ({ consumer, afterSeq, limit, retryRequested }) {
       const retry = retryRequested === undefined ? -1 : retryRequested ? 1 : 0

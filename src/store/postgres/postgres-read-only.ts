@@ -20,14 +20,19 @@ export function logLocation (connectionString: string, schema: string | undefine
   }
 }
 
+/** Throws `FST_G2SENTRY_NO_LOG` unless `schema` holds a g2sentry log (its migrations table). */
+export async function requireLogTable (db: Queryable, schema: string, where: string): Promise<void> {
+  const { rows: [found] } = await db.query<{ table: string | null }>('SELECT to_regclass($1)::text AS table', [`${schema}.g2sentry_migrations`])
+  if (found?.table == null) throw new errors.NO_LOG(where)
+}
+
 /**
  * Checks, reading only, that `schema` holds a g2sentry log with every migration of this version
  * applied. Throws `FST_G2SENTRY_NO_LOG` when the schema or its migrations table is missing (an
  * empty database, a misspelled `?schema=`), `FST_G2SENTRY_LOG_NOT_MIGRATED` when the log is behind.
  */
 export async function requireLog (db: Queryable, schema: string, where: string): Promise<void> {
-  const { rows: [found] } = await db.query<{ table: string | null }>('SELECT to_regclass($1)::text AS table', [`${schema}.g2sentry_migrations`])
-  if (found?.table == null) throw new errors.NO_LOG(where)
+  await requireLogTable(db, schema, where)
   const { rows: applied } = await db.query<AppliedMigration>(`SELECT version, name, checksum FROM ${schema}.g2sentry_migrations ORDER BY version`)
   requireMigrated(loadMigrations(join(MIGRATIONS_ROOT, 'postgres')), applied, where)
 }

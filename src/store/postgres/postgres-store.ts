@@ -197,6 +197,7 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
     saveCheckpoint: track(store.saveCheckpoint),
     resetConsumer: track(store.resetConsumer),
     listConsumers: track(store.listConsumers),
+    deleteConsumer: track(store.deleteConsumer),
     listParked: track(store.listParked),
     retryParked: track(store.retryParked),
     resolveParked: track(store.resolveParked),

@@ -7,7 +7,7 @@ import type { AppendResult, ConditionalEvent, IncomingEvent, JobState, Quarantin
 import { errors } from '../../errors.js'
 import type { BatchOutcome } from '../group-commit.js'
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from '../migrations.js'
-import { logLocation, requireLog } from './postgres-read-only.js'
+import { logLocation, requireLog, requireLogTable } from './postgres-read-only.js'
 import {
   appendResult, contentHash, EVENT_INSERT_COLUMNS, eventParams, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, toJob,
   UPDATE_JOB_ON_CONFLICT, type ChainHead, type JobRow
@@ -45,6 +45,11 @@ export interface PoolSettings {
    * (see postgres-read-only.ts for what is refused).
    */
   readOnly?: boolean | undefined
+  /**
+   * Open only a schema that already holds a g2sentry log (else `FST_G2SENTRY_NO_LOG`): no schema
+   * or table is created, as for a misspelled `?schema=`; a log that is behind is migrated.
+   */
+  existingLog?: boolean | undefined
 }
 
 const INT8 = 20
@@ -77,8 +82,9 @@ export async function openPool (settings: PoolSettings): Promise<Pool> {
   pool.on('error', () => {})
   pool.on('connect', (client) => { client.on('error', () => {}) })
   try {
-    if (settings.readOnly === true) await requireLog(pool, schema, logLocation(settings.connectionString, settings.schema))
-    else await migrate(pool, schema)
+    const where = logLocation(settings.connectionString, settings.schema)
+    if (settings.readOnly === true) await requireLog(pool, schema, where)
+    else await migrate(pool, schema, settings.existingLog === true ? where : undefined)
   } catch (error) {
     await pool.end()
     throw error
@@ -463,7 +469,8 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
   }
 }
 
-async function migrate (pool: Pool, schema: string): Promise<void> {
+/** Brings `schema` up to date, creating it unless `existingLogAt` names the log that must already be there. */
+async function migrate (pool: Pool, schema: string, existingLogAt?: string): Promise<void> {
   const all = loadMigrations(join(MIGRATIONS_ROOT, 'postgres'))
   const client = await pool.connect()
   try {
@@ -471,6 +478,7 @@ async function migrate (pool: Pool, schema: string): Promise<void> {
     // Instances starting together migrate one at a time.
     await client.query('SELECT pg_advisory_xact_lock($1)', [LOCK_SEED])
     // CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege even when the schema exists.
+    if (existingLogAt !== undefined) await requireLogTable(client, schema, existingLogAt)
     const { rows: [found] } = await client.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema])
     if (found === undefined) await client.query(`CREATE SCHEMA ${schema}`)
     await client.query(`CREATE TABLE IF NOT EXISTS g2sentry_migrations (

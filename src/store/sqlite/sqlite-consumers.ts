@@ -2,12 +2,13 @@
 import type Database from 'better-sqlite3'
 import type { G2SentryStore, LeaseFence } from '../../domain/types.js'
 import {
-  BUMP_LEASE, FENCE, LIST_CONSUMERS, LIST_PARKED, MAX_ERROR_LENGTH, OPEN_CONSUMER, PARK_ROW, RETRY_PARKED, SAVE_CHECKPOINT,
-  SELECT_CONSUMER, toCheckpoint, toParked, toSummary, UNPARK_ROW, type CheckpointDbRow, type ParkedDbRow
+  BUMP_LEASE, DELETE_CONSUMER, DELETE_PARKED, DROP_IDLE_LEASE, FENCE, LIST_CONSUMERS, LIST_PARKED, LIVE_LEASE, MAX_ERROR_LENGTH,
+  OPEN_CONSUMER, PARK_ROW, RETRY_PARKED, SAVE_CHECKPOINT, SELECT_CONSUMER, toCheckpoint, toDeletion, toParked, toSummary,
+  UNPARK_ROW, type CheckpointDbRow, type LiveLeaseDbRow, type ParkedDbRow
 } from '../consumer-sql.js'
 
 type ConsumerMethods = Pick<G2SentryStore, 'openConsumer' | 'saveCheckpoint' | 'resetConsumer' | 'listConsumers' |
-  'listParked' | 'retryParked' | 'resolveParked'>
+  'deleteConsumer' | 'listParked' | 'retryParked' | 'resolveParked'>
 
 const HEAD = "coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)"
 
@@ -24,6 +25,11 @@ export function sqliteConsumers (db: Database.Database): ConsumerMethods {
   const listParked = db.prepare<Record<string, unknown>, ParkedDbRow>(LIST_PARKED)
   const retryAll = db.prepare(RETRY_PARKED)
   const retrySome = db.prepare(`${RETRY_PARKED} AND seq IN (SELECT value FROM json_each($seqs))`)
+
+  const liveLease = db.prepare<{ lease: string; now: number }, LiveLeaseDbRow>(LIVE_LEASE)
+  const deleteParked = db.prepare(DELETE_PARKED)
+  const deleteConsumer = db.prepare(DELETE_CONSUMER)
+  const dropIdleLease = db.prepare(DROP_IDLE_LEASE)
 
   const holds = (f: LeaseFence): boolean => fence.get({ lease: f.lease, holder: f.holder, token: f.token }) !== undefined
 
@@ -42,6 +48,17 @@ export function sqliteConsumers (db: Database.Database): ConsumerMethods {
     if (saveCheckpoint.run({ name, seq, now: Date.now() }).changes === 0) return false
     bumpLease.run({ lease })
     return true
+  })
+  const remove = db.transaction((name: string, lease: string, force: boolean) => {
+    if (selectConsumer.get({ name }) === undefined) return toDeletion(false, undefined, false, 0)
+    const now = Date.now()
+    const live = liveLease.get({ lease, now })
+    if (live !== undefined && !force) return toDeletion(true, live, false, 0)
+    const parked = deleteParked.run({ name }).changes
+    deleteConsumer.run({ name })
+    if (live === undefined) dropIdleLease.run({ lease, now })
+    else bumpLease.run({ lease })
+    return toDeletion(true, live, true, parked)
   })
   const resolve = db.transaction((consumer: string, seq: number, f: LeaseFence, failure?: { attempts: number; error: string }) => {
     if (!holds(f)) return false
@@ -62,6 +79,9 @@ export function sqliteConsumers (db: Database.Database): ConsumerMethods {
     },
     async listConsumers () {
       return listConsumers.all().map(toSummary)
+    },
+    async deleteConsumer (name, lease, options) {
+      return remove.immediate(name, lease, options?.force === true)
     },
     async listParked ({ consumer, afterSeq, limit, retryRequested }) {
       const retry = retryRequested === undefined ? -1 : retryRequested ? 1 : 0

@@ -39,6 +39,11 @@ export interface SqliteStoreOptions extends ConnectionSettings {
    * or migrated (see sqlite-read-only.ts for what is refused).
    */
   readOnly?: boolean
+  /**
+   * Open only a file that already holds a g2sentry log (else `FST_G2SENTRY_NO_LOG`), never
+   * creating one or the tables in another program's database; a log that is behind is migrated.
+   */
+  existingLog?: boolean
 }
 
 const debug = debuglog('g2sentry')
@@ -52,7 +57,7 @@ export type SqliteStore = G2SentryStore & Required<Pick<G2SentryStore, 'appendIf
 /** Opens (and, unless `readOnly`, migrates) a SQLite event store. */
 export function sqliteStore (options: SqliteStoreOptions): SqliteStore {
   const readOnly = options.readOnly === true
-  const db = readOnly ? openReadOnly(options.filename, options) : openConnection(options.filename, options, true)
+  const db = readOnly ? openReadOnly(options.filename, options) : openConnection(options.filename, options, true, options.existingLog === true)
   const writer = createWriter(db)
   const busyTimeout = options.busyTimeout ?? 5000
   // Opened and migrated with SQLite's busy timeout (nothing is served yet); from now on a locked

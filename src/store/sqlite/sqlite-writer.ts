@@ -8,6 +8,7 @@ import { errors } from '../../errors.js'
 import type { ConnectionSettings } from './settings.js'
 import type { BatchOutcome } from '../group-commit.js'
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from '../migrations.js'
+import { requireLogTable } from './sqlite-read-only.js'
 import {
   appendResult, contentHash, EVENT_INSERT_COLUMNS, eventParams, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, toJob,
   UPDATE_JOB_ON_CONFLICT, type ChainHead, type JobRow
@@ -19,12 +20,14 @@ export const UPSERT_JOB = `INSERT INTO jobs (${JOB_COLUMNS}) VALUES (?, ?, ?, ?,
 
 /**
  * Opens a connection with the store's settings: WAL, the busy timeout, `synchronous`; with
- * `migrate`, brings the schema up to date first.
+ * `migrate`, brings the schema up to date first. With `existingLog`, the file must exist and
+ * already hold a g2sentry log (`FST_G2SENTRY_NO_LOG`), checked before anything is set or created.
  */
-export function openConnection (filename: string, settings: ConnectionSettings, migrate = false): Database.Database {
-  const db = new Database(filename)
+export function openConnection (filename: string, settings: ConnectionSettings, migrate = false, existingLog = false): Database.Database {
+  const db = new Database(filename, { fileMustExist: existingLog })
   const busyTimeout = settings.busyTimeout ?? 5000
   try {
+    if (existingLog) requireLogTable(db, filename)
     db.pragma(`busy_timeout = ${busyTimeout}`)
     enableWal(db, busyTimeout)
     db.pragma(`synchronous = ${settings.synchronous ?? 'FULL'}`)
