@@ -121,8 +121,8 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
   } satisfies G2SentryDecorator)
 
   if (resolved.forward !== undefined) {
-    const { url, secret, timeoutMs, name = 'forwarder', ...forwardOptions } = resolved.forward
-    consume(name, forwardHandler({ url, secret, timeoutMs }), forwardOptions)
+    const { url, secret, timeoutMs, signing, name = 'forwarder', ...forwardOptions } = resolved.forward
+    consume(name, forwardHandler({ url, secret, timeoutMs, signing }), forwardOptions)
     app.log.info({ consumer: name, url: redactUrl(url) }, 'g2sentry: forwarding each change')
   }
 

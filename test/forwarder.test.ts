@@ -4,7 +4,10 @@
 // consume(), its option checks, its metrics and onEvent staying best-effort.
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
+import { Webhook } from 'standardwebhooks'
 import type { JobChange } from '../src/plugin/change-feed.js'
 import { assigned, buildApp, completed, memoryStream, post, started, withdrawn } from './helpers.js'
 import { distinctInOrder, startReceiver } from './receiver.js'
@@ -118,4 +121,47 @@ t.test('onEvent stays best-effort: a failing onEvent loses nothing a consumer ge
   const response = await post(app, assigned(1))
   t.equal(response.statusCode, 200, 'the delivery is acknowledged all the same')
   await until('the consumer got it', () => seen.length === 1)
+})
+
+t.test('signing standard-webhooks: a receiver verifying with the standardwebhooks package gets every change, with one id per change across retries', async (t) => {
+  const key = `whsec_${Buffer.from('a-standard-webhooks-key-32-bytes').toString('base64')}`
+  const verifier = new Webhook(key)
+  const seen: Array<{ id: string; seq: number; verified: boolean }> = []
+  let requests = 0
+  const server = createServer((request, response) => {
+    const chunks: Buffer[] = []
+    request.on('data', (chunk: Buffer) => chunks.push(chunk))
+    request.on('end', () => {
+      const body = Buffer.concat(chunks).toString('utf8')
+      let verified = true
+      try {
+        verifier.verify(body, request.headers as Record<string, string>)
+      } catch {
+        verified = false
+      }
+      seen.push({ id: String(request.headers['webhook-id']), seq: (JSON.parse(body) as JobChange).seq, verified })
+      // The first attempt at each change fails: its retry must carry the same id.
+      response.writeHead(++requests % 2 === 1 ? 500 : 204).end()
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks`
+  const app = await buildApp(t, { forward: { url, secret: key, signing: 'standard-webhooks', minBackoffMs: 10, maxBackoffMs: 50 } })
+  const applied = await traffic(app, [1])
+  await until('every change accepted', () => seen.length >= applied.length * 2)
+  t.ok(seen.every((request) => request.verified), 'every request verifies with the standardwebhooks package')
+  t.same([...new Set(seen.map((request) => request.seq))], applied, 'each change, in seq order')
+  for (const seq of applied) {
+    const ids = new Set(seen.filter((request) => request.seq === seq).map((request) => request.id))
+    t.equal(ids.size, 1, `seq ${seq}: the retry carries the first attempt's webhook-id`)
+  }
+  t.equal(new Set(seen.map((request) => request.id)).size, applied.length, 'and each change its own id')
+})
+
+t.test('signing standard-webhooks needs a whsec_ key', async (t) => {
+  await t.rejects(buildApp(t, { forward: { url: 'http://127.0.0.1:9/', secret: 'not base64 !', signing: 'standard-webhooks' } }),
+    { code: 'FST_G2SENTRY_INVALID_OPTION', message: /Standard Webhooks key/ })
+  await t.rejects(buildApp(t, { forward: { url: 'http://127.0.0.1:9/', secret: 's', signing: 'hmac' as never } }),
+    { code: 'FST_G2SENTRY_INVALID_OPTION', message: /signing must be/ })
 })

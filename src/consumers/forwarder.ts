@@ -2,6 +2,7 @@
 // G2 Sentry signs its callbacks, one at a time in seq order, until the receiver answers 2xx.
 import type { JobChange } from '../plugin/change-feed.js'
 import { signBody } from '../domain/verify-signature.js'
+import { Webhook } from 'standardwebhooks'
 import { errors } from '../errors.js'
 import { resolveConsumerOptions, type ConsumerHandler, type ConsumerOptions } from './consumer.js'
 
@@ -14,6 +15,13 @@ export interface ForwardOptions extends Omit<ConsumerOptions<'changes'>, 'delive
   name?: string
   /** How long one attempt may take, in ms (default 10000). */
   timeoutMs?: number
+  /**
+   * How requests are signed: `x-signature` (default), the hex HMAC-SHA256 of the body in
+   * `X-Signature`, as G2 Sentry signs its callbacks; or `standard-webhooks`, the Standard
+   * Webhooks headers (`webhook-id`, `webhook-timestamp`, `webhook-signature`; `secret` then is a
+   * `whsec_…` key), which ready-made verifiers check, with a replay window.
+   */
+  signing?: 'x-signature' | 'standard-webhooks'
 }
 
 /** The URL without credentials, query or fragment: what logs and errors may show. */
@@ -37,7 +45,15 @@ export function checkForwardOptions (options: ForwardOptions): void {
   if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:')) fail('url must be an http:// or https:// URL')
   if (typeof options.secret !== 'string' || options.secret === '') fail('secret must be a non-empty string')
   if (options.timeoutMs !== undefined && !(Number.isSafeInteger(options.timeoutMs) && options.timeoutMs > 0)) fail('timeoutMs must be a positive integer')
-  const { url: _url, secret: _secret, timeoutMs: _timeout, name, ...consumerOptions } = options
+  if (options.signing !== undefined && options.signing !== 'x-signature' && options.signing !== 'standard-webhooks') fail('signing must be "x-signature" or "standard-webhooks"')
+  if (options.signing === 'standard-webhooks') {
+    try {
+      new Webhook(options.secret)
+    } catch {
+      fail('secret must be a Standard Webhooks key (whsec_ followed by base64) when signing is "standard-webhooks"')
+    }
+  }
+  const { url: _url, secret: _secret, timeoutMs: _timeout, signing: _signing, name, ...consumerOptions } = options
   resolveConsumerOptions(name ?? 'forwarder', forwardHandler, consumerOptions)
 }
 
@@ -78,8 +94,16 @@ function targetOf (url: string): Target {
  * so the consumer retries it. Credentials in the URL (`https://user:password@host/path`) are sent
  * as `Authorization: Basic`; the error it throws names the URL without credentials or query.
  */
-export function forwardHandler (options: Pick<ForwardOptions, 'url' | 'secret' | 'timeoutMs'>): ConsumerHandler<'changes'> {
+export function forwardHandler (options: Pick<ForwardOptions, 'url' | 'secret' | 'timeoutMs' | 'signing'>): ConsumerHandler<'changes'> {
   const { secret } = options
+  const webhook = options.signing === 'standard-webhooks' ? new Webhook(secret) : undefined
+  // The same id on every attempt at a change, so a receiver can drop a redelivery.
+  const signatureHeaders = (body: Buffer, consumer: string, seq: number): Record<string, string> => {
+    if (webhook === undefined) return { 'x-signature': signBody(body, secret) }
+    const id = `${consumer}-${seq}`
+    const at = new Date()
+    return { 'webhook-id': id, 'webhook-timestamp': String(Math.floor(at.getTime() / 1000)), 'webhook-signature': webhook.sign(id, at, body) }
+  }
   const timeoutMs = options.timeoutMs ?? 10_000
   const target = targetOf(options.url)
   const where = redactUrl(options.url)
@@ -88,7 +112,7 @@ export function forwardHandler (options: Pick<ForwardOptions, 'url' | 'secret' |
   const scrub = (text: string): string => target.secrets.reduce((kept, part) => kept.split(part).join('[redacted]'), text)
   const headers: Record<string, string> = { 'content-type': 'application/json' }
   if (target.authorization !== undefined) headers.authorization = target.authorization
-  return async (change: JobChange, { signal }) => {
+  return async (change: JobChange, { signal, consumer }) => {
     const body = Buffer.from(JSON.stringify({
       seq: change.seq,
       jobId: change.jobId,
@@ -101,7 +125,7 @@ export function forwardHandler (options: Pick<ForwardOptions, 'url' | 'secret' |
     try {
       response = await fetch(target.href, {
         method: 'POST',
-        headers: { ...headers, 'x-signature': signBody(body, secret) },
+        headers: { ...headers, ...signatureHeaders(body, consumer, change.seq) },
         body,
         signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]),
         redirect: 'manual'
