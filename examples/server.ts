@@ -117,6 +117,15 @@ try {
   throw error
 }
 
+// Probes for an orchestrator, open like any health check (they show no job data). Liveness: the
+// process answers. Readiness: the store answers and takes writes (app.g2sentry.health()), so a
+// load balancer stops sending callbacks while another process holds the database's write lock.
+app.get('/health', async () => ({ ok: true }))
+app.get('/ready', async (_request, reply) => {
+  const report = await app.g2sentry.health()
+  return reply.code(report.ok ? 200 : 503).send(report)
+})
+
 // The live page: read once, served as it is (it follows GET /jobs/stream with EventSource).
 const livePage = readFileSync(new URL('./live.html', import.meta.url))
 app.get('/', (_request, reply) => reply.type('text/html; charset=utf-8').send(livePage))

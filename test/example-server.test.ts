@@ -5,6 +5,7 @@
 import t from 'tap'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
+import { holdWriteLock } from './lock-holder.js'
 import { exitWithin, freePort, listening, simulate, startServer, stop } from './example-process.js'
 
 /** The simulator's per-delivery lines ("job N EventType ... → STATUS ..."). */
@@ -194,4 +195,21 @@ t.test('during a rotation both the new and the previous secret are accepted', as
 
   t.same(await stop(server), { code: 0, signal: null })
   t.notOk(server.output().includes(NEW) || server.output().includes(OLD), 'neither secret appears in the server\'s output')
+})
+
+t.test('/health answers while the process runs; /ready says whether the store takes writes', async (t) => {
+  const dir = t.testdir()
+  const db = join(dir, 'g2.db')
+  const port = await freePort()
+  const server = startServer(t, { port, env: { G2SENTRY_DB: db } })
+  await listening(server)
+  t.match(await getJson(server.url('/health')), { status: 200, body: { ok: true } })
+  t.match(await getJson(server.url('/ready')), { status: 200, body: { ok: true, store: { ok: true }, writes: { ok: true } } })
+  const lock = await holdWriteLock(t, db)
+  t.match(await getJson(server.url('/ready')), { status: 503, body: { ok: false, store: { ok: true }, writes: { ok: false } } },
+    'not ready while another process holds the write lock')
+  t.match(await getJson(server.url('/health')), { status: 200 }, 'yet alive')
+  await lock.release()
+  t.match(await getJson(server.url('/ready')), { status: 200 }, 'ready once it is released')
+  t.same(await stop(server), { code: 0, signal: null })
 })
