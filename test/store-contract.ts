@@ -328,6 +328,29 @@ export function storeContract (t: Test, name: string, open: OpenStore, location:
       t.same((await store.listQuarantine({ limit: 10 })).map((row) => row.retriedSeq), [first.seq, 3])
     })
 
+    t.test('a batch that falls back to one event at a time still counts its duplicate and stale deliveries on the job', async (t) => {
+      const store = await fresh(t)
+      const body = incoming(assigned(31, { phone: '+15550000031' }), T0)
+      await store.append(body)
+      await store.append(incoming(started(31), T0 + 1))
+      const id = await store.quarantine({ reason: 'invalid_payload', detail: 'too strict', rawBody: body.rawBody, signature: body.signature, contentType: 'application/json', receivedAt: T0 })
+      await store.resolveQuarantine(id, 1)
+      // One batch: a redelivery, a late assignment, and a retry that must fail, which sends the
+      // batch down the one-event path.
+      const [duplicate, stale, refused] = await Promise.allSettled([
+        store.append(incoming(started(31), T0 + 2)),
+        store.append(incoming(assigned(31), T0 + 3)),
+        store.append({ ...incoming(assigned(32), T0 + 4), quarantineId: id })
+      ])
+      t.match(duplicate, { status: 'fulfilled', value: { outcome: 'duplicate' } })
+      t.match(stale, { status: 'fulfilled', value: { outcome: 'stale' } })
+      t.match(refused, { status: 'rejected', reason: { code: 'FST_G2SENTRY_QUARANTINE_ALREADY_RETRIED' } })
+      t.match(await store.getJob(31), { status: 'InProgress', version: 2, eventCount: 4 }, 'four deliveries counted, two applied')
+      const report = await store.rebuild({ dryRun: true })
+      t.same(report.differingJobs, [], 'the projection equals a rebuild')
+      t.same(report.outcomeMismatches, [])
+    })
+
     t.test('quarantine keeps unreadable bodies, listed in id order with paging', async (t) => {
       const store = await fresh(t)
       const bodies = [Buffer.from('{not json'), Buffer.from('{"jobId":"x"}'), Buffer.from([0xff, 0x00, 0xfe])]

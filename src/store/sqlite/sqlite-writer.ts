@@ -2,15 +2,15 @@
 // a batch of events in one transaction (src/store/group-commit.ts gathers the batches).
 import Database from 'better-sqlite3'
 import { join } from 'node:path'
-import { projectEvent } from '../../domain/project-status.js'
-import type { AppendResult, ConditionalEvent, IncomingEvent, JobState, QuarantineInput, SupersededResult } from '../../domain/types.js'
+import type { AppendResult, IncomingEvent, QuarantineInput, SupersededResult } from '../../domain/types.js'
 import { errors } from '../../errors.js'
 import type { ConnectionSettings } from './settings.js'
+import { planBatch, type PlanReads } from '../batch-plan.js'
 import type { BatchOutcome } from '../group-commit.js'
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from '../migrations.js'
 import { requireLogTable } from './sqlite-read-only.js'
 import {
-  appendResult, contentHash, EVENT_INSERT_COLUMNS, eventParams, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, toJob,
+  EVENT_INSERT_COLUMNS, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, toJob,
   UPDATE_JOB_ON_CONFLICT, type ChainHead, type JobRow
 } from '../rows.js'
 
@@ -86,80 +86,47 @@ export function createWriter (db: Database.Database): SqliteWriter {
   // Whether the batch's transaction began (its lock was had) before it failed.
   let began = false
 
+  /** What a plan reads, from this connection, inside the write transaction. */
+  const reads: PlanReads = {
+    state: (jobId) => {
+      const row = selectJob.get(jobId)
+      return row && toJob(row)
+    },
+    lastSeq: (jobId) => lastSeqOf.get(jobId)?.seq ?? 0,
+    firstSameContent: (jobId, bodyHash) => firstSameContent.get(jobId, bodyHash)?.seq ?? null
+  }
+
   /** One event, written at once: the fallback when a batch failed, one savepoint per event. */
   const append = (event: IncomingEvent): AppendResult | SupersededResult => {
-    const superseded = supersededBy(event, lastSeqOf.get(event.jobId)?.seq ?? 0)
-    if (superseded !== undefined) return superseded
     if (event.quarantineId !== undefined) claimQuarantined(event.quarantineId)
-    const current = selectJob.get(event.jobId)
-    const decision = projectEvent(current && toJob(current), event)
-    const bodyHash = contentHash(event.rawBody)
-    const sameAs = decision.outcome === 'duplicate' ? firstSameContent.get(event.jobId, bodyHash)?.seq ?? null : null
-    const { params, next } = eventParams(event, bodyHash, head, decision.outcome, sameAs)
-    insertEvent.run(params)
-    if (decision.outcome !== 'unsupported') upsertJob.run(jobParams(decision.state as JobState))
-    if (event.quarantineId !== undefined) updateQuarantine.run(next.seq, event.quarantineId)
-    head = next
-    return appendResult(decision, next.seq, event.jobId)
+    const plan = planBatch([event], head, reads)
+    for (const row of plan.rows) insertEvent.run(row)
+    for (const job of plan.jobs) upsertJob.run(jobParams(job))
+    for (const { id, seq } of plan.retried) updateQuarantine.run(seq, id)
+    head = plan.head
+    return plan.results[0] as AppendResult | SupersededResult
   }
 
   /**
-   * A batch straight through: the projection runs in memory on the jobs' states (read from the
-   * table once per batch), then one multi-row insert writes the events and one upsert the last
-   * state of each job the batch touched.
+   * A batch straight through: planned in memory on the jobs' states (each read once), then one
+   * multi-row insert writes the events and one upsert the last state of each job it changed.
    */
   const appendAll = db.transaction((events: readonly IncomingEvent[]) => {
     began = true
-    head = selectHead.get()
-    const states = new Map<number, JobState | undefined>()
-    const touched = new Set<number>()
-    // The first row of each job with each body in this batch, for a redelivery within it.
-    const firstInBatch = new Map<string, number>()
-    const rows: unknown[] = []
-    const outcomes: BatchOutcome[] = []
-    // The last seq of each job this batch wrote to, for a conditional append after it.
-    const lastInBatch = new Map<number, number>()
-    for (const event of events) {
-      const { jobId } = event
-      if ((event as Partial<ConditionalEvent>).ifLastSeq !== undefined) {
-        const superseded = supersededBy(event, lastInBatch.get(jobId) ?? lastSeqOf.get(jobId)?.seq ?? 0)
-        if (superseded !== undefined) {
-          outcomes.push({ ok: true, result: superseded })
-          continue
-        }
-      }
-      if (event.quarantineId !== undefined) claimQuarantined(event.quarantineId)
-      let current: JobState | undefined
-      if (states.has(jobId)) current = states.get(jobId)
-      else {
-        const row = selectJob.get(jobId)
-        current = row && toJob(row)
-      }
-      const decision = projectEvent(current, event)
-      const bodyHash = contentHash(event.rawBody)
-      let sameAs: number | null = null
-      if (decision.outcome === 'duplicate') {
-        sameAs = firstSameContent.get(jobId, bodyHash)?.seq ?? firstInBatch.get(`${jobId} ${bodyHash}`) ?? null
-      }
-      const { params, next } = eventParams(event, bodyHash, head, decision.outcome, sameAs)
-      if (sameAs === null) {
-        const key = `${jobId} ${bodyHash}`
-        if (!firstInBatch.has(key)) firstInBatch.set(key, next.seq)
-      }
-      for (const param of params) rows.push(param)
-      // An unsupported event leaves the state as it was (and unwritten).
-      states.set(jobId, decision.state)
-      if (decision.outcome !== 'unsupported') touched.add(jobId)
-      if (event.quarantineId !== undefined) updateQuarantine.run(next.seq, event.quarantineId)
-      head = next
-      lastInBatch.set(jobId, next.seq)
-      outcomes.push({ ok: true, result: appendResult(decision, next.seq, jobId) })
+    const claimed = new Set<number>()
+    for (const { quarantineId: id } of events) {
+      if (id === undefined) continue
+      // The same body twice in one batch (two retries at once): the one-event path fails the second.
+      if (claimed.has(id)) throw new Error(`quarantined body ${id} twice in one batch`)
+      claimed.add(id)
+      claimQuarantined(id)
     }
-    insertEvents(rows)
-    const jobs: unknown[] = []
-    for (const jobId of touched) for (const param of jobParams(states.get(jobId) as JobState)) jobs.push(param)
-    upsertJobs(jobs)
-    return outcomes
+    const plan = planBatch(events, selectHead.get(), reads)
+    insertEvents(plan.rows.flat())
+    upsertJobs(plan.jobs.flatMap(jobParams))
+    for (const { id, seq } of plan.retried) updateQuarantine.run(seq, id)
+    head = plan.head
+    return plan.results.map((result): BatchOutcome => ({ ok: true, result }))
   })
   const appendOne = db.transaction(append)
   const appendEach = db.transaction((events: readonly IncomingEvent[]): BatchOutcome[] => {
@@ -198,15 +165,6 @@ export function createWriter (db: Database.Database): SqliteWriter {
       updateQuarantine.run(seq, id)
     }
   }
-}
-
-/**
- * A conditional append (`ifLastSeq`, the reconciler's) whose job's log grew since the caller
- * looked: it is reported, and nothing is written.
- */
-function supersededBy (event: IncomingEvent, lastSeq: number): SupersededResult | undefined {
-  const { ifLastSeq } = event as Partial<ConditionalEvent>
-  return ifLastSeq === undefined || ifLastSeq === lastSeq ? undefined : { outcome: 'superseded', jobId: event.jobId, lastSeq }
 }
 
 const placeholders = (width: number) => `(${Array(width).fill('?').join(', ')})`
