@@ -16,7 +16,8 @@ import Database from 'better-sqlite3'
 import { randomSchedule, type Delivery } from '../src/simulator/schedules.js'
 import { signBody } from '../src/domain/verify-signature.js'
 import type { IncomingEvent } from '../src/domain/types.js'
-import { createWriter, openConnection } from '../src/store/sqlite/sqlite-writer.js'
+import { openConnection } from '../src/store/sqlite/sqlite-connection.js'
+import { createWriter } from '../src/store/sqlite/sqlite-writer.js'
 
 /**
  * Events per transaction, at least (whole schedules are added until it is reached). A batch's

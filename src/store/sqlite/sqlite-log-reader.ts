@@ -2,7 +2,7 @@ import type { LogRow } from '../../domain/types.js'
 import type { LogReader, LogReads } from '../log-reader.js'
 import { fromColumns, LOG_COLUMNS, type ChainHead } from '../rows.js'
 import { openReadOnly } from './sqlite-read-only.js'
-import { HEAD_SQL } from './sqlite-writer.js'
+import { HEAD_SQL } from './sqlite-connection.js'
 
 // Every column as the store reads it, but a raw body that is a blob (every one, unless edited by
 // hand) comes as hex text, decoded into a pooled Buffer: better-sqlite3 gives each blob a Buffer
