@@ -156,7 +156,7 @@ export type { G2SentryOptions, CommittedEvent, G2SentryRouteOptions, ReconcileOp
 export { PartnerApiClient, type PartnerApiClientOptions } from './partner-api/client.js'
 export type { RoundReport, JobCheck, CheckResult } from './partner-api/reconciler.js'
 export type { HealthCheck, HealthOptions, HealthReport } from './plugin/health.js'
-export type { JobChange } from './plugin/change-feed.js'
+export type { JobChange } from './domain/job-change.js'
 export {
   backoffDelay, consumerLease, startConsumer, type Consumer, type ConsumerEvents, type ConsumerHandler, type ConsumerOptions,
   type ConsumerStatus, type Delivered, type Delivery, type HandlerContext

@@ -4,7 +4,7 @@
 import t, { type Test } from 'tap'
 import { join } from 'node:path'
 import { backoffDelay, resolveConsumerOptions, startConsumer, type Consumer, type ConsumerOptions, type Delivery } from '../src/consumers/consumer.js'
-import type { JobChange } from '../src/plugin/change-feed.js'
+import type { JobChange } from '../src/domain/job-change.js'
 import type { G2SentryStore, LogRow } from '../src/domain/types.js'
 import { sqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import { assigned, completed, incoming, seedLog, started, T0 } from './store-contract.js'

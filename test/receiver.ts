@@ -6,7 +6,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Test } from 'tap'
-import type { JobChange } from '../src/plugin/change-feed.js'
+import type { JobChange } from '../src/domain/job-change.js'
 import { verifySignature } from '../src/domain/verify-signature.js'
 
 export interface Receiver {

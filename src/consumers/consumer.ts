@@ -6,7 +6,7 @@ import { hostname } from 'node:os'
 import type { G2SentryStore, LeaseFence, LogRow, ParkedRow } from '../domain/types.js'
 import { errors } from '../errors.js'
 import { watchLog } from '../log/watch-log.js'
-import { changeOfRow, type JobChange } from '../plugin/change-feed.js'
+import { changeOfRow, type JobChange } from '../domain/job-change.js'
 
 /** What a consumer hands its handler: each projection change (`applied` rows), or every log row. */
 export type Delivery = 'changes' | 'rows'

@@ -1,6 +1,6 @@
 // The forwarder: a consumer that POSTs each projection change to the user's URL, signed the way
 // G2 Sentry signs its callbacks, one at a time in seq order, until the receiver answers 2xx.
-import type { JobChange } from '../plugin/change-feed.js'
+import type { JobChange } from '../domain/job-change.js'
 import { signBody } from '../domain/verify-signature.js'
 import { Webhook } from 'standardwebhooks'
 import { errors } from '../errors.js'

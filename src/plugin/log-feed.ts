@@ -1,6 +1,7 @@
 import type { G2SentryStore } from '../domain/types.js'
 import { watchLog } from '../log/watch-log.js'
-import { changeOfRow, type ChangeFeed } from './change-feed.js'
+import { changeOfRow } from '../domain/job-change.js'
+import type { ChangeFeed } from './change-feed.js'
 
 const PAGE = 500
 

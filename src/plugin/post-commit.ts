@@ -1,6 +1,7 @@
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import type { AppendResult, JobEvent } from '../domain/types.js'
-import { changeOf, type ChangeFeed } from './change-feed.js'
+import { changeOf } from '../domain/job-change.js'
+import type { ChangeFeed } from './change-feed.js'
 import type { G2SentryMetrics } from './metrics.js'
 import type { G2SentryOptions } from './options.js'
 
