@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox'
-import { JOB_STATUSES } from './types.js'
+import { JOB_STATUSES } from './job-status.js'
 
 export const JobStatusSchema = Type.Union(JOB_STATUSES.map((status) => Type.Literal(status)))
 

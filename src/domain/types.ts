@@ -1,8 +1,8 @@
 import type { CallbackPayload } from './callback.js'
+import type { JobStatus } from './job-status.js'
 
 /** A job's status at G2 Sentry, as the callback's `jobStatus` reports it. */
-export const JOB_STATUSES = ['New', 'Assigned', 'InProgress', 'Completed', 'Canceled'] as const
-export type JobStatus = (typeof JOB_STATUSES)[number]
+export { JOB_STATUSES, type JobStatus } from './job-status.js'
 
 /** The event types G2 Sentry pushes as callbacks today; any other is logged as `unsupported`. */
 export const SUPPORTED_EVENT_TYPES = ['JobAssigned', 'JobStarted', 'JobCompleted', 'JobWithdrawed'] as const

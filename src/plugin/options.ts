@@ -1,19 +1,10 @@
-import type { FastifyRequest, RouteShorthandOptions } from 'fastify'
+import type { FastifyRequest } from 'fastify'
 import { Registry } from 'prom-client'
 import { errors } from '../errors.js'
 import type { AppendResult, G2SentryStore, JobEvent } from '../domain/types.js'
-import type { CommitSource } from './post-commit.js'
+import type { G2SentryRouteOptions } from './route-options.js'
 import { checkForwardOptions, type ForwardOptions } from '../consumers/forwarder.js'
 import type { OpenApiOptions } from './schemas.js'
-
-/**
- * Route options a user may put on the plugin's routes (the callback route, the job routes, the
- * metrics route): hooks such as `onRequest` for authentication, `config` for other plugins (e.g.
- * `{ rateLimit: false }` for @fastify/rate-limit), `logLevel`.
- */
-export type G2SentryRouteOptions = Pick<RouteShorthandOptions,
-  'onRequest' | 'preParsing' | 'preValidation' | 'preHandler' | 'preSerialization' | 'onSend' | 'onResponse' |
-  'onError' | 'onTimeout' | 'config' | 'logLevel' | 'constraints'>
 
 /** Bounds of `GET /jobs/stream` (option `stream`). */
 export interface StreamLimits {
@@ -26,6 +17,11 @@ export interface StreamLimits {
    */
   maxBuffered: number
 }
+
+export type { G2SentryRouteOptions } from './route-options.js'
+
+/** Where a committed event came from: a live callback, a retried quarantined body, or the reconciler. */
+export type CommitSource = 'callback' | 'quarantine' | 'api'
 
 /** What `onEvent` receives once an event is committed. */
 export interface CommittedEvent extends AppendResult {

@@ -3,10 +3,7 @@ import type { AppendResult, JobEvent } from '../domain/types.js'
 import { changeOf } from '../domain/job-change.js'
 import type { ChangeFeed } from './change-feed.js'
 import type { G2SentryMetrics } from './metrics.js'
-import type { G2SentryOptions } from './options.js'
-
-/** Where a committed row came from: a live callback, a quarantined body retried, or the Partner API. */
-export type CommitSource = 'callback' | 'quarantine' | 'api'
+import type { CommitSource, G2SentryOptions } from './options.js'
 
 /** One committed append, as every writer inside the plugin reports it. */
 export interface Committed {

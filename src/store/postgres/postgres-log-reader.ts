@@ -1,5 +1,5 @@
 import type { LogRow } from '../../domain/types.js'
-import type { LogReader, LogReads } from '../log-reader.js'
+import type { LogReader, LogReads } from '../log-reads.js'
 import { fromColumns, LOG_COLUMNS, type ChainHead } from '../rows.js'
 import { openPool, SELECT_HEAD, transaction, type Client } from './postgres-writer.js'
 
