@@ -50,6 +50,9 @@ export function sharedWindow (state: ReconcileState, partnerKey: string, limit: 
   }
 }
 
+/** A wait for a slot at least this long (ms) is reported (`onLongWait`). */
+const LONG_WAIT_MS = 5_000
+
 /**
  * A sliding-window limiter: a request goes out only when fewer than the limit are held in the
  * window before it, whatever window one looks at, never fixed one-minute buckets (two full
@@ -72,13 +75,16 @@ export class RateLimiter {
    * Waits until a request that may take up to `timeoutMs` may go out, and counts it; call the
    * returned function once its answer (or its failure) came.
    */
-  async acquire (timeoutMs: number): Promise<() => Promise<void>> {
+  async acquire (timeoutMs: number, signal?: AbortSignal, onLongWait?: (ms: number) => void): Promise<() => Promise<void>> {
     for (;;) {
+      signal?.throwIfAborted()
       const now = this.#clock.now()
       const heldUntil = now + timeoutMs
       const wait = await this.#window.take(now, heldUntil)
       if (wait <= 0) return () => this.#window.settle(heldUntil, this.#clock.now())
-      await this.#clock.sleep(wait)
+      // Said once per long wait, so a run that waits for a pause does not look stuck.
+      if (wait >= LONG_WAIT_MS) onLongWait?.(wait)
+      await this.#clock.sleep(wait, signal)
     }
   }
 
