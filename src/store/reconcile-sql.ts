@@ -1,6 +1,19 @@
 // The reconciler's SQL (src/partner-api/reconciler.ts), shared by both backends: written with
 // PostgreSQL's $n parameters; the SQLite store runs it through `namedParams`.
-import type { JobStatus, ReconcileCandidate } from '../domain/types.js'
+import type { JobFailure, JobStatus, ReconcileCandidate } from '../domain/types.js'
+
+/** A job whose answer was unusable is asked again after 1 minute, then 2, 4… */
+export const FAILURE_BACKOFF_MS = 60_000
+/** …up to 6 hours between two questions, however often it failed. */
+export const FAILURE_BACKOFF_CAP_MS = 6 * 3_600_000
+
+/** How long a job waits after its `failures`-th unusable answer in a row (ms). */
+export function failureBackoffMs (failures: number): number {
+  return Math.min(FAILURE_BACKOFF_CAP_MS, FAILURE_BACKOFF_MS * 2 ** Math.min(Math.max(failures - 1, 0), 20))
+}
+
+/** The most characters of a failure's description that are kept. */
+export const FAILURE_ANSWER_LENGTH = 300
 
 /** Statuses the reconciler never asks about: G2 Sentry's answer for them cannot change. */
 export const TERMINAL_STATUSES = "('Completed', 'Canceled')"
@@ -27,12 +40,14 @@ const CANDIDATE_COLUMNS = `j.job_id, j.status, ${LAST_SEQ} AS last_seq, ${LAST_A
 
 /**
  * Open jobs to ask about, most urgent first: the ambiguous ones, then those with no event and no
- * check since $1 (now − quietFor), oldest news first. $2: how many.
+ * check since $1 (now − quietFor), oldest news first. $2: how many. $3: now; a job whose answer
+ * was unusable waits until its retry time.
  */
 export const URGENT_CANDIDATES = `SELECT job_id, status, last_seq, last_at, checked_at, reason FROM (
     SELECT ${CANDIDATE_COLUMNS}, CASE WHEN ${AMBIGUOUS} THEN 'ambiguous' ELSE 'quiet' END AS reason
     FROM jobs j LEFT JOIN reconcile_checks c ON c.job_id = j.job_id
-    WHERE j.status NOT IN ${TERMINAL_STATUSES}) AS open
+    WHERE j.status NOT IN ${TERMINAL_STATUSES}
+      AND NOT EXISTS (SELECT 1 FROM reconcile_failures f WHERE f.job_id = j.job_id AND f.retry_at > $3)) AS open
   WHERE reason = 'ambiguous' OR (last_at <= $1 AND coalesce(checked_at, 0) <= $1)
   ORDER BY CASE reason WHEN 'ambiguous' THEN 0 ELSE 1 END, max_of(last_at, coalesce(checked_at, 0)), job_id
   LIMIT $2`
@@ -56,6 +71,42 @@ export const OLDEST_UNCHECKED = `SELECT $1 - min(max_of(${LAST_AT}, coalesce(c.c
 
 export const RECORD_CHECK = `INSERT INTO reconcile_checks (job_id, checked_at, checked_seq) VALUES ($1, $2, $3)
   ON CONFLICT (job_id) DO UPDATE SET checked_at = excluded.checked_at, checked_seq = excluded.checked_seq`
+
+export const CLEAR_FAILURE = 'DELETE FROM reconcile_failures WHERE job_id = $1'
+export const SELECT_FAILURE = 'SELECT failures, first_failed_at, answer FROM reconcile_failures WHERE job_id = $1'
+export const UPSERT_FAILURE = `INSERT INTO reconcile_failures (job_id, failures, first_failed_at, failed_at, retry_at, answer) VALUES ($1, $2, $3, $4, $5, $6)
+  ON CONFLICT (job_id) DO UPDATE SET failures = excluded.failures, first_failed_at = excluded.first_failed_at,
+    failed_at = excluded.failed_at, retry_at = excluded.retry_at, answer = excluded.answer`
+export const LIST_FAILURES = `SELECT job_id, failures, first_failed_at, failed_at, retry_at, answer FROM reconcile_failures
+  ORDER BY failed_at DESC, job_id LIMIT $1`
+export const COUNT_FAILURES = 'SELECT count(*) AS n FROM reconcile_failures'
+
+export interface FailureRow { job_id: number; failures: number; first_failed_at: number; failed_at: number; retry_at: number; answer: string }
+
+export const toFailure = (row: FailureRow): JobFailure => ({
+  jobId: Number(row.job_id),
+  failures: Number(row.failures),
+  firstFailedAt: Number(row.first_failed_at),
+  failedAt: Number(row.failed_at),
+  retryAt: Number(row.retry_at),
+  answer: row.answer
+})
+
+/** The values of UPSERT_FAILURE for one more failure after `previous` (the job's row, if any). */
+export function nextFailure (jobId: number, failedAt: number, answer: string, previous: Pick<FailureRow, 'failures' | 'first_failed_at' | 'answer'> | undefined): JobFailure {
+  const failures = Number(previous?.failures ?? 0) + 1
+  return {
+    jobId,
+    failures,
+    firstFailedAt: previous === undefined ? failedAt : Number(previous.first_failed_at),
+    failedAt,
+    retryAt: failedAt + failureBackoffMs(failures),
+    answer: answer.slice(0, FAILURE_ANSWER_LENGTH),
+    previous: previous?.answer
+  }
+}
+
+export const failureParams = (f: JobFailure): unknown[] => [f.jobId, f.failures, f.firstFailedAt, f.failedAt, f.retryAt, f.answer]
 
 export interface CandidateRow {
   job_id: number

@@ -2,7 +2,8 @@
 // rate-limit window. Taking a request slot locks the partner key's row, so instances take turns.
 import type { ReconcileState } from '../../domain/types.js'
 import {
-  maxOf, NAMED_CANDIDATES, OLDEST_UNCHECKED, OPEN_CANDIDATES, RECORD_CHECK, toCandidate, URGENT_CANDIDATES, type CandidateRow
+  CLEAR_FAILURE, COUNT_FAILURES, failureParams, LIST_FAILURES, maxOf, NAMED_CANDIDATES, nextFailure, OLDEST_UNCHECKED, OPEN_CANDIDATES,
+  RECORD_CHECK, SELECT_FAILURE, toCandidate, toFailure, UPSERT_FAILURE, URGENT_CANDIDATES, type CandidateRow, type FailureRow
 } from '../reconcile-sql.js'
 
 interface Client {
@@ -29,11 +30,26 @@ export function postgresReconcileState (pool: Pool, track: Track): ReconcileStat
       }
       const { rows } = query.allOpen === true
         ? await pool.query<CandidateRow>(OPEN, [query.afterJobId ?? 0, query.limit])
-        : await pool.query<CandidateRow>(URGENT, [query.now - query.quietFor, query.limit])
+        : await pool.query<CandidateRow>(URGENT, [query.now - query.quietFor, query.limit, query.now])
       return rows.map(toCandidate)
     },
     async recordCheck (jobId, checkedAt, checkedSeq) {
       await pool.query(RECORD_CHECK, [jobId, checkedAt, checkedSeq])
+      await pool.query(CLEAR_FAILURE, [jobId])
+    },
+    async recordFailure (jobId, failedAt, answer) {
+      // Only the lease holder writes failures, so reading the previous row first is safe.
+      const { rows: [previous] } = await pool.query<FailureRow>(SELECT_FAILURE, [jobId])
+      const failure = nextFailure(jobId, failedAt, answer, previous)
+      await pool.query(UPSERT_FAILURE, failureParams(failure))
+      return failure
+    },
+    async failures (limit) {
+      return (await pool.query<FailureRow>(LIST_FAILURES, [limit])).rows.map(toFailure)
+    },
+    async failingJobs () {
+      const { rows: [row] } = await pool.query<{ n: string | number }>(COUNT_FAILURES)
+      return Number(row?.n ?? 0)
     },
     async oldestUnchecked (now) {
       const { rows: [row] } = await pool.query<{ age: number | null }>(OLDEST, [now])
@@ -87,6 +103,9 @@ export function postgresReconcileState (pool: Pool, track: Track): ReconcileStat
     takeRequestSlot: track(state.takeRequestSlot),
     settleRequest: track(state.settleRequest),
     pauseRequests: track(state.pauseRequests),
-    requestTimes: track(state.requestTimes)
+    requestTimes: track(state.requestTimes),
+    recordFailure: track(state.recordFailure),
+    failures: track(state.failures),
+    failingJobs: track(state.failingJobs)
   }
 }
