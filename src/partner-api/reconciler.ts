@@ -97,6 +97,11 @@ export class Reconciler {
     this.#clock = options.clock ?? systemClock
   }
 
+  /** Aborts the request and any wait under way, at once; the round stops and no request starts after it. */
+  close (): void {
+    this.#options.client.close()
+  }
+
   /** The most urgent jobs, at most `limit`: ambiguous ones, then quiet ones, oldest first. */
   async urgent (limit: number): Promise<ReconcileCandidate[]> {
     return this.#state.candidates({ now: this.#clock.now(), quietFor: this.#options.quietFor, limit })
@@ -117,7 +122,7 @@ export class Reconciler {
     const checks: JobCheck[] = []
     for (const candidate of candidates) {
       // The loop stops a round once its lease is lost, so two processes never ask at once.
-      if (options.proceed?.() === false) break
+      if (options.proceed?.() === false || this.#options.client.closed) break
       try {
         const check = await this.#checkOne(candidate, options.dryRun === true)
         checks.push(check)
