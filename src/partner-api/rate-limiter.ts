@@ -14,16 +14,19 @@ export interface RequestWindow {
 
 /**
  * A window in this process only: enough for one process alone (the CLI without a database
- * to share, the tests of the limiter itself).
+ * to share, the tests of the limiter itself). With `others`, the send times other processes
+ * hold since a time count too, read and never written (the dry run of `g2sentry reconcile`).
  */
-export function memoryWindow (limit: number, windowMs: number): RequestWindow {
+export function memoryWindow (limit: number, windowMs: number, others?: (since: number) => Promise<number[]>): RequestWindow {
   let held: number[] = []
   let pausedUntil = 0
   return {
     async take (now, heldUntil) {
       if (pausedUntil > now) return pausedUntil - now
-      held = held.filter((at) => at > now - windowMs).sort((a, b) => a - b)
-      if (held.length >= limit) return Math.max((held[held.length - limit] as number) + windowMs - now, 1)
+      held = held.filter((at) => at > now - windowMs)
+      const times = others === undefined ? held : [...held, ...await others(now - windowMs + 1)]
+      times.sort((a, b) => a - b)
+      if (times.length >= limit) return Math.max((times[times.length - limit] as number) + windowMs - now, 1)
       held.push(heldUntil)
       return 0
     },
