@@ -38,18 +38,23 @@ const AMBIGUOUS = `(
 
 const CANDIDATE_COLUMNS = `j.job_id, j.status, ${LAST_SEQ} AS last_seq, ${LAST_AT} AS last_at, c.checked_at`
 
+const QUEUED = (reason: 'ambiguous' | 'quiet', where: string): string => `SELECT * FROM (
+    SELECT q.job_id, j.status, q.last_seq, q.last_at, q.checked_at, q.news_at, '${reason}' AS reason
+    FROM reconcile_queue q JOIN jobs j ON j.job_id = q.job_id
+    WHERE q.ambiguous = ${reason === 'ambiguous' ? 1 : 0} AND ${where} q.retry_at <= $3
+    ORDER BY q.news_at, q.job_id LIMIT $2) AS ${reason}`
+
 /**
  * Open jobs to ask about, most urgent first: the ambiguous ones, then those with no event and no
  * check since $1 (now − quietFor), oldest news first. $2: how many. $3: now; a job whose answer
- * was unusable waits until its retry time.
+ * was unusable waits until its retry time. Two walks of the index reconcile_queue_due, each
+ * stopping after $2 rows: the cost does not grow with the open jobs or the log.
  */
 export const URGENT_CANDIDATES = `SELECT job_id, status, last_seq, last_at, checked_at, reason FROM (
-    SELECT ${CANDIDATE_COLUMNS}, CASE WHEN ${AMBIGUOUS} THEN 'ambiguous' ELSE 'quiet' END AS reason
-    FROM jobs j LEFT JOIN reconcile_checks c ON c.job_id = j.job_id
-    WHERE j.status NOT IN ${TERMINAL_STATUSES}
-      AND NOT EXISTS (SELECT 1 FROM reconcile_failures f WHERE f.job_id = j.job_id AND f.retry_at > $3)) AS open
-  WHERE reason = 'ambiguous' OR (last_at <= $1 AND coalesce(checked_at, 0) <= $1)
-  ORDER BY CASE reason WHEN 'ambiguous' THEN 0 ELSE 1 END, max_of(last_at, coalesce(checked_at, 0)), job_id
+    ${QUEUED('ambiguous', '')}
+    UNION ALL
+    ${QUEUED('quiet', 'q.news_at <= $1 AND')}) AS due
+  ORDER BY CASE reason WHEN 'ambiguous' THEN 0 ELSE 1 END, news_at, job_id
   LIMIT $2`
 
 /** Every open job after job $1, in job order, $2 of them (the CLI's full pass). */
@@ -64,14 +69,19 @@ export const NAMED_CANDIDATES = (ids: readonly number[]): string => `SELECT ${CA
   WHERE j.job_id IN (${ids.map((id) => String(Math.trunc(id))).join(', ')})
   ORDER BY j.job_id`
 
-/** The age of the open job that has gone longest without an event or a check, at $1. */
-export const OLDEST_UNCHECKED = `SELECT $1 - min(max_of(${LAST_AT}, coalesce(c.checked_at, 0))) AS age
-  FROM jobs j LEFT JOIN reconcile_checks c ON c.job_id = j.job_id
-  WHERE j.status NOT IN ${TERMINAL_STATUSES}`
+/** The age of the open job that has gone longest without an event or a check, at $1 (two index lookups). */
+export const OLDEST_UNCHECKED = `SELECT $1 - min(oldest) AS age FROM (
+    SELECT min(news_at) AS oldest FROM reconcile_queue WHERE ambiguous = 0
+    UNION ALL SELECT min(news_at) FROM reconcile_queue WHERE ambiguous = 1) AS queue`
 
 export const RECORD_CHECK = `INSERT INTO reconcile_checks (job_id, checked_at, checked_seq) VALUES ($1, $2, $3)
   ON CONFLICT (job_id) DO UPDATE SET checked_at = excluded.checked_at, checked_seq = excluded.checked_seq`
 
+/** The job's queue row after a usable answer at $2 covering the log up to $3 (nothing for a closed job). */
+export const QUEUE_CHECKED = `UPDATE reconcile_queue SET checked_at = $2, checked_seq = $3, news_at = max_of(last_at, $2),
+  ambiguous = CASE WHEN ambiguous_seq > $3 THEN 1 ELSE 0 END, retry_at = 0 WHERE job_id = $1`
+/** The job's queue row after an unusable answer: left alone until $2. */
+export const QUEUE_RETRY_AT = 'UPDATE reconcile_queue SET retry_at = $2 WHERE job_id = $1'
 export const CLEAR_FAILURE = 'DELETE FROM reconcile_failures WHERE job_id = $1'
 export const SELECT_FAILURE = 'SELECT failures, first_failed_at, answer FROM reconcile_failures WHERE job_id = $1'
 export const UPSERT_FAILURE = `INSERT INTO reconcile_failures (job_id, failures, first_failed_at, failed_at, retry_at, answer) VALUES ($1, $2, $3, $4, $5, $6)

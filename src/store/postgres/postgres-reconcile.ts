@@ -3,7 +3,7 @@
 import type { ReconcileState } from '../../domain/types.js'
 import {
   CLEAR_FAILURE, COUNT_FAILURES, failureParams, LIST_FAILURES, maxOf, NAMED_CANDIDATES, nextFailure, OLDEST_UNCHECKED, OPEN_CANDIDATES,
-  RECORD_CHECK, SELECT_FAILURE, toCandidate, toFailure, UPSERT_FAILURE, URGENT_CANDIDATES, type CandidateRow, type FailureRow
+  QUEUE_CHECKED, QUEUE_RETRY_AT, RECORD_CHECK, SELECT_FAILURE, toCandidate, toFailure, UPSERT_FAILURE, URGENT_CANDIDATES, type CandidateRow, type FailureRow
 } from '../reconcile-sql.js'
 
 interface Client {
@@ -19,6 +19,7 @@ type Track = <A extends unknown[], R>(operation: (...args: A) => Promise<R>) => 
 const URGENT = maxOf(URGENT_CANDIDATES, 'postgres')
 const OPEN = maxOf(OPEN_CANDIDATES, 'postgres')
 const OLDEST = maxOf(OLDEST_UNCHECKED, 'postgres')
+const QUEUE_CHECKED_PG = maxOf(QUEUE_CHECKED, 'postgres')
 
 /** `track` keeps the store's close waiting for operations under way. */
 export function postgresReconcileState (pool: Pool, track: Track): ReconcileState {
@@ -36,12 +37,14 @@ export function postgresReconcileState (pool: Pool, track: Track): ReconcileStat
     async recordCheck (jobId, checkedAt, checkedSeq) {
       await pool.query(RECORD_CHECK, [jobId, checkedAt, checkedSeq])
       await pool.query(CLEAR_FAILURE, [jobId])
+      await pool.query(QUEUE_CHECKED_PG, [jobId, checkedAt, checkedSeq])
     },
     async recordFailure (jobId, failedAt, answer) {
       // Only the lease holder writes failures, so reading the previous row first is safe.
       const { rows: [previous] } = await pool.query<FailureRow>(SELECT_FAILURE, [jobId])
       const failure = nextFailure(jobId, failedAt, answer, previous)
       await pool.query(UPSERT_FAILURE, failureParams(failure))
+      await pool.query(QUEUE_RETRY_AT, [jobId, failure.retryAt])
       return failure
     },
     async failures (limit) {

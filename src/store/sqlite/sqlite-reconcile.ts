@@ -4,7 +4,7 @@ import type Database from 'better-sqlite3'
 import type { ReconcileState } from '../../domain/types.js'
 import {
   CLEAR_FAILURE, COUNT_FAILURES, failureParams, LIST_FAILURES, maxOf, NAMED_CANDIDATES, namedParams, nextFailure, OLDEST_UNCHECKED,
-  OPEN_CANDIDATES, RECORD_CHECK, SELECT_FAILURE, toCandidate, toFailure, UPSERT_FAILURE, URGENT_CANDIDATES,
+  OPEN_CANDIDATES, QUEUE_CHECKED, QUEUE_RETRY_AT, RECORD_CHECK, SELECT_FAILURE, toCandidate, toFailure, UPSERT_FAILURE, URGENT_CANDIDATES,
   type CandidateRow, type FailureRow
 } from '../reconcile-sql.js'
 
@@ -18,6 +18,8 @@ export function sqliteReconcileState (db: Database.Database): ReconcileState {
   const oldest = prepare<{ age: number | null }>(OLDEST_UNCHECKED)
   const record = prepare(RECORD_CHECK)
   const clearFailure = prepare(CLEAR_FAILURE)
+  const queueChecked = prepare(QUEUE_CHECKED)
+  const queueRetryAt = prepare(QUEUE_RETRY_AT)
   const selectFailure = prepare<FailureRow>(SELECT_FAILURE)
   const upsertFailure = prepare(UPSERT_FAILURE)
   const listFailures = prepare<FailureRow>(LIST_FAILURES)
@@ -27,12 +29,16 @@ export function sqliteReconcileState (db: Database.Database): ReconcileState {
     check.statement.run(check.params)
     const clear = clearFailure(jobId)
     clear.statement.run(clear.params)
+    const queue = queueChecked(jobId, checkedAt, checkedSeq)
+    queue.statement.run(queue.params)
   })
   const failed = db.transaction((jobId: number, failedAt: number, answer: string) => {
     const previous = selectFailure(jobId)
     const failure = nextFailure(jobId, failedAt, answer, previous.statement.get(previous.params))
     const upsert = upsertFailure(...failureParams(failure))
     upsert.statement.run(upsert.params)
+    const queue = queueRetryAt(jobId, failure.retryAt)
+    queue.statement.run(queue.params)
     return failure
   })
 
