@@ -23,7 +23,7 @@ export const errors = {
   READ_TOKEN_REQUIRED: createError('FST_G2SENTRY_READ_TOKEN_REQUIRED', 'This route needs the read token: Authorization: Bearer <token>', 401),
   MIGRATION_REFUSED: createError('FST_G2SENTRY_MIGRATION_REFUSED', '%s', 500),
   PARTNER_CREDENTIALS_REFUSED: createError('FST_G2SENTRY_PARTNER_CREDENTIALS_REFUSED', 'G2 Sentry refused the partner key and secret (HTTP %d at %s)', 500),
-  PARTNER_API_UNAVAILABLE: createError('FST_G2SENTRY_PARTNER_API_UNAVAILABLE', 'G2 Sentry\'s Partner API did not answer %s: %s', 503),
+  PARTNER_API_UNAVAILABLE: createError('FST_G2SENTRY_PARTNER_API_UNAVAILABLE', 'G2 Sentry\'s Partner API gave no usable answer to %s: %s', 503),
   PARTNER_API_UNUSABLE_ANSWER: createError('FST_G2SENTRY_PARTNER_API_UNUSABLE_ANSWER', 'G2 Sentry answered %s with %s', 502),
   PARTNER_API_REDIRECTED: createError('FST_G2SENTRY_PARTNER_API_REDIRECTED', 'G2 Sentry\'s Partner API answered %s with HTTP %d, a redirect to %s; redirects are never followed (is the base URL right?)', 502),
   RECONCILE_STOPPED: createError('FST_G2SENTRY_RECONCILE_STOPPED', 'The reconciler is stopping: %s', 503),

@@ -125,15 +125,17 @@ t.test('an unusable answer for one job: the run goes on, says what G2 Sentry ans
   await store.close()
 })
 
-t.test('a long run says how far it got on stderr', async (t) => {
+t.test('a long run says how far it got, and why it waits, on stderr', async (t) => {
   const database = join(t.testdir(), 'g2.db')
   await writeLog(t, database)
   const fake = await startFake(t)
   fake.slow(2200, /status/)
+  fake.answer(/^\/jobs\/11\/status$/, { status: 429, headers: { 'retry-after': '1' } }, 1)
   const env = cliEnv({ G2SENTRY_API_URL: fake.url, G2SENTRY_PARTNER_KEY: fake.partnerKey, G2SENTRY_PARTNER_SECRET: fake.partnerSecret })
   const run = await runCli(['reconcile', '--db', database], { env })
   t.equal(run.code, 0, run.stderr)
-  t.match(run.stderr, /g2sentry reconcile: [56] jobs asked about in 1\d s, 0 unusable answers so far/)
+  t.match(run.stderr, /g2sentry reconcile: \d jobs asked about in 1\d s, 0 unusable answers so far/)
+  t.match(run.stderr, /g2sentry reconcile: the Partner API answered 429; pausing every request \{"endpoint":"status","waitMs":1000/, 'a pause is said, not waited silently')
 })
 
 t.test('--api must be an http(s) URL: a usage error', async (t) => {

@@ -316,6 +316,7 @@ export class PartnerApiClient {
       }).catch((error: unknown) => { throw this.#stopped(error) })
       let result: RequestResult
       let answer: Answer | undefined
+      let failed = ''
       const abort = new AbortController()
       try {
         const response = await fetch(this.#base + path, {
@@ -327,6 +328,8 @@ export class PartnerApiClient {
         result = read === undefined ? 'too_large' : resultOf(response.status)
       } catch (error) {
         result = closing.aborted ? 'aborted' : (error as Error).name === 'TimeoutError' ? 'timeout' : 'network_error'
+        const cause = (error as { cause?: { code?: unknown } }).cause?.code
+        failed = result === 'timeout' ? `no answer within ${timeoutMs} ms (timeout)` : `a network error${typeof cause === 'string' ? ` (${cause})` : ''}`
       }
       await settle()
       onRequest?.(endpoint, result)
@@ -342,7 +345,7 @@ export class PartnerApiClient {
         continue
       }
       if (answer !== undefined && (result !== 'server_error' || failures >= retries)) return answer
-      if (++failures > retries) throw new errors.PARTNER_API_UNAVAILABLE(path, result)
+      if (++failures > retries) throw new errors.PARTNER_API_UNAVAILABLE(path, `${failed}, ${failures} attempts`)
       const wait = Math.floor(Math.random() * backoffMs * 2 ** (failures - 1))
       log?.warn({ endpoint, result, status: answer?.status, attempt: failures, waitMs: wait }, 'g2sentry: Partner API request failed; backing off')
       await this.#clock.sleep(wait, closing).catch((error: unknown) => { throw this.#stopped(error) })
