@@ -273,6 +273,23 @@ export function reconcilerBehaviour (t: Test, place: Place): void {
     t.ok(warned.every((l) => typeof l.answered === 'string'))
   })
 
+  t.test('a 5xx for two jobs in a row is an outage: the round stops instead of making every job back off', async (t) => {
+    const { app, fake } = await setup(t, place)
+    for (const jobId of [1, 2, 3]) {
+      await deliver(t, app, assigned(jobId))
+      fake.setStatus(jobId, 'Canceled')
+    }
+    fake.answer(/^\/jobs\/\d+\/status$/, { status: 503 })
+    const report = await app.g2sentry.reconcile()
+    t.same(report?.checks.map((c) => [c.jobId, c.result]), [[1, 'unusable'], [2, 'error']])
+    t.match(report?.stopped, { code: 'FST_G2SENTRY_PARTNER_API_UNUSABLE_ANSWER', message: /HTTP 503 after 4 attempts/ })
+    t.same((await app.g2sentry.store.reconcileState?.failures(10))?.map((f) => f.jobId), [1], 'only the first is recorded as the job\'s failure')
+    t.equal(asked(fake, 3), 0, 'job 3 was not asked')
+    fake.clearAnswers()
+    const next = await app.g2sentry.reconcile()
+    t.same(next?.checks.map((c) => [c.jobId, c.result]), [[2, 'reconciled'], [3, 'reconciled']], 'once G2 Sentry is back, the jobs not backing off converge at once')
+  })
+
   t.test('the reconcile option is checked at registration', async (t) => {
     const base = { baseUrl: 'http://127.0.0.1:1', partnerKey: 'k', partnerSecret: 'very-secret-value' }
     const cases: Array<[string, unknown, RegExp]> = [

@@ -208,7 +208,7 @@ export class PartnerApiClient {
     // `answered` is what the reconciler records for the job: built here, never from a token.
     const unusable = (what: string) => Object.assign(new errors.PARTNER_API_UNUSABLE_ANSWER(path, what), { answered: what })
     if (answer.status >= 300 && answer.status < 400) throw unusable(`HTTP ${answer.status}, a redirect to ${originOf(answer.location, this.#base)} (not followed)`)
-    if (answer.status >= 500) throw unusable(`HTTP ${answer.status} after ${answer.attempts} attempts`)
+    if (answer.status >= 500) throw Object.assign(unusable(`HTTP ${answer.status} after ${answer.attempts} attempts`), { serverError: true })
     if (answer.status !== 200) throw unusable(`HTTP ${answer.status}`)
     if (answer.body === undefined) throw unusable(`HTTP 200 and an answer over ${this.#options.maxAnswerBytes} bytes (not read further)`)
     const judged = judgeStatusAnswer(answer.body, jobId)

@@ -115,21 +115,28 @@ export class Reconciler {
   /**
    * Asks about each candidate in turn. An unusable answer for one job is recorded for that job
    * (which then backs off) and the round goes on; the round stops at the first error that would
-   * fail every other question too (refused credentials, the API unavailable after its retries,
-   * a redirected login, the client closed).
+   * fail every other question too (refused credentials, the API unreachable after its retries,
+   * a redirected login, the client closed), and at a second job in a row answered with a 5xx
+   * after the retries (that one is not recorded).
    */
   async check (candidates: readonly ReconcileCandidate[], options: { dryRun?: boolean; proceed?: () => boolean } = {}): Promise<RoundReport> {
     const checks: JobCheck[] = []
+    let lastServerError = false
     for (const candidate of candidates) {
       // The loop stops a round once its lease is lost, so two processes never ask at once.
       if (options.proceed?.() === false || this.#options.client.closed) break
       try {
         const check = await this.#checkOne(candidate, options.dryRun === true)
+        lastServerError = false
         checks.push(check)
         this.#options.onCheck?.(check)
       } catch (error) {
-        if ((error as { code?: string }).code === UNUSABLE) {
-          const check = await this.#unusable(candidate, (error as { answered: string }).answered, options.dryRun === true)
+        const { code, answered, serverError } = error as { code?: string; answered: string; serverError?: boolean }
+        // A 5xx for two jobs in a row is the API down, not the jobs: stop rather than make every
+        // open job back off for an outage.
+        if (code === UNUSABLE && !(serverError === true && lastServerError)) {
+          lastServerError = serverError === true
+          const check = await this.#unusable(candidate, answered, options.dryRun === true)
           checks.push(check)
           this.#options.onCheck?.(check)
           continue
