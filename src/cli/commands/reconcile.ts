@@ -91,11 +91,12 @@ run), or when G2 Sentry refused the credentials or could not be reached (the run
       const client = dryRun
         ? new PartnerApiClient({ ...options, window: memoryWindow(REQUESTS_PER_MINUTE, WINDOW_MS, (since) => state.requestTimes(partnerKey, since)) })
         : (await import('../../partner-api/start.js')).sharedClient(store, options, { log: stderrLog })
-      const reconciler = new Reconciler({ store, client, quietFor: 0 })
+      const tally = progress()
+      const reconciler = new Reconciler({ store, client, quietFor: 0, onCheck: tally.add })
       const interrupt = () => reconciler.close()
       process.once('SIGINT', interrupt).once('SIGTERM', interrupt)
       try {
-        return await run(store, reconciler, jobIds, dryRun, out)
+        return await run(store, reconciler, tally.counts, jobIds, dryRun, out)
       } finally {
         process.off('SIGINT', interrupt).off('SIGTERM', interrupt)
       }
@@ -112,32 +113,39 @@ const isHttpUrl = (value: string): boolean => {
   }
 }
 
-async function run (store: G2SentryStore, reconciler: Reconciler, jobIds: number[] | undefined, dryRun: boolean, out: Out): Promise<number> {
+/** Counts each check as it comes and says how far the run got on stderr, every so many jobs or seconds. */
+function progress (): { counts: Map<JobCheck['result'], number>; add: (check: JobCheck) => void } {
   const counts = new Map<JobCheck['result'], number>()
-  const pages = jobIds === undefined ? openJobs(store) : named(store, jobIds, out)
   const started = Date.now()
   let asked = 0
   let said = { jobs: 0, at: started }
-  for await (const page of pages) {
-    // One job at a time, so progress is said however slowly the rate limit lets the run go.
-    for (const candidate of page) {
-      const report = await reconciler.check([candidate], { dryRun })
-      for (const check of report.checks) {
-        asked++
-        counts.set(check.result, (counts.get(check.result) ?? 0) + 1)
-        const line = describeCheck(check, dryRun)
-        if (line !== undefined) await out(line)
-      }
-      if (report.stopped !== undefined) {
-        await out(`stopped: ${report.stopped.message}`)
-        await out(summary(counts, dryRun))
-        return 1
-      }
+  return {
+    counts,
+    add (check) {
+      asked++
+      counts.set(check.result, (counts.get(check.result) ?? 0) + 1)
       const now = Date.now()
       if (asked - said.jobs >= PROGRESS_EVERY_JOBS || now - said.at >= PROGRESS_EVERY_MS) {
         said = { jobs: asked, at: now }
         stderr(`g2sentry reconcile: ${asked} jobs asked about in ${Math.round((now - started) / 1000)} s, ${counts.get('unusable') ?? 0} unusable answers so far`)
       }
+    }
+  }
+}
+
+async function run (store: G2SentryStore, reconciler: Reconciler, counts: Map<JobCheck['result'], number>, jobIds: number[] | undefined,
+  dryRun: boolean, out: Out): Promise<number> {
+  const pages = jobIds === undefined ? openJobs(store) : named(store, jobIds, out)
+  for await (const page of pages) {
+    const report = await reconciler.check(page, { dryRun })
+    for (const check of report.checks) {
+      const line = describeCheck(check, dryRun)
+      if (line !== undefined) await out(line)
+    }
+    if (report.stopped !== undefined) {
+      await out(`stopped: ${report.stopped.message}`)
+      await out(summary(counts, dryRun))
+      return 1
     }
   }
   await out(summary(counts, dryRun))
