@@ -266,6 +266,10 @@ export function reconcilerBehaviour (t: Test, place: Place): void {
       faults.map(([jobId]) => [jobId, jobId === 11 ? 'unusable' : 'reconciled']), 'asked again after the backoff')
     for (const [jobId] of faults) t.equal(await statusOf(app, jobId), jobId === 11 ? 'Assigned' : 'Canceled', `job ${jobId}`)
     t.match(await state?.failures(100), [{ jobId: 11, failures: 2, retryAt: later + 2 * FAILURE_BACKOFF_MS }], 'a good answer clears a failure; a second failure doubles the wait')
+    // Job 11 completes by callback: nobody will ask about it again, so its failure goes too.
+    await deliver(t, app, completed(11))
+    t.same(await state?.failures(100), [], 'a job that closed is no longer failing')
+    t.match((await app.inject({ url: '/metrics' })).body, /g2sentry_reconcile_failing_jobs 0/)
 
     const warned = log.lines.map((l) => JSON.parse(l) as { msg: string; jobId?: number; answered?: string })
       .filter((l) => /answer about a job is unusable/.test(l.msg))

@@ -26,8 +26,9 @@ CREATE TABLE reconcile_queue (
 CREATE INDEX reconcile_queue_due ON reconcile_queue (ambiguous, news_at, job_id);
 
 -- A row of an open job updates its queue row; an applied row creates it (a job's first row); an
--- applied Completed or Canceled removes it for good (a terminal status never moves). Rows of a
--- terminal job (stale, duplicates) find no queue row and add none.
+-- applied Completed or Canceled removes it for good (a terminal status never moves), and the
+-- job's failure record with it (nobody asks about it again). Rows of a terminal job (stale,
+-- duplicates) find no queue row and add none.
 -- The function keeps the schema it was created in (SET search_path FROM CURRENT): a row inserted
 -- by a session with another search_path still reaches this schema's queue.
 CREATE FUNCTION reconcile_queue_on_event() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
@@ -54,6 +55,7 @@ BEGIN
   END IF;
   IF NEW.outcome = 'applied' AND NEW.job_status IN ('Completed', 'Canceled') THEN
     DELETE FROM reconcile_queue WHERE job_id = NEW.job_id;
+    DELETE FROM reconcile_failures WHERE job_id = NEW.job_id;
   END IF;
   RETURN NULL;
 END

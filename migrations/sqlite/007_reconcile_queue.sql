@@ -26,8 +26,9 @@ CREATE TABLE reconcile_queue (
 CREATE INDEX reconcile_queue_due ON reconcile_queue (ambiguous, news_at, job_id);
 
 -- A row of an open job updates its queue row; an applied row creates it (a job's first row); an
--- applied Completed or Canceled removes it for good (a terminal status never moves). Rows of a
--- terminal job (stale, duplicates) find no queue row and add none.
+-- applied Completed or Canceled removes it for good (a terminal status never moves), and the
+-- job's failure record with it (nobody asks about it again). Rows of a terminal job (stale,
+-- duplicates) find no queue row and add none.
 CREATE TRIGGER reconcile_queue_on_event AFTER INSERT ON events
 BEGIN
   UPDATE reconcile_queue SET
@@ -45,6 +46,7 @@ BEGIN
       CASE WHEN NEW.event_type <> 'JobAssigned' THEN NEW.seq ELSE 0 END, NEW.received_at, NEW.event_type <> 'JobAssigned'
     WHERE NEW.outcome = 'applied' AND NOT EXISTS (SELECT 1 FROM reconcile_queue WHERE job_id = NEW.job_id);
   DELETE FROM reconcile_queue WHERE job_id = NEW.job_id AND NEW.outcome = 'applied' AND NEW.job_status IN ('Completed', 'Canceled');
+  DELETE FROM reconcile_failures WHERE job_id = NEW.job_id AND NEW.outcome = 'applied' AND NEW.job_status IN ('Completed', 'Canceled');
 END;
 
 -- The open jobs of a log written before this migration, with what the old queries computed.

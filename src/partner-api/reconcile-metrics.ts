@@ -46,7 +46,7 @@ export function reconcileMetrics (registry: Registry, state: ReconcileState): Re
   })
   new Gauge({
     name: 'g2sentry_reconcile_failing_jobs',
-    help: 'Open or closed jobs whose last status answer from G2 Sentry was unusable (unknown status, another job, not JSON, 4xx, 5xx, redirect, too large); each backs off',
+    help: 'Jobs whose last status answer from G2 Sentry was unusable (unknown status, another job, not JSON, 4xx, 5xx, redirect, too large) and that have not closed since; each backs off',
     registers: [registry],
     async collect () {
       this.set(await state.failingJobs())
