@@ -45,7 +45,7 @@ t.test('SQLite: the migration builds the queue the trigger kept', async (t) => {
   const db = new Database(database)
   const live = db.prepare(QUEUE).all() as Array<{ job_id: number; ambiguous: number }>
   t.same(live.map((r) => [r.job_id, r.ambiguous]), [[1, 0], [2, 0], [3, 0], [4, 0], [7, 0], [8, 0]], 'open jobs only; every ambiguity checked')
-  db.exec("DROP TRIGGER reconcile_queue_on_event; DROP TABLE reconcile_queue; DELETE FROM g2sentry_migrations WHERE name = '007_reconcile_queue.sql'")
+  db.exec("DROP TRIGGER reconcile_queue_on_event; DROP TRIGGER reconcile_queue_on_applied; DROP TRIGGER reconcile_queue_on_closed; DROP TABLE reconcile_queue; DELETE FROM g2sentry_migrations WHERE name = '007_reconcile_queue.sql'")
   db.close()
   const store = await openStore(database)
   await store.close()

@@ -40,13 +40,21 @@ BEGIN
     news_at = max(news_at, NEW.received_at),
     ambiguous = (CASE WHEN NEW.outcome = 'stale' OR (NEW.event_type = 'JobWithdrawed' AND NEW.outcome = 'applied' AND assignments >= 2)
       THEN NEW.seq ELSE ambiguous_seq END) > checked_seq
-  WHERE job_id = NEW.job_id;
-  INSERT INTO reconcile_queue (job_id, last_seq, last_at, assignments, ambiguous_seq, news_at, ambiguous)
-    SELECT NEW.job_id, NEW.seq, NEW.received_at, NEW.event_type = 'JobAssigned',
-      CASE WHEN NEW.event_type <> 'JobAssigned' THEN NEW.seq ELSE 0 END, NEW.received_at, NEW.event_type <> 'JobAssigned'
-    WHERE NEW.outcome = 'applied' AND NOT EXISTS (SELECT 1 FROM reconcile_queue WHERE job_id = NEW.job_id);
-  DELETE FROM reconcile_queue WHERE job_id = NEW.job_id AND NEW.outcome = 'applied' AND NEW.job_status IN ('Completed', 'Canceled');
-  DELETE FROM reconcile_failures WHERE job_id = NEW.job_id AND NEW.outcome = 'applied' AND NEW.job_status IN ('Completed', 'Canceled');
+  WHERE job_id = NEW.job_id AND last_seq < NEW.seq;
+END;
+-- Separate triggers, so that most rows (redeliveries, news of an open job) run only the one above.
+-- SQLite does not promise an order between them: the update skips the row the insert just made
+-- (last_seq = NEW.seq), and a closing row never makes one.
+CREATE TRIGGER reconcile_queue_on_applied AFTER INSERT ON events WHEN NEW.outcome = 'applied' AND NEW.job_status NOT IN ('Completed', 'Canceled')
+BEGIN
+  INSERT OR IGNORE INTO reconcile_queue (job_id, last_seq, last_at, assignments, ambiguous_seq, news_at, ambiguous)
+    VALUES (NEW.job_id, NEW.seq, NEW.received_at, NEW.event_type = 'JobAssigned',
+      CASE WHEN NEW.event_type <> 'JobAssigned' THEN NEW.seq ELSE 0 END, NEW.received_at, NEW.event_type <> 'JobAssigned');
+END;
+CREATE TRIGGER reconcile_queue_on_closed AFTER INSERT ON events WHEN NEW.outcome = 'applied' AND NEW.job_status IN ('Completed', 'Canceled')
+BEGIN
+  DELETE FROM reconcile_queue WHERE job_id = NEW.job_id;
+  DELETE FROM reconcile_failures WHERE job_id = NEW.job_id;
 END;
 
 -- The open jobs of a log written before this migration, with what the old queries computed.
