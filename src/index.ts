@@ -153,7 +153,10 @@ export { auditLog, type AuditOptions, type AuditReport } from './log/audit.js'
 export { exportLog, type ExportOptions } from './log/export.js'
 export { retryQuarantine, type RetryQuarantineOptions, type RetryReport } from './log/quarantine.js'
 export type { G2SentryOptions, CommittedEvent, G2SentryRouteOptions, ReconcileOptions } from './plugin/options.js'
-export { PartnerApiClient, type PartnerApiClientOptions } from './partner-api/client.js'
+export {
+  PartnerApiClient, MAX_ANSWER_BYTES, MAX_RETRY_AFTER_MS, type PartnerApiClientOptions, type RequestResult
+} from './partner-api/client.js'
+export { FAILURE_BACKOFF_CAP_MS, FAILURE_BACKOFF_MS } from './store/reconcile-sql.js'
 export type { RoundReport, JobCheck, CheckResult } from './partner-api/reconciler.js'
 export type { HealthCheck, HealthOptions, HealthReport } from './plugin/health.js'
 export type { JobChange } from './domain/job-change.js'

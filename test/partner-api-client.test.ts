@@ -1,31 +1,12 @@
 // The Partner API client against the fake G2 Sentry (a real HTTP server): tokens, the sliding
 // rate limit (with short windows, so the real limiter logic runs in seconds), 429s, retries.
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { join } from 'node:path'
-import { PartnerApiClient, tokenExpiry, retryAfterMs, ACCESS_TOKEN_TTL_MS, type ClientLogger } from '../src/partner-api/client.js'
+import { PartnerApiClient, tokenExpiry, retryAfterMs, ACCESS_TOKEN_TTL_MS } from '../src/partner-api/client.js'
 import { sharedWindow } from '../src/partner-api/rate-limiter.js'
-import { FakeG2Sentry, type FakeG2SentryOptions } from '../src/simulator/fake-g2sentry.js'
 import { sqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import { errors } from '../src/errors.js'
-
-async function fake (t: Test, options: FakeG2SentryOptions = {}): Promise<FakeG2Sentry> {
-  const server = await FakeG2Sentry.start(options)
-  t.teardown(() => server.close())
-  return server
-}
-
-/** A logger that keeps every line, to prove that no secret or token reaches it. */
-function memoryLog (): ClientLogger & { text: () => string } {
-  const lines: string[] = []
-  return {
-    warn: (fields, message) => { lines.push(JSON.stringify({ ...fields, message })) },
-    debug: (fields, message) => { lines.push(JSON.stringify({ ...fields, message })) },
-    text: () => lines.join('\n')
-  }
-}
-
-const client = (server: FakeG2Sentry, options: Partial<ConstructorParameters<typeof PartnerApiClient>[0]> = {}) =>
-  new PartnerApiClient({ baseUrl: server.url, partnerKey: server.partnerKey, partnerSecret: server.partnerSecret, backoffMs: 20, ...options })
+import { client, fake, memoryLog } from './partner-api-helpers.js'
 
 t.test('logs in once, reads a status, and answers not found for an unknown job', async (t) => {
   const server = await fake(t)
@@ -118,7 +99,7 @@ t.test('a 429 pauses every request for its Retry-After', async (t) => {
   t.ok(after.length > 0 && after.every((r) => r.at - first >= 1000), 'nothing was sent during the Retry-After (rounded up to whole seconds)')
 })
 
-t.test('5xx answers and timeouts are retried with backoff; past the retries the API is unavailable', async (t) => {
+t.test('5xx answers and timeouts are retried with backoff; past the retries a 5xx is unusable for the job, a timeout stops', async (t) => {
   const server = await fake(t)
   server.setStatus(1, 'InProgress')
   const api = client(server, { retries: 3, timeoutMs: 300 })
@@ -128,7 +109,8 @@ t.test('5xx answers and timeouts are retried with backoff; past the retries the 
 
   server.failNext(10, 502, /status/)
   const error = await api.jobStatus(1).catch((e: unknown) => e)
-  t.ok(error instanceof errors.PARTNER_API_UNAVAILABLE, 'unavailable after 1 + 3 attempts')
+  t.ok(error instanceof errors.PARTNER_API_UNUSABLE_ANSWER, 'a 5xx after 1 + 3 attempts is an unusable answer for that job')
+  t.match(error, { answered: 'HTTP 502 after 4 attempts' })
   t.equal(server.requests.filter((r) => r.status === 502).length, 4)
 
   const slowServer = await fake(t)

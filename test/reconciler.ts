@@ -3,8 +3,11 @@
 // (reconciler-postgres.test.ts).
 import type { Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { buildApp, post, assigned, started, withdrawn, completed, SECRET } from './helpers.js'
-import { FakeG2Sentry } from '../src/simulator/fake-g2sentry.js'
+import { buildApp, post, assigned, started, withdrawn, completed, memoryStream, SECRET } from './helpers.js'
+import { FakeG2Sentry, type FakeAnswer } from '../src/simulator/fake-g2sentry.js'
+import { PartnerApiClient } from '../src/partner-api/client.js'
+import { Reconciler } from '../src/partner-api/reconciler.js'
+import { FAILURE_BACKOFF_MS } from '../src/store/reconcile-sql.js'
 import type { CommittedEvent, G2SentryOptions, ReconcileOptions } from '../src/plugin/options.js'
 import type { LogRow } from '../src/domain/types.js'
 
@@ -24,12 +27,13 @@ interface Setup {
 }
 
 /** An app reconciling against a fresh fake; rounds run when the test asks (`every` is an hour). */
-async function setup (t: Test, place: Place, reconcile: Partial<ReconcileOptions> = {}, metrics = false): Promise<Setup> {
+async function setup (t: Test, place: Place, reconcile: Partial<ReconcileOptions> = {}, metrics = false, logStream?: NodeJS.WritableStream): Promise<Setup> {
   const fake = await startFake(t)
   const committed: CommittedEvent[] = []
   const app = await buildApp(t, {
     ...await place(t),
     metrics,
+    ...(logStream === undefined ? {} : { logStream: logStream as never }),
     onEvent: (event) => { committed.push(event) },
     reconcile: { baseUrl: fake.url, partnerKey: fake.partnerKey, partnerSecret: fake.partnerSecret, quietFor: 1, every: 3_600_000, ...reconcile }
   })
@@ -186,6 +190,108 @@ export function reconcilerBehaviour (t: Test, place: Place): void {
     const unknown = await other.app.g2sentry.reconcile()
     t.same(unknown?.checks.map((c) => c.result), ['not_found'])
     t.equal((await rowsOf(other.app, 9)).length, 1, 'nothing appended for a job G2 Sentry does not know')
+  })
+
+  t.test('one job\'s unusable answer never stalls the others, and no request reaches another host', async (t) => {
+    const log = memoryStream()
+    const { app, fake } = await setup(t, place, {}, true, log.stream)
+    // A second real server, as "another host" a redirect may point to: it must receive nothing.
+    const other = await startFake(t)
+    const redirect = (path: string): FakeAnswer => ({ status: 307, headers: { location: `${other.url}${path}` } })
+    const faults: Array<[number, FakeAnswer | ((path: string) => FakeAnswer), string]> = [
+      [11, { status: 200, body: { jobId: 11, status: 'Expired' } }, 'HTTP 200 and an unknown status "Expired"'],
+      [12, { status: 200, body: { jobId: 12, status: 'canceled' } }, 'HTTP 200 and an unknown status "canceled"'],
+      [13, { status: 200, body: { jobId: 99, status: 'Canceled' } }, 'HTTP 200 and the status of another job (jobId 99)'],
+      [14, { status: 200, body: '{"jobId": 14, "status": "Can' }, 'HTTP 200 and a body that is not JSON'],
+      [15, { status: 200, body: '"Canceled"' }, 'HTTP 200 and JSON that is not an object (a string)'],
+      [16, { status: 400, body: { message: 'Bad request' } }, 'HTTP 400'],
+      [17, { status: 403, body: { message: 'Forbidden' } }, 'HTTP 403'],
+      [18, { status: 503, body: { message: 'Down for this job' } }, 'HTTP 503 after 4 attempts'],
+      [19, redirect, `HTTP 307, a redirect to ${other.url} (not followed)`],
+      [20, { status: 200, bytes: 100 * 1024 * 1024 }, 'HTTP 200 and an answer over 16384 bytes (not read further)']
+    ]
+    for (const [jobId, answer] of faults) {
+      await deliver(t, app, assigned(jobId))
+      fake.setStatus(jobId, 'Canceled')
+      other.setStatus(jobId, 'Canceled')
+      fake.answer(new RegExp(`^/jobs/${jobId}/status$`), answer)
+    }
+    // The good jobs come after every bad one in the round's order: each is still asked.
+    for (const jobId of [21, 22, 23]) {
+      await deliver(t, app, assigned(jobId))
+      fake.setStatus(jobId, 'Canceled')
+    }
+
+    const report = await app.g2sentry.reconcile()
+    t.equal(report?.stopped, undefined, 'the round did not stop')
+    for (const [jobId, , answered] of faults) {
+      const check = report?.checks.find((c) => c.jobId === jobId)
+      t.match(check, { result: 'unusable', answered, failures: 1 }, `job ${jobId}: ${answered}`)
+      t.equal(await statusOf(app, jobId), 'Assigned', `job ${jobId}: nothing applied`)
+      t.equal((await rowsOf(app, jobId)).length, 1, `job ${jobId}: nothing appended`)
+    }
+    for (const jobId of [21, 22, 23]) t.equal(await statusOf(app, jobId), 'Canceled', `job ${jobId} converged in the same round`)
+    t.same(other.requests, [], 'the other host received nothing')
+
+    const state = app.g2sentry.store.reconcileState
+    const failures = await state?.failures(100) ?? []
+    t.same(failures.map((f) => [f.jobId, f.failures, f.answer]).sort((a, b) => Number(a[0]) - Number(b[0])),
+      faults.map(([jobId, , answered]) => [jobId, 1, answered]), 'each failure is recorded for its job: what was answered, how many times')
+    t.ok(failures.every((f) => f.retryAt - f.failedAt === FAILURE_BACKOFF_MS), 'each job backs off for a minute first')
+    t.notMatch(JSON.stringify(failures), /eyJ/, 'no token recorded')
+
+    const metrics = (await app.inject({ url: '/metrics' })).body
+    t.match(metrics, /g2sentry_reconcile_checks_total\{result="unusable"\} 10/)
+    t.match(metrics, /g2sentry_reconcile_failing_jobs 10/)
+
+    // The next round leaves the failing jobs alone: they back off.
+    const before = fake.requests.length
+    const next = await app.g2sentry.reconcile()
+    t.same(next?.checks, [], 'every failing job is backing off; the good ones are terminal')
+    t.equal(fake.requests.length, before, 'no request for them')
+
+    // Two minutes on (another reconciler on the same store, its clock ahead): the jobs are asked
+    // again. G2 Sentry is fixed for all but job 11, which fails a second time and waits longer.
+    fake.clearAnswers()
+    fake.answer(/^\/jobs\/11\/status$/, faults[0]?.[1] as FakeAnswer)
+    const later = Date.now() + 2 * FAILURE_BACKOFF_MS
+    const reconciler = new Reconciler({
+      store: app.g2sentry.store,
+      client: new PartnerApiClient({ baseUrl: fake.url, partnerKey: fake.partnerKey, partnerSecret: fake.partnerSecret }),
+      quietFor: 1,
+      clock: { now: () => later, sleep: async () => {} }
+    })
+    const retried = await reconciler.round(50)
+    t.same(retried.checks.map((c) => [c.jobId, c.result]).sort((a, b) => Number(a[0]) - Number(b[0])),
+      faults.map(([jobId]) => [jobId, jobId === 11 ? 'unusable' : 'reconciled']), 'asked again after the backoff')
+    for (const [jobId] of faults) t.equal(await statusOf(app, jobId), jobId === 11 ? 'Assigned' : 'Canceled', `job ${jobId}`)
+    t.match(await state?.failures(100), [{ jobId: 11, failures: 2, retryAt: later + 2 * FAILURE_BACKOFF_MS }], 'a good answer clears a failure; a second failure doubles the wait')
+    // Job 11 completes by callback: nobody will ask about it again, so its failure goes too.
+    await deliver(t, app, completed(11))
+    t.same(await state?.failures(100), [], 'a job that closed is no longer failing')
+    t.match((await app.inject({ url: '/metrics' })).body, /g2sentry_reconcile_failing_jobs 0/)
+
+    const warned = log.lines.map((l) => JSON.parse(l) as { msg: string; jobId?: number; answered?: string })
+      .filter((l) => /answer about a job is unusable/.test(l.msg))
+    t.same(warned.map((l) => l.jobId).sort((a, b) => Number(a) - Number(b)), faults.map(([jobId]) => jobId), 'one warning per job, with what was answered, not one per round')
+    t.ok(warned.every((l) => typeof l.answered === 'string'))
+  })
+
+  t.test('a 5xx for two jobs in a row is an outage: the round stops instead of making every job back off', async (t) => {
+    const { app, fake } = await setup(t, place)
+    for (const jobId of [1, 2, 3]) {
+      await deliver(t, app, assigned(jobId))
+      fake.setStatus(jobId, 'Canceled')
+    }
+    fake.answer(/^\/jobs\/\d+\/status$/, { status: 503 })
+    const report = await app.g2sentry.reconcile()
+    t.same(report?.checks.map((c) => [c.jobId, c.result]), [[1, 'unusable'], [2, 'error']])
+    t.match(report?.stopped, { code: 'FST_G2SENTRY_PARTNER_API_UNUSABLE_ANSWER', message: /HTTP 503 after 4 attempts/ })
+    t.same((await app.g2sentry.store.reconcileState?.failures(10))?.map((f) => f.jobId), [1], 'only the first is recorded as the job\'s failure')
+    t.equal(asked(fake, 3), 0, 'job 3 was not asked')
+    fake.clearAnswers()
+    const next = await app.g2sentry.reconcile()
+    t.same(next?.checks.map((c) => [c.jobId, c.result]), [[2, 'reconciled'], [3, 'reconciled']], 'once G2 Sentry is back, the jobs not backing off converge at once')
   })
 
   t.test('the reconcile option is checked at registration', async (t) => {

@@ -365,4 +365,29 @@ export interface ReconcileState {
   pauseRequests(key: string, until: number): Promise<void>
   /** The send times (ms) of the requests in `key`'s window, oldest first (for tests and metrics). */
   requestTimes(key: string, since: number): Promise<number[]>
+  /**
+   * Records that G2 Sentry's answer about `jobId` was unusable (`answer`: a short description,
+   * at most 300 characters, never a body or a token): one more failure in a row, and the job is
+   * not a candidate of the rounds again before `retryAt` (exponential backoff). `recordCheck`
+   * clears it.
+   */
+  recordFailure(jobId: number, failedAt: number, answer: string): Promise<JobFailure>
+  /** The jobs whose last answer was unusable, most recent failure first, at most `limit`. */
+  failures(limit: number): Promise<JobFailure[]>
+  /** How many jobs' last answer was unusable. */
+  failingJobs(): Promise<number>
+}
+
+/** A job whose status answers from G2 Sentry were unusable, `failures` times in a row. */
+export interface JobFailure {
+  jobId: number
+  failures: number
+  firstFailedAt: number
+  failedAt: number
+  /** Not asked again by the rounds before this time (ms). */
+  retryAt: number
+  /** What G2 Sentry answered, in short (e.g. `HTTP 403`, `HTTP 200 and an unknown status "Expired"`). */
+  answer: string
+  /** The description recorded before this one, when `recordFailure` returned it (undefined for the first failure). */
+  previous?: string | undefined
 }

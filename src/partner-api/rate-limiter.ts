@@ -14,16 +14,19 @@ export interface RequestWindow {
 
 /**
  * A window in this process only: enough for one process alone (the CLI without a database
- * to share, the tests of the limiter itself).
+ * to share, the tests of the limiter itself). With `others`, the send times other processes
+ * hold since a time count too, read and never written (the dry run of `g2sentry reconcile`).
  */
-export function memoryWindow (limit: number, windowMs: number): RequestWindow {
+export function memoryWindow (limit: number, windowMs: number, others?: (since: number) => Promise<number[]>): RequestWindow {
   let held: number[] = []
   let pausedUntil = 0
   return {
     async take (now, heldUntil) {
       if (pausedUntil > now) return pausedUntil - now
-      held = held.filter((at) => at > now - windowMs).sort((a, b) => a - b)
-      if (held.length >= limit) return Math.max((held[held.length - limit] as number) + windowMs - now, 1)
+      held = held.filter((at) => at > now - windowMs)
+      const times = others === undefined ? held : [...held, ...await others(now - windowMs + 1)]
+      times.sort((a, b) => a - b)
+      if (times.length >= limit) return Math.max((times[times.length - limit] as number) + windowMs - now, 1)
       held.push(heldUntil)
       return 0
     },
@@ -50,6 +53,9 @@ export function sharedWindow (state: ReconcileState, partnerKey: string, limit: 
   }
 }
 
+/** A wait for a slot at least this long (ms) is reported (`onLongWait`). */
+const LONG_WAIT_MS = 5_000
+
 /**
  * A sliding-window limiter: a request goes out only when fewer than the limit are held in the
  * window before it, whatever window one looks at, never fixed one-minute buckets (two full
@@ -72,13 +78,16 @@ export class RateLimiter {
    * Waits until a request that may take up to `timeoutMs` may go out, and counts it; call the
    * returned function once its answer (or its failure) came.
    */
-  async acquire (timeoutMs: number): Promise<() => Promise<void>> {
+  async acquire (timeoutMs: number, signal?: AbortSignal, onLongWait?: (ms: number) => void): Promise<() => Promise<void>> {
     for (;;) {
+      signal?.throwIfAborted()
       const now = this.#clock.now()
       const heldUntil = now + timeoutMs
       const wait = await this.#window.take(now, heldUntil)
       if (wait <= 0) return () => this.#window.settle(heldUntil, this.#clock.now())
-      await this.#clock.sleep(wait)
+      // Said once per long wait, so a run that waits for a pause does not look stuck.
+      if (wait >= LONG_WAIT_MS) onLongWait?.(wait)
+      await this.#clock.sleep(wait, signal)
     }
   }
 

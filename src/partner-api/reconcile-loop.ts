@@ -25,7 +25,10 @@ export interface ReconcileLoop {
   readonly holder: string
   /** Runs a round now if this process holds the lease (waits for one under way); undefined otherwise. */
   runNow: () => Promise<RoundReport | undefined>
-  /** Stops the timers, waits for a round under way and releases the lease. */
+  /**
+   * Stops the timers, aborts the request and any wait of a round under way (it ends at once,
+   * whatever the Partner API does), waits for the round to end and releases the lease.
+   */
   stop: () => Promise<void>
 }
 
@@ -60,7 +63,7 @@ export function startReconcileLoop (options: ReconcileLoopOptions): ReconcileLoo
     if (!holding || stopped) return Promise.resolve(undefined)
     lastRoundAt = Date.now()
     running = reconciler.round(budget, () => holding && !stopped).then((report) => {
-      if (report.stopped !== undefined) log?.warn({ err: report.stopped }, 'g2sentry: reconciliation round stopped early')
+      if (report.stopped !== undefined && !stopped) log?.warn({ err: report.stopped }, 'g2sentry: reconciliation round stopped early')
       options.onRound?.(report)
       return report
     }, (err: unknown) => {
@@ -95,6 +98,7 @@ export function startReconcileLoop (options: ReconcileLoopOptions): ReconcileLoo
     async stop () {
       stopped = true
       clearInterval(timer)
+      reconciler.close()
       await renewing
       await running
       if (holding) {

@@ -29,7 +29,7 @@ export function reconcileMetrics (registry: Registry, state: ReconcileState): Re
   })
   const checks = new Counter({
     name: 'g2sentry_reconcile_checks_total',
-    help: 'Jobs asked about, by what the answer came to',
+    help: 'Jobs asked about, by what the answer came to (unusable: an answer that could not be used for that job)',
     labelNames: ['result'] as const,
     registers: [registry]
   })
@@ -42,6 +42,14 @@ export function reconcileMetrics (registry: Registry, state: ReconcileState): Re
     async collect () {
       const age = await state.oldestUnchecked(Date.now())
       this.set(age === null ? 0 : age / 1000)
+    }
+  })
+  new Gauge({
+    name: 'g2sentry_reconcile_failing_jobs',
+    help: 'Jobs whose last status answer from G2 Sentry was unusable (unknown status, another job, not JSON, 4xx, 5xx, redirect, too large) and that have not closed since; each backs off',
+    registers: [registry],
+    async collect () {
+      this.set(await state.failingJobs())
     }
   })
   return {

@@ -21,7 +21,13 @@ export type CheckResult =
   | 'superseded'
   /** G2 Sentry does not know the job. */
   | 'not_found'
-  /** The Partner API did not answer (after its retries). */
+  /**
+   * G2 Sentry's answer was unusable for this job (an unknown status, another job's, not JSON, a
+   * 4xx, a 5xx after the retries, a redirect, too large): recorded for the job, which backs off;
+   * the round goes on with the other jobs.
+   */
+  | 'unusable'
+  /** The round stopped at this job: an error that concerns every job (credentials, the API unreachable, shutdown). */
   | 'error'
 
 export interface JobCheck {
@@ -34,6 +40,12 @@ export interface JobCheck {
   /** The appended row's seq. */
   seq?: number
   reason: ReconcileCandidate['reason']
+  /** With `unusable`: what G2 Sentry answered, in short (e.g. `HTTP 403`). */
+  answered?: string
+  /** With `unusable`: the job's unusable answers in a row, this one included (not counted in a dry run). */
+  failures?: number
+  /** With `unusable`: when the rounds may ask about the job again (ms). */
+  retryAt?: number
 }
 
 /** A round's checks, and why it stopped early, if it did. */
@@ -49,12 +61,14 @@ export interface ReconcilerOptions {
   /** A job with no event and no check for this long is asked about (ms). */
   quietFor: number
   clock?: Clock
-  log?: { info: (fields: object, message: string) => void; warn: (fields: object, message: string) => void }
+  log?: { info: (fields: object, message: string) => void; warn: (fields: object, message: string) => void; debug?: (fields: object, message: string) => void }
   /** Called after a `Reconciled` row committed: the plugin's post-commit path. */
   onAppend?: (result: AppendResult, event: JobEvent, receivedAt: number) => void | Promise<void>
   /** Called once per job asked about (metrics). */
   onCheck?: (check: JobCheck) => void
 }
+
+const UNUSABLE = 'FST_G2SENTRY_PARTNER_API_UNUSABLE_ANSWER'
 
 /** The store's reconciler parts, or a clear error when a custom store lacks them. */
 export function reconcilingStore (store: G2SentryStore): { state: ReconcileState; appendIf: NonNullable<G2SentryStore['appendIf']> } {
@@ -83,6 +97,11 @@ export class Reconciler {
     this.#clock = options.clock ?? systemClock
   }
 
+  /** Aborts the request and any wait under way, at once; the round stops and no request starts after it. */
+  close (): void {
+    this.#options.client.close()
+  }
+
   /** The most urgent jobs, at most `limit`: ambiguous ones, then quiet ones, oldest first. */
   async urgent (limit: number): Promise<ReconcileCandidate[]> {
     return this.#state.candidates({ now: this.#clock.now(), quietFor: this.#options.quietFor, limit })
@@ -94,19 +113,34 @@ export class Reconciler {
   }
 
   /**
-   * Asks about each candidate in turn. Stops at the first error that would fail every other
-   * question too (refused credentials, the API unavailable after its retries).
+   * Asks about each candidate in turn. An unusable answer for one job is recorded for that job
+   * (which then backs off) and the round goes on; the round stops at the first error that would
+   * fail every other question too (refused credentials, the API unreachable after its retries,
+   * a redirected login, the client closed), and at a second job in a row answered with a 5xx
+   * after the retries (that one is not recorded).
    */
   async check (candidates: readonly ReconcileCandidate[], options: { dryRun?: boolean; proceed?: () => boolean } = {}): Promise<RoundReport> {
     const checks: JobCheck[] = []
+    let lastServerError = false
     for (const candidate of candidates) {
       // The loop stops a round once its lease is lost, so two processes never ask at once.
-      if (options.proceed?.() === false) break
+      if (options.proceed?.() === false || this.#options.client.closed) break
       try {
         const check = await this.#checkOne(candidate, options.dryRun === true)
+        lastServerError = false
         checks.push(check)
         this.#options.onCheck?.(check)
       } catch (error) {
+        const { code, answered, serverError } = error as { code?: string; answered: string; serverError?: boolean }
+        // A 5xx for two jobs in a row is the API down, not the jobs: stop rather than make every
+        // open job back off for an outage.
+        if (code === UNUSABLE && !(serverError === true && lastServerError)) {
+          lastServerError = serverError === true
+          const check = await this.#unusable(candidate, answered, options.dryRun === true)
+          checks.push(check)
+          this.#options.onCheck?.(check)
+          continue
+        }
         const check: JobCheck = { jobId: candidate.jobId, from: candidate.status, to: null, result: 'error', reason: candidate.reason }
         checks.push(check)
         this.#options.onCheck?.(check)
@@ -114,6 +148,23 @@ export class Reconciler {
       }
     }
     return { checks }
+  }
+
+  /**
+   * Records an unusable answer for the job. Logged at warn once per job (its first failure in a
+   * row, or when the answer changes), not once per round: a job failing for hours is one line.
+   */
+  async #unusable (candidate: ReconcileCandidate, answered: string, dryRun: boolean): Promise<JobCheck> {
+    const { jobId, status, reason } = candidate
+    const check: JobCheck = { jobId, from: status, to: null, result: 'unusable', reason, answered }
+    if (dryRun) return check
+    const failure = await this.#state.recordFailure(jobId, this.#clock.now(), answered)
+    check.failures = failure.failures
+    check.retryAt = failure.retryAt
+    const fields = { jobId, answered, failures: failure.failures, retryInMs: failure.retryAt - failure.failedAt }
+    if (failure.previous !== answered) this.#options.log?.warn(fields, 'g2sentry: G2 Sentry\'s answer about a job is unusable; not applied, the job is asked again later')
+    else this.#options.log?.debug?.(fields, 'g2sentry: G2 Sentry\'s answer about a job is still unusable')
+    return check
   }
 
   async #checkOne (candidate: ReconcileCandidate, dryRun: boolean): Promise<JobCheck> {

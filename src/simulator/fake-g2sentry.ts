@@ -1,7 +1,8 @@
 /**
  * A fake G2 Sentry Partner API, a real HTTP server, for the tests and for trying reconciliation
  * without G2 Sentry: login, refresh, JWT-shaped tokens that expire, the job status endpoint,
- * the per-key rate limit with 429s, and faults to inject (5xx answers, slow answers).
+ * the per-key rate limit with 429s, and faults to inject (5xx answers, slow answers, any answer
+ * for chosen paths: redirects, huge bodies, unknown statuses…, and a clock apart from ours).
  * It keeps the truth about each job; the simulator and the tests change it.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
@@ -34,6 +35,18 @@ export interface FakeRequest {
 
 interface Hold { arrived: Promise<void>; release: () => void }
 
+/**
+ * An answer to inject: a status, headers, and a body (a value sent as JSON, a string or bytes
+ * sent as they are, a function called per request, or `bytes` of filler streamed out).
+ */
+export interface FakeAnswer {
+  status: number
+  headers?: Record<string, string>
+  body?: unknown
+  /** Streams this many bytes of filler as the body (no content-length), stopping if the client goes. */
+  bytes?: number
+}
+
 const base64url = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url')
 
 /** A running fake. Close it when done. */
@@ -53,6 +66,9 @@ export class FakeG2Sentry {
   /** Arrival times of the requests it counted against the limit. */
   readonly #window: number[] = []
   #failures: Array<{ status: number; paths: RegExp }> = []
+  #answers: Array<{ paths: RegExp; answer: FakeAnswer | ((path: string) => FakeAnswer); remaining: number }> = []
+  /** How far the fake's clock is from this machine's (ms): its `Date` header and its tokens' `exp` follow it. */
+  clockSkewMs = 0
   #delays: Array<{ ms: number; paths: RegExp }> = []
   readonly #holds = new Map<number, { arrived: () => void; released: Promise<void>; release: () => void }>()
 
@@ -104,6 +120,26 @@ export class FakeG2Sentry {
   /** The next `count` requests whose path matches `paths` answer `status` (default 503). */
   failNext (count: number, status = 503, paths = /./): void {
     for (let i = 0; i < count; i++) this.#failures.push({ status, paths })
+  }
+
+  /**
+   * Requests whose path matches `paths` get `answer` instead of the real one (after the rate
+   * limit and any delay), `count` times (default: until `clearAnswers`). Later calls come first.
+   */
+  answer (paths: RegExp, answer: FakeAnswer | ((path: string) => FakeAnswer), count = Infinity): void {
+    this.#answers.unshift({ paths, answer, remaining: count })
+  }
+
+  /** Removes every answer given by `answer`. */
+  clearAnswers (): void {
+    this.#answers = []
+  }
+
+  /** A valid access token, e.g. for an injected refresh answer without a refresh token. */
+  accessToken (): string {
+    const token = this.#token('access', this.#options.accessTtlMs)
+    this.#issuedAccess.push(token)
+    return token
   }
 
   /** Requests whose path matches `paths` answer after `ms`. */
@@ -166,7 +202,7 @@ export class FakeG2Sentry {
       return token
     }
     const header = base64url({ alg: 'HS256', typ: 'JWT' })
-    const payload = base64url({ sub: this.partnerKey, typ: kind, exp: (Date.now() + ttl) / 1000, jti: randomBytes(8).toString('hex') })
+    const payload = base64url({ sub: this.partnerKey, typ: kind, exp: (this.#now() + ttl) / 1000, jti: randomBytes(8).toString('hex') })
     const signature = createHmac('sha256', this.#signingKey).update(`${header}.${payload}`).digest('base64url')
     return `${header}.${payload}.${signature}`
   }
@@ -182,7 +218,11 @@ export class FakeG2Sentry {
     const given = Buffer.from(signature, 'base64url')
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) return false
     const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { typ: string; exp: number }
-    return claims.typ === kind && claims.exp * 1000 > Date.now() && !this.#revoked.has(token)
+    return claims.typ === kind && claims.exp * 1000 > this.#now() && !this.#revoked.has(token)
+  }
+
+  #now (): number {
+    return Date.now() + this.clockSkewMs
   }
 
   #session (response: ServerResponse): void {
@@ -198,7 +238,9 @@ export class FakeG2Sentry {
     const path = (request.url ?? '/').split('?')[0] as string
     const chunks: Buffer[] = []
     for await (const chunk of request) chunks.push(chunk as Buffer)
-    response.on('finish', () => this.requests.push({ at, method: request.method ?? '', path, status: response.statusCode }))
+    // On close, not finish: an answer the client gave up reading is a request all the same.
+    response.once('close', () => this.requests.push({ at, method: request.method ?? '', path, status: response.statusCode }))
+    if (this.clockSkewMs !== 0) response.setHeader('date', new Date(this.#now()).toUTCString())
 
     // 60 a minute per key, every call together; a refused request does not count.
     const { limit, windowMs } = this.#options
@@ -212,11 +254,24 @@ export class FakeG2Sentry {
     this.#window.push(at)
 
     const delay = this.#delays.find((d) => d.paths.test(path))
-    if (delay !== undefined) await new Promise((resolve) => setTimeout(resolve, delay.ms))
+    if (delay !== undefined) {
+      // Cut short when the client goes, so a closed fake leaves no timer behind.
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, delay.ms)
+        response.once('close', () => { clearTimeout(timer); resolve() })
+      })
+      if (response.destroyed) return
+    }
     const failure = this.#failures.findIndex((f) => f.paths.test(path))
     if (failure !== -1) {
       const { status } = this.#failures.splice(failure, 1)[0] as { status: number }
       send(response, status, { message: 'Injected failure' })
+      return
+    }
+    const injected = this.#answers.find((a) => a.remaining > 0 && a.paths.test(path))
+    if (injected !== undefined) {
+      injected.remaining--
+      await answerWith(response, typeof injected.answer === 'function' ? injected.answer(path) : injected.answer)
       return
     }
 
@@ -262,6 +317,29 @@ export class FakeG2Sentry {
       return
     }
     send(response, 404, { message: 'Not found' })
+  }
+}
+
+async function answerWith (response: ServerResponse, answer: FakeAnswer): Promise<void> {
+  response.statusCode = answer.status
+  for (const [name, value] of Object.entries(answer.headers ?? {})) response.setHeader(name, value)
+  if (answer.bytes !== undefined) {
+    const chunk = Buffer.alloc(64 * 1024, 0x20)
+    let left = answer.bytes
+    while (left > 0 && !response.destroyed) {
+      const part = left >= chunk.length ? chunk : chunk.subarray(0, left)
+      left -= part.length
+      if (!response.write(part)) await new Promise((resolve) => { response.once('drain', resolve); response.once('close', resolve) })
+    }
+    response.end()
+    return
+  }
+  const body = typeof answer.body === 'function' ? (answer.body as () => unknown)() : answer.body
+  if (body === undefined) response.end()
+  else if (typeof body === 'string' || Buffer.isBuffer(body)) response.end(body)
+  else {
+    if (!response.hasHeader('content-type')) response.setHeader('content-type', 'application/json')
+    response.end(JSON.stringify(body))
   }
 }
 

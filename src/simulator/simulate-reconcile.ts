@@ -16,6 +16,8 @@ export interface ReconcileSimulationOptions {
   /** How long to wait for every job to show its true status (ms). */
   waitMs: number
   print: (line: string) => void
+  /** Sent as `Authorization: Bearer <token>` to the job routes, for a server that protects them ($G2SENTRY_READ_TOKEN). */
+  readToken?: string | undefined
 }
 
 /**
@@ -51,13 +53,14 @@ export async function simulateReconcile (options: ReconcileSimulationOptions): P
     if (outcomes.has('HTTP 404')) print(notFoundHint(options.url))
 
     const jobsUrl = new URL('/jobs/', options.url)
+    const headers = options.readToken === undefined ? undefined : { authorization: `Bearer ${options.readToken}` }
     const started = Date.now()
     let wrong: Array<{ jobId: number; projected: string; truth: JobStatus }> = []
     let reported = -1
     for (;;) {
       wrong = []
       for (const job of jobs) {
-        const response = await fetch(new URL(String(job.jobId), jobsUrl))
+        const response = await fetch(new URL(String(job.jobId), jobsUrl), { headers })
         const projected = response.ok ? (await response.json() as { status: JobStatus }).status : `HTTP ${response.status}`
         if (projected !== job.finalStatus) wrong.push({ jobId: job.jobId, projected, truth: job.finalStatus })
       }

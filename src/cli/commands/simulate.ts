@@ -56,8 +56,10 @@ Exit code 0 when all converge within the rate limit, 1 otherwise.`,
       firstJobId,
       print: out
     }
+    const readToken = process.env.G2SENTRY_READ_TOKEN || undefined
     if (values.reconcile === true) {
       const converged = await simulateReconcile({
+        readToken,
         ...common,
         apiPort: wholeNumber('api-port', values['api-port']) ?? 3100,
         seed: seed ?? 1,
@@ -70,7 +72,6 @@ Exit code 0 when all converge within the rate limit, 1 otherwise.`,
     }
     if (values['api-port'] !== undefined || values.wait !== undefined) throw new UsageError('--api-port and --wait go with --reconcile')
     if (seed !== undefined) {
-      const readToken = process.env.G2SENTRY_READ_TOKEN || undefined
       return await simulateRandom({ ...common, seed, jobs, readToken }) ? 0 : 1
     }
     const answers = await simulateFixed(common)

@@ -2,7 +2,8 @@
 // rate-limit window. Taking a request slot locks the partner key's row, so instances take turns.
 import type { ReconcileState } from '../../domain/types.js'
 import {
-  maxOf, NAMED_CANDIDATES, OLDEST_UNCHECKED, OPEN_CANDIDATES, RECORD_CHECK, toCandidate, URGENT_CANDIDATES, type CandidateRow
+  CLEAR_FAILURE, COUNT_FAILURES, failureParams, LIST_FAILURES, maxOf, NAMED_CANDIDATES, nextFailure, OLDEST_UNCHECKED, OPEN_CANDIDATES,
+  QUEUE_CHECKED, QUEUE_RETRY_AT, RECORD_CHECK, SELECT_FAILURE, toCandidate, toFailure, UPSERT_FAILURE, URGENT_CANDIDATES, type CandidateRow, type FailureRow
 } from '../reconcile-sql.js'
 
 interface Client {
@@ -18,6 +19,7 @@ type Track = <A extends unknown[], R>(operation: (...args: A) => Promise<R>) => 
 const URGENT = maxOf(URGENT_CANDIDATES, 'postgres')
 const OPEN = maxOf(OPEN_CANDIDATES, 'postgres')
 const OLDEST = maxOf(OLDEST_UNCHECKED, 'postgres')
+const QUEUE_CHECKED_PG = maxOf(QUEUE_CHECKED, 'postgres')
 
 /** `track` keeps the store's close waiting for operations under way. */
 export function postgresReconcileState (pool: Pool, track: Track): ReconcileState {
@@ -29,11 +31,28 @@ export function postgresReconcileState (pool: Pool, track: Track): ReconcileStat
       }
       const { rows } = query.allOpen === true
         ? await pool.query<CandidateRow>(OPEN, [query.afterJobId ?? 0, query.limit])
-        : await pool.query<CandidateRow>(URGENT, [query.now - query.quietFor, query.limit])
+        : await pool.query<CandidateRow>(URGENT, [query.now - query.quietFor, query.limit, query.now])
       return rows.map(toCandidate)
     },
     async recordCheck (jobId, checkedAt, checkedSeq) {
       await pool.query(RECORD_CHECK, [jobId, checkedAt, checkedSeq])
+      await pool.query(CLEAR_FAILURE, [jobId])
+      await pool.query(QUEUE_CHECKED_PG, [jobId, checkedAt, checkedSeq])
+    },
+    async recordFailure (jobId, failedAt, answer) {
+      // Only the lease holder writes failures, so reading the previous row first is safe.
+      const { rows: [previous] } = await pool.query<FailureRow>(SELECT_FAILURE, [jobId])
+      const failure = nextFailure(jobId, failedAt, answer, previous)
+      await pool.query(UPSERT_FAILURE, failureParams(failure))
+      await pool.query(QUEUE_RETRY_AT, [jobId, failure.retryAt])
+      return failure
+    },
+    async failures (limit) {
+      return (await pool.query<FailureRow>(LIST_FAILURES, [limit])).rows.map(toFailure)
+    },
+    async failingJobs () {
+      const { rows: [row] } = await pool.query<{ n: string | number }>(COUNT_FAILURES)
+      return Number(row?.n ?? 0)
     },
     async oldestUnchecked (now) {
       const { rows: [row] } = await pool.query<{ age: number | null }>(OLDEST, [now])
@@ -87,6 +106,9 @@ export function postgresReconcileState (pool: Pool, track: Track): ReconcileStat
     takeRequestSlot: track(state.takeRequestSlot),
     settleRequest: track(state.settleRequest),
     pauseRequests: track(state.pauseRequests),
-    requestTimes: track(state.requestTimes)
+    requestTimes: track(state.requestTimes),
+    recordFailure: track(state.recordFailure),
+    failures: track(state.failures),
+    failingJobs: track(state.failingJobs)
   }
 }

@@ -3,8 +3,9 @@
 import type Database from 'better-sqlite3'
 import type { ReconcileState } from '../../domain/types.js'
 import {
-  maxOf, NAMED_CANDIDATES, namedParams, OLDEST_UNCHECKED, OPEN_CANDIDATES, RECORD_CHECK, toCandidate, URGENT_CANDIDATES,
-  type CandidateRow
+  CLEAR_FAILURE, COUNT_FAILURES, failureParams, LIST_FAILURES, maxOf, NAMED_CANDIDATES, namedParams, nextFailure, OLDEST_UNCHECKED,
+  OPEN_CANDIDATES, QUEUE_CHECKED, QUEUE_RETRY_AT, RECORD_CHECK, SELECT_FAILURE, toCandidate, toFailure, UPSERT_FAILURE, URGENT_CANDIDATES,
+  type CandidateRow, type FailureRow
 } from '../reconcile-sql.js'
 
 export function sqliteReconcileState (db: Database.Database): ReconcileState {
@@ -16,6 +17,30 @@ export function sqliteReconcileState (db: Database.Database): ReconcileState {
   const open = prepare<CandidateRow>(OPEN_CANDIDATES)
   const oldest = prepare<{ age: number | null }>(OLDEST_UNCHECKED)
   const record = prepare(RECORD_CHECK)
+  const clearFailure = prepare(CLEAR_FAILURE)
+  const queueChecked = prepare(QUEUE_CHECKED)
+  const queueRetryAt = prepare(QUEUE_RETRY_AT)
+  const selectFailure = prepare<FailureRow>(SELECT_FAILURE)
+  const upsertFailure = prepare(UPSERT_FAILURE)
+  const listFailures = prepare<FailureRow>(LIST_FAILURES)
+  const countFailures = prepare<{ n: number }>(COUNT_FAILURES)
+  const checked = db.transaction((jobId: number, checkedAt: number, checkedSeq: number) => {
+    const check = record(jobId, checkedAt, checkedSeq)
+    check.statement.run(check.params)
+    const clear = clearFailure(jobId)
+    clear.statement.run(clear.params)
+    const queue = queueChecked(jobId, checkedAt, checkedSeq)
+    queue.statement.run(queue.params)
+  })
+  const failed = db.transaction((jobId: number, failedAt: number, answer: string) => {
+    const previous = selectFailure(jobId)
+    const failure = nextFailure(jobId, failedAt, answer, previous.statement.get(previous.params))
+    const upsert = upsertFailure(...failureParams(failure))
+    upsert.statement.run(upsert.params)
+    const queue = queueRetryAt(jobId, failure.retryAt)
+    queue.statement.run(queue.params)
+    return failure
+  })
 
   const selectLimit = db.prepare<[string], { paused_until: number }>('SELECT paused_until FROM partner_limits WHERE partner_key = ?')
   const forget = db.prepare('DELETE FROM partner_requests WHERE partner_key = ? AND sent_at <= ?')
@@ -47,12 +72,22 @@ export function sqliteReconcileState (db: Database.Database): ReconcileState {
       }
       const { statement, params } = query.allOpen === true
         ? open(query.afterJobId ?? 0, query.limit)
-        : urgent(query.now - query.quietFor, query.limit)
+        : urgent(query.now - query.quietFor, query.limit, query.now)
       return statement.all(params).map(toCandidate)
     },
     async recordCheck (jobId, checkedAt, checkedSeq) {
-      const { statement, params } = record(jobId, checkedAt, checkedSeq)
-      statement.run(params)
+      checked.immediate(jobId, checkedAt, checkedSeq)
+    },
+    async recordFailure (jobId, failedAt, answer) {
+      return failed.immediate(jobId, failedAt, answer)
+    },
+    async failures (limit) {
+      const { statement, params } = listFailures(limit)
+      return statement.all(params).map(toFailure)
+    },
+    async failingJobs () {
+      const { statement, params } = countFailures()
+      return statement.get(params)?.n ?? 0
     },
     async oldestUnchecked (now) {
       const { statement, params } = oldest(now)
