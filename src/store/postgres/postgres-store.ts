@@ -6,6 +6,7 @@ import { postgresConsumers } from './postgres-consumers.js'
 import { commitAnnouncer, commitChannel, commitListener, type NotifyClient } from './commit-channel.js'
 import { ACQUIRE_LEASE, checkLeaseRequest, LIST_LEASES, positional, RELEASE_LEASE, SELECT_LEASE, toGrant, toLease, type LeaseDbRow } from '../leases.js'
 import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from '../replay-core.js'
+import { logLocation } from './postgres-read-only.js'
 import { postgresReconcileState } from './postgres-reconcile.js'
 import {
   JOB_COLUMNS, jobParams, REPLAY_COLUMNS, toJob, toLogRow, toQuarantine, UPDATE_JOB_ON_CONFLICT, type ChainHead,
@@ -18,6 +19,13 @@ export interface PostgresStoreOptions extends PoolSettings {
   maxBatch?: number
   /** Job states a rebuild keeps in memory before writing the least recently used out (default 100,000). */
   replayCacheSize?: number
+  /**
+   * Where to LISTEN for other instances' commits (default: `connectionString`). Behind a pooler
+   * in transaction mode, which does not carry LISTEN, give a direct (or session-mode) URL here;
+   * without one the store finds out, warns (FST_G2SENTRY_LISTEN_NOT_CARRIED) and the live feed
+   * and consumers see other instances' commits only by polling, about once a second.
+   */
+  listenUrl?: string | undefined
 }
 
 // Lease times come from the database's clock, so instances on several hosts agree on expiry.
@@ -89,7 +97,14 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
   const listeners = commitListeners()
   const channel = commitChannel(schema)
   const announce = commitAnnouncer((text, values) => pool.query(text, values), channel)
-  const commits = commitListener(() => new pg.Client({ connectionString: options.connectionString }) as unknown as NotifyClient, channel)
+  const listenUrl = options.listenUrl ?? options.connectionString
+  const commits = commitListener(() => new pg.Client({ connectionString: listenUrl }) as unknown as NotifyClient, channel, {
+    send: (payload) => pool.query('SELECT pg_notify($1, $2)', [channel, payload]),
+    notCarried: () => process.emitWarning(`notifications do not reach a LISTEN on ${logLocation(listenUrl, undefined)}: ` +
+      'a connection pooler in transaction mode is in between; other instances\' commits reach the live feed and consumers only by ' +
+      'polling, about once a second. Set listenUrl (or listen_url in the database URL) to a direct or session-mode connection',
+    { code: 'FST_G2SENTRY_LISTEN_NOT_CARRIED' })
+  })
   const writer = createWriter(pool, (batchSize, started, lastSeq) => {
     announce(lastSeq)
     listeners.committed(batchSize, started)

@@ -8,6 +8,7 @@ import { errors } from '../../errors.js'
 import type { BatchOutcome } from '../group-commit.js'
 import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from '../migrations.js'
 import { logLocation, requireLog } from './postgres-read-only.js'
+import { requireTables, tenantPool } from './tenant-pool.js'
 import {
   appendResult, contentHash, EVENT_INSERT_COLUMNS, eventParams, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, toJob,
   UPDATE_JOB_ON_CONFLICT, type ChainHead, type JobRow
@@ -41,6 +42,13 @@ export interface PoolSettings {
   /** Most connections in the pool (default 10). */
   max?: number | undefined
   /**
+   * Prepare the append statements once per connection (default true). Set false behind a pooler
+   * in transaction mode that does not carry named prepared statements (PgBouncer before 1.21, or
+   * without max_prepared_statements); the store also turns them off by itself the first time the
+   * server shows it lost one.
+   */
+  preparedStatements?: boolean | undefined
+  /**
    * Open an existing log for reading only: no schema or table is created and nothing is migrated
    * (see postgres-read-only.ts for what is refused).
    */
@@ -65,25 +73,64 @@ export async function openPool (settings: PoolSettings): Promise<Pool> {
   } catch {
     throw new errors.MISSING_DRIVER('A PostgreSQL database needs the "pg" package: npm install pg')
   }
-  const pool: Pool = new pg.Pool({
+  // No startup options: a pooler refuses them (PgBouncer's default) or drops them silently
+  // (ignore_startup_parameters); the schema and synchronous_commit hold per statement and per
+  // transaction instead (tenant-pool.ts).
+  const raw: Pool = new pg.Pool({
     connectionString: settings.connectionString,
     max: settings.max ?? 10,
-    options: `-c search_path=${schema} -c synchronous_commit=on`,
     // Sequence numbers, job ids and times are bigint columns that always fit in a double.
     types: { getTypeParser: (oid: number, format?: string) => oid === INT8 ? Number : pg.types.getTypeParser(oid, format as 'text') }
   }) as unknown as Pool
   // A client that loses its connection must not crash the app: an idle one is replaced, and a
   // checked-out one fails its query (which the caller handles); the 'error' event is not needed.
-  pool.on('error', () => {})
-  pool.on('connect', (client) => { client.on('error', () => {}) })
+  raw.on('error', () => {})
+  raw.on('connect', (client) => { client.on('error', () => {}) })
+  const pool = tenantPool(raw, { schema, preparedStatements: settings.preparedStatements })
+  const where = logLocation(settings.connectionString, settings.schema)
   try {
-    if (settings.readOnly === true) await requireLog(pool, schema, logLocation(settings.connectionString, settings.schema))
+    if (settings.readOnly === true) await requireLog(pool, schema, where)
     else await migrate(pool, schema)
+    await requireTables(pool, schema, where)
   } catch (error) {
     await pool.end()
-    throw error
+    throw openError(error, settings.connectionString, where)
   }
   return pool
+}
+
+/**
+ * What went wrong opening the log, as FST_G2SENTRY_DATABASE_OPEN_FAILED with the problem named;
+ * the plugin's own errors pass through. The message never holds the password, even where the
+ * server or a pooler echoes part of the connection string.
+ */
+export function openError (error: unknown, connectionString: string, where: string): Error {
+  if (typeof (error as { code?: unknown }).code === 'string' && (error as { code: string }).code.startsWith('FST_G2SENTRY_')) return error as Error
+  const { code, message } = error as { code?: string; message?: string }
+  const said = String(message ?? error)
+  let problem: string
+  if (/unsupported startup parameter/.test(said)) {
+    problem = `a connection pooler in between refused a startup parameter (${said}); remove it from the connection string, ` +
+      'or list it in the pooler\'s ignore_startup_parameters'
+  } else if (code === '28P01' || /password authentication failed/.test(said)) problem = `the server refused the password (${said})`
+  else if (code === '3D000') problem = `the database does not exist (${said})`
+  else if (code === '42501') problem = `the role may not create or use the schema (${said})`
+  else if (/does not support SSL|SSL (is )?required|no encryption|SSL off|sslmode/i.test(said)) {
+    problem = `TLS: ${said}; set sslmode in the connection string to what the server expects`
+  } else if (code === '28000') problem = `the server refused the login (${said})`
+  else if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH' || code === 'ETIMEDOUT') {
+    problem = `nothing answered there (${said}): is the server running, and the host and port right?`
+  } else problem = code === undefined ? said : `${said} (${code})`
+  return new errors.DATABASE_OPEN_FAILED(where, redactPassword(problem, connectionString), { cause: error })
+}
+
+/** `text` with the connection string's password, if any, replaced by ***. */
+function redactPassword (text: string, connectionString: string): string {
+  let password = ''
+  try {
+    password = decodeURIComponent(new URL(connectionString).password)
+  } catch {}
+  return password === '' ? text : text.split(password).join('***')
 }
 
 /** Runs `work` in a transaction opened with `begin` on a client of its own; rolls back if it throws. */
@@ -102,10 +149,10 @@ export async function transaction<T> (pool: Pool, begin: string, work: (client: 
   }
 }
 
-// "Durable before 200" needs the commit flushed on the server whatever its default: the session
-// asks for it at connect time, and each append transaction again, in case a pooler in between
-// drops the startup options. Sent in front of the transaction's first reads, in one round trip.
-const BEGIN_APPEND = 'BEGIN; SET LOCAL synchronous_commit = on'
+// "Durable before 200" needs the commit flushed on the server whatever its default: tenant-pool.ts
+// follows every BEGIN with SET LOCAL synchronous_commit = on, here in front of the transaction's
+// first reads, in one round trip.
+const BEGIN_APPEND = 'BEGIN'
 
 // Every append links to the row before it, so appends from all instances take turns on the
 // chain's head row.
@@ -268,10 +315,11 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
       // earlier row with the same body; write the event, the head and the projection in one
       // statement. The job id is a checked integer and the body hash is hex, both safe to inline.
       const bodyHash = contentHash(event.rawBody)
-      const [, , { rows: [head] }, { rows: [current] }, { rows: [same] }] = await client.query(`${BEGIN_APPEND}; ${SELECT_HEAD} FOR UPDATE;
+      // The last three answers: the statements in front of them are BEGIN and whatever SET LOCALs it carries.
+      const [{ rows: [head] }, { rows: [current] }, { rows: [same] }] = (await client.query(`${BEGIN_APPEND}; ${SELECT_HEAD} FOR UPDATE;
         SELECT * FROM jobs WHERE job_id = ${event.jobId};
         SELECT seq FROM events WHERE job_id = ${event.jobId} AND content_hash = '${bodyHash}' ORDER BY seq LIMIT 1`
-      ) as unknown as [unknown, unknown, QueryResult<ChainHead>, QueryResult<JobRow>, QueryResult<{ seq: number }>]
+      ) as unknown as Array<QueryResult<unknown>>).slice(-3) as [QueryResult<ChainHead>, QueryResult<JobRow>, QueryResult<{ seq: number }>]
       if (event.quarantineId !== undefined) await claimQuarantined(client, [event.quarantineId])
       const { ifLastSeq } = event as Partial<ConditionalEvent>
       if (ifLastSeq !== undefined) {
@@ -319,7 +367,7 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
         unknown as Array<QueryResult<unknown>>
       const [{ rows: jobRows }, { rows: firsts }] = answers.slice(-2) as
         [QueryResult<JobRow>, QueryResult<{ job_id: number; content_hash: string; seq: number }>]
-      const head = base === undefined ? (answers[2] as QueryResult<ChainHead>).rows[0] : base.head
+      const head = base === undefined ? (answers[answers.length - 3] as QueryResult<ChainHead>).rows[0] : base.head
       const states = new Map(jobRows.map((row) => [row.job_id, toJob(row)]))
       // The first row of each job with each body: from the log, else from earlier batches or this one.
       const firstSeq = new Map(firsts.map((row) => [`${row.job_id} ${row.content_hash}`, row.seq]))
@@ -467,7 +515,8 @@ async function migrate (pool: Pool, schema: string): Promise<void> {
   const all = loadMigrations(join(MIGRATIONS_ROOT, 'postgres'))
   const client = await pool.connect()
   try {
-    await client.query('BEGIN')
+    // The migrations' own SQL names tables unqualified: search_path, for this transaction only.
+    await client.query(`BEGIN; SET LOCAL search_path TO ${schema}`)
     // Instances starting together migrate one at a time.
     await client.query('SELECT pg_advisory_xact_lock($1)', [LOCK_SEED])
     // CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege even when the schema exists.
