@@ -61,11 +61,18 @@ export interface PgBouncerOptions {
   password?: string
 }
 
-/** Starts a PgBouncer for `t`, stopped (by its pid) when `t` ends. */
+/** Starts a PgBouncer for `t` in front of `pgUrl()`, stopped (by its pid) when `t` ends. */
 export async function startPgBouncer (t: Test, options: PgBouncerOptions = {}): Promise<PgBouncer> {
+  const bouncer = await launchPgBouncer(pgUrl(), options)
+  t.teardown(bouncer.stop)
+  return bouncer
+}
+
+/** Starts a PgBouncer in front of `serverUrl` (also for bench/run.ts); `stop` ends it, by its pid. */
+export async function launchPgBouncer (serverUrl: string, options: PgBouncerOptions = {}): Promise<PgBouncer & { stop: () => void }> {
   const binary = pgbouncerBinary()
   if (binary === undefined) throw new Error('pgbouncer is not installed')
-  const server = new URL(pgUrl())
+  const server = new URL(serverUrl)
   const dir = mkdtempSync(join(tmpdir(), 'g2s-pgbouncer-'))
   const port = await freePort()
   const users = [decodeURIComponent(server.username) || 'postgres', ...(options.users ?? [])]
@@ -105,8 +112,7 @@ export async function startPgBouncer (t: Test, options: PgBouncerOptions = {}): 
     } catch {}
     rmSync(dir, { recursive: true, force: true })
   }
-  t.teardown(stop)
-  const url = new URL(pgUrl())
+  const url = new URL(serverUrl)
   url.hostname = '127.0.0.1'
   url.port = String(port)
   if (options.password !== undefined) url.password = options.password
@@ -121,9 +127,13 @@ export async function startPgBouncer (t: Test, options: PgBouncerOptions = {}): 
       break
     } catch (error) {
       await client.end().catch(() => {})
-      if (attempt >= 50) throw new Error(`PgBouncer did not start: ${(error as Error).message}\n${log().slice(-2000)}`)
+      if (attempt >= 50) {
+        const output = log().slice(-2000)
+        stop()
+        throw new Error(`PgBouncer did not start: ${(error as Error).message}\n${output}`)
+      }
       await new Promise((resolve) => setTimeout(resolve, 100))
     }
   }
-  return { url: url.toString(), log }
+  return { url: url.toString(), log, stop }
 }
