@@ -18,6 +18,7 @@ import { G2SENTRY_TABLES } from '../src/store/postgres/tenant-pool.js'
 import { drop, freshSchema, pgUrl, requirePg, track, uniqueName, withClient } from './pg.js'
 import { requirePgBouncer, startPgBouncer } from './pgbouncer.js'
 import { assigned, completed, fenceFor, incoming, readWholeLog, started, T0 } from './store-contract.js'
+import { SseClient } from './stream-helpers.js'
 import { until } from './until.js'
 
 const SECRET = 'pooler-secret'
@@ -170,6 +171,22 @@ t.test('behind PgBouncer in transaction mode', async (t) => {
       await until('the announcement', () => heard.includes(seq), 2000)
       t.ok(Date.now() - sent < 900, `announced in ${Date.now() - sent} ms, sooner than the 1 s poll`)
       t.equal(lost.length, 0, 'no warning')
+    })
+    t.test('with listen_url, the live stream and a consumer polling once a minute on one instance get another instance\'s callbacks', async (t) => {
+      const schema = freshSchema(t)
+      const a = await listen(t, `${bouncer.url}?schema=${schema}`)
+      const b = await listen(t, `${bouncer.url}?schema=${schema}&listen_url=${encodeURIComponent(pgUrl())}`)
+      const seen: number[] = []
+      b.app.g2sentry.consume('mailer', (change) => { seen.push(change.seq) }, { pollMs: 60_000 })
+      const stream = await SseClient.open(t, `${b.url}/jobs/stream`)
+      const first = await deliver(a.url, assigned(1))
+      await until('the consumer\'s first pass', () => seen.includes(first.body.seq), 10_000)
+      // Now the consumer waits: only a notification wakes it before a minute is up.
+      const second = await deliver(a.url, started(1))
+      await until('the consumer to be woken', () => seen.includes(second.body.seq), 10_000)
+      await stream.until(second.body.seq)
+      t.same(stream.ids, [first.body.seq, second.body.seq], 'the live stream sent both')
+      t.same(seen, [first.body.seq, second.body.seq], 'the consumer got both, in order')
     })
   })
 
