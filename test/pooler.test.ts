@@ -211,6 +211,14 @@ t.test('behind PgBouncer in transaction mode', async (t) => {
       url.pathname = '/g2s_no_such_database'
       await t.rejects(postgresStore({ connectionString: url.toString() }), { code, message: /g2s_no_such_database.*does not exist/ })
     })
+    t.test('a schema that does not hold every g2sentry table', async (t) => {
+      const bouncer = await startPgBouncer(t)
+      const schema = freshSchema(t)
+      await (await postgresStore({ connectionString: bouncer.url, schema })).close()
+      await withClient((client) => client.query(`DROP TABLE ${schema}.partner_requests`))
+      await t.rejects(postgresStore({ connectionString: bouncer.url, schema }), { code, message: new RegExp(`schema ${schema} does not hold the g2sentry tables partner_requests`) },
+        'refused at open, not at the first write that would miss it')
+    })
     t.test('TLS required (sslmode passes through to pg)', async (t) => {
       // PgBouncer here has no TLS: a client that requires it is refused.
       const bouncer = await startPgBouncer(t)
