@@ -3,7 +3,7 @@ import { errors } from '../../errors.js'
 import { commitListeners } from '../commit-listeners.js'
 import { groupCommit } from '../group-commit.js'
 import { postgresConsumers } from './postgres-consumers.js'
-import { commitAnnouncer, commitChannel, commitListener, type NotifyClient } from './commit-channel.js'
+import { commitAnnouncer, commitChannel, commitListener, PROBE_MS, type NotifyClient } from './commit-channel.js'
 import { ACQUIRE_LEASE, checkLeaseRequest, LIST_LEASES, positional, RELEASE_LEASE, SELECT_LEASE, toGrant, toLease, type LeaseDbRow } from '../leases.js'
 import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from '../replay-core.js'
 import { logLocation } from './postgres-read-only.js'
@@ -23,7 +23,7 @@ export interface PostgresStoreOptions extends PoolSettings {
    * Where to LISTEN for other instances' commits (default: `connectionString`). Behind a pooler
    * in transaction mode, which does not carry LISTEN, give a direct (or session-mode) URL here;
    * without one the store finds out, warns (FST_G2SENTRY_LISTEN_NOT_CARRIED) and the live feed
-   * and consumers see other instances' commits only by polling, about once a second.
+   * and consumers see other instances' commits only when they poll (every second by default).
    */
   listenUrl?: string | undefined
 }
@@ -100,9 +100,10 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
   const listenUrl = options.listenUrl ?? options.connectionString
   const commits = commitListener(() => new pg.Client({ connectionString: listenUrl }) as unknown as NotifyClient, channel, {
     send: (payload) => pool.query('SELECT pg_notify($1, $2)', [channel, payload]),
-    notCarried: () => process.emitWarning(`notifications do not reach a LISTEN on ${logLocation(listenUrl, undefined)}: ` +
-      'a connection pooler in transaction mode is in between; other instances\' commits reach the live feed and consumers only by ' +
-      'polling, about once a second. Set listenUrl (or listen_url in the database URL) to a direct or session-mode connection',
+    notCarried: () => process.emitWarning(`a notification did not reach a LISTEN on ${logLocation(listenUrl, undefined)} within ` +
+      `${PROBE_MS / 1000} s: a connection pooler in transaction mode is probably in between. Other instances' commits now reach the ` +
+      'live feed and consumers only when they poll (every second by default). Set listenUrl (or listen_url in the database URL) ' +
+      'to a direct or session-mode connection',
     { code: 'FST_G2SENTRY_LISTEN_NOT_CARRIED' })
   })
   const writer = createWriter(pool, (batchSize, started, lastSeq) => {
