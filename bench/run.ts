@@ -1,5 +1,6 @@
 // npm run bench [-- --duration 10 --rounds 3 --connections 50,10 --jobs 20000 --events 1000000 --store sqlite|postgres
-//   --baseline DIR --skip-load --skip-replay --skip-per-event --readers 5 --stream-events 100000 --stream-seconds 15 --skip-stream]
+//   --baseline DIR --skip-load --skip-replay --skip-per-event --readers 5 --stream-events 100000 --stream-seconds 15 --skip-stream
+//   --skip-pooler --unprepared]
 import Database from 'better-sqlite3'
 import { spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync, statSync } from 'node:fs'
@@ -9,6 +10,7 @@ import { parseArgs } from 'node:util'
 import { round, type RoundResult, type Target } from './load.js'
 import { generateLog } from './generate-log.js'
 import { streamRun, type StreamRun } from './stream.js'
+import { launchPgBouncer, pgbouncerBinary } from '../test/pgbouncer.js'
 
 const { values } = parseArgs({
   options: {
@@ -27,15 +29,37 @@ const { values } = parseArgs({
     readers: { type: 'string', default: '5' },
     'stream-events': { type: 'string', default: '100000' },
     'stream-seconds': { type: 'string', default: '15' },
-    'skip-stream': { type: 'boolean', default: false }
+    'skip-stream': { type: 'boolean', default: false },
+    // PostgreSQL: no target through PgBouncer (which runs only where pgbouncer is installed).
+    'skip-pooler': { type: 'boolean', default: false },
+    // PostgreSQL: each target again with preparedStatements: false.
+    unprepared: { type: 'boolean', default: false }
   }
 })
 
 if (values.store !== 'sqlite' && values.store !== 'postgres') throw new Error('--store is sqlite or postgres')
 const plugin = values.store === 'sqlite' ? ['plugin', '$DB'] : ['postgres', values.pg, '$SCHEMA']
+// PostgreSQL through a real PgBouncer in transaction mode with its default settings, started here.
+const pooler = values.store === 'postgres' && !values['skip-pooler'] && pgbouncerBinary() !== undefined
+  ? await launchPgBouncer(values.pg)
+  : undefined
+if (pooler !== undefined) process.on('exit', pooler.stop)
+else if (values.store === 'postgres' && !values['skip-pooler']) console.log('pgbouncer is not installed: no target through PgBouncer')
+const postgresTargets: Target[] = values.store === 'sqlite'
+  ? []
+  : [
+      ...(values.unprepared ? [{ name: 'on PostgreSQL, preparedStatements: false', args: [...plugin, 'unprepared'] }] : []),
+      ...(pooler === undefined
+        ? []
+        : [
+            { name: 'through PgBouncer (transaction mode)', args: ['postgres', pooler.url, '$SCHEMA'] },
+            ...(values.unprepared ? [{ name: 'through PgBouncer, preparedStatements: false', args: ['postgres', pooler.url, '$SCHEMA', 'unprepared'] }] : [])
+          ])
+    ]
 const TARGETS: Target[] = [
   { name: 'bare route (HMAC, 204, no storage)', args: ['bare'] },
   { name: `fastify-g2sentry${values.store === 'sqlite' ? ' (group commit)' : ' on PostgreSQL'}`, args: plugin },
+  ...postgresTargets,
   ...(values.baseline === undefined ? [] : [{ name: `baseline: ${values.baseline}`, args: plugin, cwd: values.baseline }]),
   ...(values.store === 'sqlite' && !values['skip-per-event'] ? [{ name: 'fastify-g2sentry, one commit per event', args: ['plugin', '$DB', '1'] }] : [])
 ]
@@ -86,6 +110,12 @@ if (!values['skip-load']) {
         const bareRounds = results.get(TARGETS[0]!.name) ?? []
         const ratios = rs.map((r, i) => fmt(r.rps / (bareRounds[i]?.rps ?? NaN), 2))
         console.log(`${''.padEnd(widths[0] as number)}  each round × that round's bare route: ${ratios.join(', ')}`)
+      }
+      if (postgresTargets.includes(target)) {
+        // A PostgreSQL variant against the direct connection, round by round (they ran back to back).
+        const direct = results.get(TARGETS[1]!.name) ?? []
+        const ratios = rs.map((r, i) => fmt(r.rps / (direct[i]?.rps ?? NaN), 2))
+        console.log(`${''.padEnd(widths[0] as number)}  × direct PostgreSQL: ${fmt(median(rps) / median(direct.map((r) => r.rps)), 2)}× (each round: ${ratios.join(', ')})`)
       }
       if (committed !== '-') {
         const lost = rs.filter((r) => (r.committed ?? 0) < r.sent2xx).length

@@ -1,6 +1,6 @@
 // One server under load, in its own process: `bare` (HMAC of the raw body, 204, nothing stored),
 // `plugin FILE [maxBatch]` (the whole callback route, committed to SQLite before the answer),
-// `postgres URL SCHEMA` (the same on PostgreSQL) or `stream FILE` (the plugin with its job routes
+// `postgres URL SCHEMA [unprepared]` (the same on PostgreSQL, at URL directly or through a pooler) or `stream FILE` (the plugin with its job routes
 // and live stream, for the stream scenario). With G2SENTRY_BENCH_JOB_ROUTES=1 the job routes are
 // on in the other modes too (the log-growth benchmark reads jobs).
 import Fastify from 'fastify'
@@ -25,7 +25,7 @@ if (mode === 'bare') {
   await app.register(g2sentry, {
     secret: BENCH_SECRET,
     store: mode === 'postgres'
-      ? await postgresStore({ connectionString: where, schema: extra, max: 20 })
+      ? await postgresStore({ connectionString: where, schema: extra, max: 20, preparedStatements: process.argv[5] !== 'unprepared' })
       : sqliteStore({ filename: where, maxBatch: Number(extra) }),
     jobRoutes: mode === 'stream' || process.env.G2SENTRY_BENCH_JOB_ROUTES === '1'
   })

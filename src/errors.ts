@@ -51,7 +51,8 @@ export const errors = {
   LOG_NOT_MIGRATED: createError('FST_G2SENTRY_LOG_NOT_MIGRATED',
     'the g2sentry log at %s is behind this version of fastify-g2sentry (not applied: %s); opened read-only, it is not migrated: start the server on it once, or run g2sentry rebuild --db on it, to migrate it', 500),
   CONSUMER_HELD: createError('FST_G2SENTRY_CONSUMER_HELD',
-    'consumer %s is running: %s holds its lease until %s; stop that instance first, or use --force (a running instance then starts it again as a new consumer)', 409)
+    'consumer %s is running: %s holds its lease until %s; stop that instance first, or use --force (a running instance then starts it again as a new consumer)', 409),
+  DATABASE_OPEN_FAILED: createError('FST_G2SENTRY_DATABASE_OPEN_FAILED', 'could not open the PostgreSQL log at %s: %s', 500)
 } as const
 
 /**

@@ -2,7 +2,7 @@
 // an instance NOTIFYs a channel named after the schema with the log's last seq, and every
 // instance LISTENing there (on one connection of its own) wakes its live feed and consumers.
 // A notification is a hint, never the data: readers read the shared log from where they are.
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 
 /** The part of `pg` these functions use. */
 export interface NotifyClient {
@@ -43,13 +43,30 @@ export function commitAnnouncer (query: (text: string, values: unknown[]) => Pro
   }
 }
 
+/** How a LISTEN connection checks that notifications reach it (see `commitListener`). */
+export interface ListenProbe {
+  /** Sends `payload` on the channel from a connection other than the listening one. */
+  send: (payload: string) => Promise<unknown>
+  /** Told once when the probe never arrived. */
+  notCarried: () => void
+}
+
+/** How long a LISTEN connection waits for its probe before concluding notifications do not reach it. */
+export const PROBE_MS = 3000
+const PROBE = /^probe /
+
 /**
  * LISTENs on `channel` while anyone watches, on a connection of its own that is opened for the
  * first watcher, reconnected (with a growing delay, up to 5 s) when it breaks, and closed with
  * the last. Watchers get the announced seq, or undefined after a reconnect (something may have
  * been missed: read the log).
+ *
+ * A connection pooler in transaction mode accepts LISTEN and then hands the server session to
+ * others: nothing ever arrives. So once listening, `probe` sends a notification from another
+ * connection (the store's pool); when it has not arrived within PROBE_MS, `notCarried` is told
+ * and the listener stops for good, leaving the watchers to their poll.
  */
-export function commitListener (newClient: () => NotifyClient, channel: string): {
+export function commitListener (newClient: () => NotifyClient, channel: string, probe?: ListenProbe): {
   watch: (listener: (lastSeq: number | undefined) => void) => () => void
   close: () => Promise<void>
 } {
@@ -58,6 +75,9 @@ export function commitListener (newClient: () => NotifyClient, channel: string):
   let retry: NodeJS.Timeout | undefined
   let failures = 0
   let closed = false
+  // Whether a probe arrived once on this URL (later connections skip it); stopped when none did.
+  let carried = false
+  let stopped = false
 
   const tell = (seq: number | undefined): void => {
     for (const watcher of watchers) {
@@ -66,7 +86,7 @@ export function commitListener (newClient: () => NotifyClient, channel: string):
   }
 
   async function open (): Promise<void> {
-    if (closed || watchers.size === 0 || client !== undefined) return
+    if (closed || stopped || watchers.size === 0 || client !== undefined) return
     const current = newClient()
     client = current
     const broken = (): void => {
@@ -78,8 +98,14 @@ export function commitListener (newClient: () => NotifyClient, channel: string):
     }
     current.on('error', broken)
     current.on('end', broken)
+    const token = `probe ${randomBytes(8).toString('hex')}`
+    let probed: (() => void) | undefined
     current.on('notification', (message: { channel: string; payload?: string }) => {
       if (message.channel !== channel) return
+      if (PROBE.test(message.payload ?? '')) {
+        if (message.payload === token) probed?.()
+        return
+      }
       const seq = Number(message.payload)
       tell(Number.isSafeInteger(seq) ? seq : undefined)
     })
@@ -91,6 +117,23 @@ export function commitListener (newClient: () => NotifyClient, channel: string):
       tell(undefined)
     } catch {
       broken()
+      return
+    }
+    if (probe === undefined || carried) return
+    const arrived = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), PROBE_MS).unref()
+      probed = () => {
+        clearTimeout(timer)
+        resolve(true)
+      }
+      probe.send(token).catch(() => {})
+    })
+    if (arrived) carried = true
+    else if (client === current && !closed) {
+      stopped = true
+      client = undefined
+      current.end().catch(() => {})
+      probe.notCarried()
     }
   }
 

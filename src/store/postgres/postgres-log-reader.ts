@@ -1,7 +1,7 @@
 import type { LogRow } from '../../domain/types.js'
 import type { LogReader, LogReads } from '../log-reads.js'
 import { fromColumns, LOG_COLUMNS, type ChainHead } from '../rows.js'
-import { openPool, SELECT_HEAD, transaction, type Client } from './postgres-writer.js'
+import { openPool, SELECT_HEAD, transaction, type Client } from './postgres-connection.js'
 
 // pg's query with a config object, which the minimal Client of postgres-writer.ts leaves out.
 interface ArrayQueryable {

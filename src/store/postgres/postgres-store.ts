@@ -3,21 +3,30 @@ import { errors } from '../../errors.js'
 import { commitListeners } from '../commit-listeners.js'
 import { groupCommit } from '../group-commit.js'
 import { postgresConsumers } from './postgres-consumers.js'
-import { commitAnnouncer, commitChannel, commitListener, type NotifyClient } from './commit-channel.js'
+import { commitAnnouncer, commitChannel, commitListener, PROBE_MS, type NotifyClient } from './commit-channel.js'
 import { ACQUIRE_LEASE, checkLeaseRequest, LIST_LEASES, positional, RELEASE_LEASE, SELECT_LEASE, toGrant, toLease, type LeaseDbRow } from '../leases.js'
 import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from '../replay-core.js'
+import { logLocation } from './postgres-read-only.js'
 import { postgresReconcileState } from './postgres-reconcile.js'
 import {
   JOB_COLUMNS, jobParams, REPLAY_COLUMNS, toJob, toLogRow, toQuarantine, UPDATE_JOB_ON_CONFLICT, type ChainHead,
   type EventRow, type JobRow, type QuarantineDbRow, type ReplayTuple
 } from '../rows.js'
-import { columnsOf, createWriter, openPool, SELECT_HEAD, transaction, type Client, type PoolSettings } from './postgres-writer.js'
+import { openPool, SELECT_HEAD, transaction, type Client, type PoolSettings } from './postgres-connection.js'
+import { columnsOf, createWriter } from './postgres-writer.js'
 
 export interface PostgresStoreOptions extends PoolSettings {
   /** The most appends that share one transaction (default 256). */
   maxBatch?: number
   /** Job states a rebuild keeps in memory before writing the least recently used out (default 100,000). */
   replayCacheSize?: number
+  /**
+   * Where to LISTEN for other instances' commits (default: `connectionString`). Behind a pooler
+   * in transaction mode, which does not carry LISTEN, give a direct (or session-mode) URL here;
+   * without one the store finds out, warns (FST_G2SENTRY_LISTEN_NOT_CARRIED) and the live feed
+   * and consumers see other instances' commits only when they poll (every second by default).
+   */
+  listenUrl?: string | undefined
 }
 
 // Lease times come from the database's clock, so instances on several hosts agree on expiry.
@@ -89,7 +98,15 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
   const listeners = commitListeners()
   const channel = commitChannel(schema)
   const announce = commitAnnouncer((text, values) => pool.query(text, values), channel)
-  const commits = commitListener(() => new pg.Client({ connectionString: options.connectionString }) as unknown as NotifyClient, channel)
+  const listenUrl = options.listenUrl ?? options.connectionString
+  const commits = commitListener(() => new pg.Client({ connectionString: listenUrl }) as unknown as NotifyClient, channel, {
+    send: (payload) => pool.query('SELECT pg_notify($1, $2)', [channel, payload]),
+    notCarried: () => process.emitWarning(`a notification did not reach a LISTEN on ${logLocation(listenUrl, undefined)} within ` +
+      `${PROBE_MS / 1000} s: a connection pooler in transaction mode is probably in between. Other instances' commits now reach the ` +
+      'live feed and consumers only when they poll (every second by default). Set listenUrl (or listen_url in the database URL) ' +
+      'to a direct or session-mode connection',
+    { code: 'FST_G2SENTRY_LISTEN_NOT_CARRIED' })
+  })
   const writer = createWriter(pool, (batchSize, started, lastSeq) => {
     announce(lastSeq)
     listeners.committed(batchSize, started)

@@ -1,121 +1,21 @@
-// The write side of the PostgreSQL store: the driver and pool, migrations, transactions, and the
-// group commit that appends a batch of events in one transaction (src/store/group-commit.ts
-// gathers the batches). Mirrors src/store/sqlite/sqlite-writer.ts.
-import { join } from 'node:path'
+// The write side of the PostgreSQL store: the group commit that appends a batch of events in one
+// transaction (src/store/group-commit.ts gathers the batches), over a pool from
+// postgres-connection.ts. Mirrors src/store/sqlite/sqlite-writer.ts.
 import { projectEvent } from '../../domain/project-status.js'
 import type { AppendResult, ConditionalEvent, IncomingEvent, JobState, QuarantineInput, SupersededResult } from '../../domain/types.js'
 import { errors } from '../../errors.js'
 import type { BatchOutcome } from '../group-commit.js'
-import { loadMigrations, MIGRATIONS_ROOT, pendingMigrations, type AppliedMigration } from '../migrations.js'
-import { logLocation, requireLog, requireLogTable } from './postgres-read-only.js'
+import { SELECT_HEAD, transaction } from './postgres-connection.js'
+import type { Client, Pool, QueryResult } from './postgres-types.js'
 import {
   appendResult, contentHash, EVENT_INSERT_COLUMNS, eventParams, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, toJob,
   UPDATE_JOB_ON_CONFLICT, type ChainHead, type JobRow
 } from '../rows.js'
 
-// Minimal shapes of what this store uses from `pg`, so `pg` stays an optional peer dependency.
-export interface QueryResult<R> { rows: R[] }
-/** A query whose rows come back as arrays, column by column (pg's `rowMode: 'array'`). */
-export interface ArrayQuery { text: string; values: unknown[]; rowMode: 'array' }
-/** A query prepared once per connection under `name`, then only bound and run (pg's named statements). */
-export interface NamedQuery { name: string; text: string; values: unknown[] }
-export interface Client {
-  query: (<R = Record<string, unknown>>(text: string, values?: unknown[]) => Promise<QueryResult<R>>) &
-    (<R extends unknown[]>(query: ArrayQuery) => Promise<QueryResult<R>>) &
-    (<R = Record<string, unknown>>(query: NamedQuery) => Promise<QueryResult<R>>)
-  release: (error?: Error | boolean) => void
-}
-export interface Pool {
-  query: Client['query']
-  connect: () => Promise<Client>
-  end: () => Promise<void>
-  on: ((event: 'error', listener: (error: Error) => void) => unknown) &
-    ((event: 'connect', listener: (client: { on: (event: 'error', listener: (error: Error) => void) => unknown }) => void) => unknown)
-}
-
-export interface PoolSettings {
-  /** e.g. `postgres://user@host:5432/db`. */
-  connectionString: string
-  /** Schema that holds the tables (default `public`); created if missing. */
-  schema?: string | undefined
-  /** Most connections in the pool (default 10). */
-  max?: number | undefined
-  /**
-   * Open an existing log for reading only: no schema or table is created and nothing is migrated
-   * (see postgres-read-only.ts for what is refused).
-   */
-  readOnly?: boolean | undefined
-  /**
-   * Open only a schema that already holds a g2sentry log (else `FST_G2SENTRY_NO_LOG`): no schema
-   * or table is created, as for a misspelled `?schema=`; a log that is behind is migrated.
-   */
-  existingLog?: boolean | undefined
-}
-
-const INT8 = 20
-// A fixed key for the migrations' advisory lock, so it does not collide with the app's own.
-const LOCK_SEED = 0x6732_7365
-const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/
-
-/**
- * Loads the `pg` driver, opens a pool on the settings' schema and brings the schema up to date
- * (creating it if missing); with `readOnly`, only checks that a log is there (postgres-read-only.ts).
- */
-export async function openPool (settings: PoolSettings): Promise<Pool> {
-  const schema = settings.schema ?? 'public'
-  if (!SCHEMA_NAME.test(schema)) throw new errors.INVALID_OPTION(`schema must be a lower-case SQL identifier, got "${schema}"`)
-  let pg: Awaited<typeof import('pg')>['default']
-  try {
-    pg = (await import('pg')).default
-  } catch {
-    throw new errors.MISSING_DRIVER('A PostgreSQL database needs the "pg" package: npm install pg')
-  }
-  const pool: Pool = new pg.Pool({
-    connectionString: settings.connectionString,
-    max: settings.max ?? 10,
-    options: `-c search_path=${schema} -c synchronous_commit=on`,
-    // Sequence numbers, job ids and times are bigint columns that always fit in a double.
-    types: { getTypeParser: (oid: number, format?: string) => oid === INT8 ? Number : pg.types.getTypeParser(oid, format as 'text') }
-  }) as unknown as Pool
-  // A client that loses its connection must not crash the app: an idle one is replaced, and a
-  // checked-out one fails its query (which the caller handles); the 'error' event is not needed.
-  pool.on('error', () => {})
-  pool.on('connect', (client) => { client.on('error', () => {}) })
-  try {
-    const where = logLocation(settings.connectionString, settings.schema)
-    if (settings.readOnly === true) await requireLog(pool, schema, where)
-    else await migrate(pool, schema, settings.existingLog === true ? where : undefined)
-  } catch (error) {
-    await pool.end()
-    throw error
-  }
-  return pool
-}
-
-/** Runs `work` in a transaction opened with `begin` on a client of its own; rolls back if it throws. */
-export async function transaction<T> (pool: Pool, begin: string, work: (client: Client) => Promise<T>): Promise<T> {
-  const client = await pool.connect()
-  try {
-    await client.query(begin)
-    const result = await work(client)
-    await client.query('COMMIT')
-    client.release()
-    return result
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => {})
-    client.release(true)
-    throw error
-  }
-}
-
-// "Durable before 200" needs the commit flushed on the server whatever its default: the session
-// asks for it at connect time, and each append transaction again, in case a pooler in between
-// drops the startup options. Sent in front of the transaction's first reads, in one round trip.
-const BEGIN_APPEND = 'BEGIN; SET LOCAL synchronous_commit = on'
-
-// Every append links to the row before it, so appends from all instances take turns on the
-// chain's head row.
-export const SELECT_HEAD = 'SELECT seq, hash FROM g2sentry_chain WHERE id = 1'
+// "Durable before 200" needs the commit flushed on the server whatever its default: tenant-pool.ts
+// follows every BEGIN with SET LOCAL synchronous_commit = on, here in front of the transaction's
+// first reads, in one round trip.
+const BEGIN_APPEND = 'BEGIN'
 
 // The event, and the projection row when the event has one ($16), in one statement.
 const APPEND = `WITH event AS (
@@ -274,10 +174,11 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
       // earlier row with the same body; write the event, the head and the projection in one
       // statement. The job id is a checked integer and the body hash is hex, both safe to inline.
       const bodyHash = contentHash(event.rawBody)
-      const [, , { rows: [head] }, { rows: [current] }, { rows: [same] }] = await client.query(`${BEGIN_APPEND}; ${SELECT_HEAD} FOR UPDATE;
+      // The last three answers: the statements in front of them are BEGIN and whatever SET LOCALs it carries.
+      const [{ rows: [head] }, { rows: [current] }, { rows: [same] }] = (await client.query(`${BEGIN_APPEND}; ${SELECT_HEAD} FOR UPDATE;
         SELECT * FROM jobs WHERE job_id = ${event.jobId};
         SELECT seq FROM events WHERE job_id = ${event.jobId} AND content_hash = '${bodyHash}' ORDER BY seq LIMIT 1`
-      ) as unknown as [unknown, unknown, QueryResult<ChainHead>, QueryResult<JobRow>, QueryResult<{ seq: number }>]
+      ) as unknown as Array<QueryResult<unknown>>).slice(-3) as [QueryResult<ChainHead>, QueryResult<JobRow>, QueryResult<{ seq: number }>]
       if (event.quarantineId !== undefined) await claimQuarantined(client, [event.quarantineId])
       const { ifLastSeq } = event as Partial<ConditionalEvent>
       if (ifLastSeq !== undefined) {
@@ -325,7 +226,7 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
         unknown as Array<QueryResult<unknown>>
       const [{ rows: jobRows }, { rows: firsts }] = answers.slice(-2) as
         [QueryResult<JobRow>, QueryResult<{ job_id: number; content_hash: string; seq: number }>]
-      const head = base === undefined ? (answers[2] as QueryResult<ChainHead>).rows[0] : base.head
+      const head = base === undefined ? (answers[answers.length - 3] as QueryResult<ChainHead>).rows[0] : base.head
       const states = new Map(jobRows.map((row) => [row.job_id, toJob(row)]))
       // The first row of each job with each body: from the log, else from earlier batches or this one.
       const firstSeq = new Map(firsts.map((row) => [`${row.job_id} ${row.content_hash}`, row.seq]))
@@ -466,34 +367,5 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
     async resolveQuarantine (id, seq) {
       await pool.query('UPDATE quarantine SET retried_seq = $1 WHERE id = $2', [seq, id])
     }
-  }
-}
-
-/** Brings `schema` up to date, creating it unless `existingLogAt` names the log that must already be there. */
-async function migrate (pool: Pool, schema: string, existingLogAt?: string): Promise<void> {
-  const all = loadMigrations(join(MIGRATIONS_ROOT, 'postgres'))
-  const client = await pool.connect()
-  try {
-    await client.query('BEGIN')
-    // Instances starting together migrate one at a time.
-    await client.query('SELECT pg_advisory_xact_lock($1)', [LOCK_SEED])
-    // CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege even when the schema exists.
-    if (existingLogAt !== undefined) await requireLogTable(client, schema, existingLogAt)
-    const { rows: [found] } = await client.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema])
-    if (found === undefined) await client.query(`CREATE SCHEMA ${schema}`)
-    await client.query(`CREATE TABLE IF NOT EXISTS g2sentry_migrations (
-      version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)`)
-    const { rows: applied } = await client.query<AppliedMigration>('SELECT version, name, checksum FROM g2sentry_migrations ORDER BY version')
-    for (const migration of pendingMigrations(all, applied)) {
-      await client.query(migration.sql)
-      await client.query('INSERT INTO g2sentry_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)',
-        [migration.version, migration.name, migration.checksum, Date.now()])
-    }
-    await client.query('COMMIT')
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => {})
-    throw error
-  } finally {
-    client.release()
   }
 }
