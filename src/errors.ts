@@ -52,6 +52,7 @@ export const errors = {
     'the g2sentry log at %s is behind this version of fastify-g2sentry (not applied: %s); opened read-only, it is not migrated: start the server on it once, or run g2sentry rebuild --db on it, to migrate it', 500),
   CONSUMER_HELD: createError('FST_G2SENTRY_CONSUMER_HELD',
     'consumer %s is running: %s holds its lease until %s; stop that instance first, or use --force (a running instance then starts it again as a new consumer)', 409),
+  NAMESPACE_TAKEN: createError('FST_G2SENTRY_NAMESPACE_TAKEN', 'fastify-g2sentry is already registered %s in this app: give each registration its own namespace', 500),
   DATABASE_OPEN_FAILED: createError('FST_G2SENTRY_DATABASE_OPEN_FAILED', 'could not open the PostgreSQL log at %s: %s', 500)
 } as const
 

@@ -19,6 +19,7 @@ import type { G2SentryStore, LogRow, RebuildReport } from './domain/types.js'
 import { startReconciling } from './partner-api/start.js'
 import { stopWithin } from './plugin/stop-within.js'
 import { healthOf, type HealthOptions, type HealthReport } from './plugin/health.js'
+import { claimNamespace } from './plugin/namespaces.js'
 import type { RoundReport } from './partner-api/reconciler.js'
 
 /** What the plugin adds to the Fastify instance as `fastify.g2sentry`. */
@@ -65,40 +66,50 @@ export interface G2SentryDecorator {
   health: (options?: HealthOptions) => Promise<HealthReport>
 }
 
+/**
+ * The namespaced registrations of an app (option `namespace`), by name. Declare yours so that
+ * `fastify.g2sentry.<name>` is typed:
+ * `declare module 'fastify-g2sentry' { interface G2SentryNamespaces { tenantA: G2SentryDecorator } }`
+ */
+export interface G2SentryNamespaces {}
+
 declare module 'fastify' {
   interface FastifyInstance {
-    g2sentry: G2SentryDecorator
+    g2sentry: G2SentryDecorator & G2SentryNamespaces
   }
 }
 
 async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promise<void> {
   const resolved = resolveOptions(options)
+  const publish = claimNamespace<G2SentryDecorator>(app, resolved.namespace)
+  const log = resolved.namespace === undefined ? app.log : app.log.child({ namespace: resolved.namespace })
   const store = resolved.store ?? await openStore(resolved.database)
   if (resolved.store === undefined) app.addHook('onClose', () => store.close())
 
   const feed = new ChangeFeed()
-  const metrics = resolved.metrics === false ? undefined : createMetrics(store, resolved.metrics.registry)
+  const metrics = resolved.metrics === false ? undefined : createMetrics(store, resolved.metrics.registry, resolved.namespace === undefined ? 'g2sentry' : `g2sentry_${resolved.namespace}`)
   if (metrics !== undefined) app.addHook('onClose', async () => metrics.close())
-  const committed = postCommitPath({ metrics, feed, onEvent: resolved.onEvent, log: app.log })
+  const committed = postCommitPath({ metrics, feed, onEvent: resolved.onEvent, log })
   const reconciling = resolved.reconcile === undefined
     ? undefined
     : startReconciling(store, resolved.reconcile, {
-      log: app.log,
+      log,
       registry: metrics?.registry,
+      metricPrefix: metrics?.prefix ?? 'g2sentry',
       committed: (result, event, receivedAt) => committed({ result, event, receivedAt, source: 'api' })
     })
 
-  const { consume, consumers, closeAll } = consumerRegistry(store, app.log, metrics)
+  const { consume, consumers, closeAll } = consumerRegistry(store, log, metrics)
   // Background work stops before the store closes (hooks run in reverse order of registration),
   // within a bound whatever a forward receiver or the Partner API does.
-  app.addHook('onClose', () => stopWithin(resolved.closeTimeoutMs, [reconciling?.stop(), closeAll()], app.log))
+  app.addHook('onClose', () => stopWithin(resolved.closeTimeoutMs, [reconciling?.stop(), closeAll()], log))
   // The live feed reads the log, so it shows the commits of every instance on the database.
   const stopFeed = feedFromLog(feed, store, {
     pollMs: 1000,
-    onError: (err) => app.log.error({ err }, 'g2sentry: the live feed could not read the log; will retry')
+    onError: (err) => log.error({ err }, 'g2sentry: the live feed could not read the log; will retry')
   })
   app.addHook('onClose', async () => stopFeed())
-  app.decorate('g2sentry', {
+  publish({
     store,
     readLog: (readOptions?: ReadLogOptions) => readLogStream(store, readOptions),
     rebuild: () => store.rebuild(),
@@ -123,7 +134,7 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
   if (resolved.forward !== undefined) {
     const { url, secret, timeoutMs, signing, name = 'forwarder', ...forwardOptions } = resolved.forward
     consume(name, forwardHandler({ url, secret, timeoutMs, signing }), forwardOptions)
-    app.log.info({ consumer: name, url: redactUrl(url) }, 'g2sentry: forwarding each change')
+    log.info({ consumer: name, url: redactUrl(url) }, 'g2sentry: forwarding each change')
   }
 
   if (resolved.metrics !== false && metrics !== undefined) {

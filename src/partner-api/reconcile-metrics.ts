@@ -9,26 +9,26 @@ export interface ReconcileMetrics {
   checked: (check: JobCheck) => void
 }
 
-export function reconcileMetrics (registry: Registry, state: ReconcileState): ReconcileMetrics {
+export function reconcileMetrics (registry: Registry, state: ReconcileState, prefix = 'g2sentry'): ReconcileMetrics {
   const requests = new Counter({
-    name: 'g2sentry_partner_api_requests_total',
+    name: `${prefix}_partner_api_requests_total`,
     help: 'Requests sent to G2 Sentry\'s Partner API by this process, by endpoint and result',
     labelNames: ['endpoint', 'result'] as const,
     registers: [registry]
   })
   const reconciled = new Counter({
-    name: 'g2sentry_reconciled_jobs_total',
+    name: `${prefix}_reconciled_jobs_total`,
     help: 'Jobs whose projection the Partner API corrected (a Reconciled row appended), by status before and after',
     labelNames: ['from', 'to'] as const,
     registers: [registry]
   })
   const conflicts = new Counter({
-    name: 'g2sentry_reconcile_conflicts_total',
+    name: `${prefix}_reconcile_conflicts_total`,
     help: 'Partner API statuses the projection had moved past (logged, not applied): look at these jobs',
     registers: [registry]
   })
   const checks = new Counter({
-    name: 'g2sentry_reconcile_checks_total',
+    name: `${prefix}_reconcile_checks_total`,
     help: 'Jobs asked about, by what the answer came to (unusable: an answer that could not be used for that job)',
     labelNames: ['result'] as const,
     registers: [registry]
@@ -36,7 +36,7 @@ export function reconcileMetrics (registry: Registry, state: ReconcileState): Re
   // Read from the database when scraped: every instance reports the same, whichever reconciles.
 
   new Gauge({
-    name: 'g2sentry_reconcile_oldest_unchecked_seconds',
+    name: `${prefix}_reconcile_oldest_unchecked_seconds`,
     help: 'How long the open job that has gone longest without an event or a check has waited; grows when the reconciler falls behind',
     registers: [registry],
     async collect () {
@@ -45,7 +45,7 @@ export function reconcileMetrics (registry: Registry, state: ReconcileState): Re
     }
   })
   new Gauge({
-    name: 'g2sentry_reconcile_failing_jobs',
+    name: `${prefix}_reconcile_failing_jobs`,
     help: 'Jobs whose last status answer from G2 Sentry was unusable (unknown status, another job, not JSON, 4xx, 5xx, redirect, too large) and that have not closed since; each backs off',
     registers: [registry],
     async collect () {

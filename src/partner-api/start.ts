@@ -26,10 +26,12 @@ export function sharedClient (store: G2SentryStore, options: Pick<ResolvedReconc
 export function startReconciling (store: G2SentryStore, options: ResolvedReconcileOptions, deps: {
   log: FastifyBaseLogger
   registry: Registry | undefined
+  /** The metrics' name prefix (`g2sentry`, or `g2sentry_<namespace>`). */
+  metricPrefix: string
   committed: (result: AppendResult, event: JobEvent, receivedAt: number) => void | Promise<void>
 }): ReconcileLoop {
   const { state } = reconcilingStore(store)
-  const metrics = deps.registry === undefined ? undefined : reconcileMetrics(deps.registry, state)
+  const metrics = deps.registry === undefined ? undefined : reconcileMetrics(deps.registry, state, deps.metricPrefix)
   const client = sharedClient(store, options, { log: deps.log, onRequest: metrics?.request })
   const reconciler = new Reconciler({ store, client, quietFor: options.quietFor, log: deps.log, onAppend: deps.committed, onCheck: metrics?.checked })
   // A round asks about as many jobs as the rate allows between two rounds.

@@ -18,6 +18,8 @@ export const REJECTION_REASONS: Readonly<Record<string, string>> = {
 /** The receiver's metrics, registered in `registry` (its own by default, so it never clashes with the app's). */
 export interface G2SentryMetrics {
   registry: Registry
+  /** What each metric's name starts with: `g2sentry`, or `g2sentry_<namespace>`. */
+  prefix: string
   delivered: (outcome: Outcome) => void
   rejected: (code: string) => void
   secretMatched: (index: number) => void
@@ -27,40 +29,41 @@ export interface G2SentryMetrics {
   close: () => void
 }
 
-export function createMetrics (store: G2SentryStore, registry = new Registry()): G2SentryMetrics {
+/** The plugin's metrics in `registry`, each named `<prefix>_…` (`g2sentry_…`, or `g2sentry_<namespace>_…`). */
+export function createMetrics (store: G2SentryStore, registry = new Registry(), prefix = 'g2sentry'): G2SentryMetrics {
   const deliveries = new Counter({
-    name: 'g2sentry_deliveries_total',
+    name: `${prefix}_deliveries_total`,
     help: 'Signed callbacks committed to the log, by outcome',
     labelNames: ['outcome'] as const,
     registers: [registry]
   })
   const rejections = new Counter({
-    name: 'g2sentry_rejections_total',
+    name: `${prefix}_rejections_total`,
     help: 'Callbacks refused, by reason',
     labelNames: ['reason'] as const,
     registers: [registry]
   })
   const secrets = new Counter({
-    name: 'g2sentry_secret_matches_total',
+    name: `${prefix}_secret_matches_total`,
     help: 'Valid signatures by the position of the configured secret that matched (0 = the first); watch it during a rotation',
     labelNames: ['secret'] as const,
     registers: [registry]
   })
   // Read from the store when scraped, so every instance on a shared database reports the same.
   new Gauge({
-    name: 'g2sentry_quarantine_size',
+    name: `${prefix}_quarantine_size`,
     help: 'Signed bodies in quarantine, not yet retried',
     registers: [registry],
     async collect () { this.set(await store.quarantineSize()) }
   })
   const batchSize = new Histogram({
-    name: 'g2sentry_commit_batch_size',
+    name: `${prefix}_commit_batch_size`,
     help: 'Appends committed together in one transaction (group commit)',
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
     registers: [registry]
   })
   const commitSeconds = new Histogram({
-    name: 'g2sentry_commit_duration_seconds',
+    name: `${prefix}_commit_duration_seconds`,
     help: 'Time to run and commit one batch of appends, disk flush included',
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
     registers: [registry]
@@ -71,7 +74,7 @@ export function createMetrics (store: G2SentryStore, registry = new Registry()):
     return { consumers, last: head?.seq ?? 0 }
   }
   new Gauge({
-    name: 'g2sentry_consumer_checkpoint',
+    name: `${prefix}_consumer_checkpoint`,
     help: 'The last seq each durable consumer is done with',
     labelNames: ['consumer'] as const,
     registers: [registry],
@@ -82,7 +85,7 @@ export function createMetrics (store: G2SentryStore, registry = new Registry()):
     }
   })
   new Gauge({
-    name: 'g2sentry_consumer_lag',
+    name: `${prefix}_consumer_lag`,
     help: 'Rows in the log after each consumer\'s checkpoint (the log\'s last seq minus the checkpoint)',
     labelNames: ['consumer'] as const,
     registers: [registry],
@@ -94,7 +97,7 @@ export function createMetrics (store: G2SentryStore, registry = new Registry()):
     }
   })
   new Gauge({
-    name: 'g2sentry_consumer_parked',
+    name: `${prefix}_consumer_parked`,
     help: 'Rows each consumer parked after its attempts ran out',
     labelNames: ['consumer'] as const,
     registers: [registry],
@@ -105,7 +108,7 @@ export function createMetrics (store: G2SentryStore, registry = new Registry()):
     }
   })
   const consumerFailures = new Counter({
-    name: 'g2sentry_consumer_handler_failures_total',
+    name: `${prefix}_consumer_handler_failures_total`,
     help: 'Failed handler calls of the consumers this instance runs (each is retried, or its row parked)',
     labelNames: ['consumer'] as const,
     registers: [registry]
@@ -116,6 +119,7 @@ export function createMetrics (store: G2SentryStore, registry = new Registry()):
   })
   return {
     registry,
+    prefix,
     delivered: (outcome) => deliveries.inc({ outcome }),
     rejected: (code) => {
       const reason = REJECTION_REASONS[code]

@@ -85,6 +85,13 @@ export interface G2SentryOptions {
    * abort signal). What was not checkpointed is handed over again after the restart.
    */
   closeTimeoutMs?: number
+  /**
+   * Registers this instance under a name, for several G2 Sentry accounts or tenants in one app:
+   * its API is `fastify.g2sentry.<namespace>` instead of `fastify.g2sentry`, and its metrics are
+   * named `g2sentry_<namespace>_…`, so one registry holds every instance's. Give each its own
+   * `prefix`, secrets and database. The same namespace twice is `FST_G2SENTRY_NAMESPACE_TAKEN`.
+   */
+  namespace?: string
   /** Passed by Fastify when the plugin is registered with a prefix. */
   prefix?: string
 }
@@ -121,6 +128,7 @@ export interface ResolvedOptions {
   stream: StreamLimits
   reconcile: ResolvedReconcileOptions | undefined
   closeTimeoutMs: number
+  namespace: string | undefined
   prefix: string
 }
 
@@ -197,8 +205,21 @@ export function resolveOptions (options: G2SentryOptions): ResolvedOptions {
     forward: options.forward,
     reconcile: resolveReconcile(options.reconcile),
     closeTimeoutMs: positive('closeTimeoutMs', options.closeTimeoutMs, 5000),
+    namespace: resolveNamespace(options.namespace),
     prefix: options.prefix ?? ''
   }
+}
+
+/** The members of `fastify.g2sentry`, which a namespace must not shadow. */
+const DECORATOR_MEMBERS = new Set(['store', 'readLog', 'rebuild', 'verify', 'audit', 'retryQuarantine', 'exportLog', 'consume', 'consumers', 'reconcile', 'health'])
+
+function resolveNamespace (namespace: unknown): string | undefined {
+  if (namespace === undefined) return undefined
+  if (typeof namespace !== 'string' || !/^[A-Za-z][A-Za-z0-9_]{0,62}$/.test(namespace)) {
+    fail('namespace must be a letter followed by up to 62 letters, digits or "_" (it names metrics too)')
+  }
+  if (DECORATOR_MEMBERS.has(namespace)) fail(`namespace ${namespace} is a member of fastify.g2sentry: choose another`)
+  return namespace
 }
 
 const positive = (name: string, value: unknown, fallback: number, max = Number.MAX_SAFE_INTEGER): number => {
