@@ -3,7 +3,9 @@
 // ranges reports what one pass over it reports.
 import t from 'tap'
 import { joinRanges, linkProblem, RangeCheck, rowProblem, type RangeReport } from '../src/log/audit-check.js'
+import { createHash } from 'node:crypto'
 import { planBatch } from '../src/store/batch-plan.js'
+import { GENESIS, rowHash } from '../src/store/chain.js'
 import { fromColumns } from '../src/store/rows.js'
 import type { LogRow } from '../src/domain/types.js'
 import { assigned, bytesOf, completed, incoming, SECRET, started, withdrawn } from './fixtures.js'
@@ -66,4 +68,14 @@ t.test('linkProblem and rowProblem on their own', async (t) => {
   t.equal(linkProblem({ ...first, hash: null, prevHash: null }, undefined), undefined, 'a row from before the chain')
   t.equal(rowProblem(first), null)
   t.match(rowProblem({ ...first, rawBody: 42 as unknown as Buffer }), /raw body was changed/, 'a body that is not bytes')
+})
+
+t.test('rowHash: SHA-256 of the JSON array [prevHash, seq, receivedAt, signature, contentHash, outcome, sameAs], a source other than callback last', async (t) => {
+  const sha = (text: string) => createHash('sha256').update(text).digest('hex')
+  const fields = { seq: 3, receivedAt: 1_700_000_000_000, signature: 'ab12', contentHash: 'cd34', outcome: 'duplicate' as const, sameAs: 1 }
+  const plain = sha('["prev",3,1700000000000,"ab12","cd34","duplicate",1]')
+  t.equal(rowHash('prev', fields), plain)
+  t.equal(rowHash('prev', { ...fields, source: 'callback' }), plain, 'a callback row hashes as rows from before sources existed')
+  t.equal(rowHash('prev', { ...fields, source: 'api' }), sha('["prev",3,1700000000000,"ab12","cd34","duplicate",1,"api"]'))
+  t.equal(rowHash(GENESIS, { ...fields, sameAs: null }), sha('["",3,1700000000000,"ab12","cd34","duplicate",null]'), 'the first row links to genesis, the empty string')
 })

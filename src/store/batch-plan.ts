@@ -29,6 +29,8 @@ export interface BatchPlan {
   head: ChainHead | undefined
   /** The first row of each (job, body) this batch wrote, keyed `${jobId} ${bodyHash}`. */
   firsts: Map<string, number>
+  /** The last seq of each job this batch wrote a row for. */
+  lastSeqs: Map<number, number>
 }
 
 /**
@@ -43,7 +45,7 @@ export function planBatch (events: readonly IncomingEvent[], head: ChainHead | u
   const lastSeqs = new Map<number, number>()
   const firsts = new Map<string, number>()
   const changed = new Set<number>()
-  const plan: BatchPlan = { results: [], rows: [], jobs: [], retried: [], head, firsts }
+  const plan: BatchPlan = { results: [], rows: [], jobs: [], retried: [], head, firsts, lastSeqs }
   events.forEach((event, i) => {
     const { jobId } = event
     const { ifLastSeq } = event as Partial<ConditionalEvent>

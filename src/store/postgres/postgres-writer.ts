@@ -1,14 +1,14 @@
 // The write side of the PostgreSQL store: the group commit that appends a batch of events in one
 // transaction (src/store/group-commit.ts gathers the batches), over a pool from
 // postgres-connection.ts. Mirrors src/store/sqlite/sqlite-writer.ts.
-import { projectEvent } from '../../domain/project-status.js'
 import type { AppendResult, ConditionalEvent, IncomingEvent, JobState, QuarantineInput, SupersededResult } from '../../domain/types.js'
 import { errors } from '../../errors.js'
+import { planBatch } from '../batch-plan.js'
 import type { BatchOutcome } from '../group-commit.js'
 import { SELECT_HEAD, transaction } from './postgres-connection.js'
 import type { Client, Pool, QueryResult } from './postgres-types.js'
 import {
-  appendResult, contentHash, EVENT_INSERT_COLUMNS, eventParams, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, toJob,
+  contentHash, EVENT_INSERT_COLUMNS, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, toJob,
   UPDATE_JOB_ON_CONFLICT, type ChainHead, type JobRow
 } from '../rows.js'
 
@@ -93,6 +93,8 @@ interface Plan {
   states: Map<number, JobState>
   /** `jobId contentHash` → seq, for the bodies whose first row of their job the batch wrote. */
   firsts: Map<string, number>
+  /** The last seq of each job the batch wrote a row for, for a conditional append after it. */
+  lastSeqs: Map<number, number>
 }
 
 /** A batch's committed transaction: each event's result, the rows written, and when it began. */
@@ -181,18 +183,22 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
       ) as unknown as Array<QueryResult<unknown>>).slice(-3) as [QueryResult<ChainHead>, QueryResult<JobRow>, QueryResult<{ seq: number }>]
       if (event.quarantineId !== undefined) await claimQuarantined(client, [event.quarantineId])
       const { ifLastSeq } = event as Partial<ConditionalEvent>
-      if (ifLastSeq !== undefined) {
-        const { rows: [last] } = await client.query<{ seq: number | null }>(`SELECT max(seq) AS seq FROM events WHERE job_id = ${event.jobId}`)
-        const lastSeq = last?.seq ?? 0
-        if (lastSeq !== ifLastSeq) return { value: { outcome: 'superseded', jobId: event.jobId, lastSeq }, head: head ?? { seq: 0, hash: null } }
+      const lastSeq = ifLastSeq === undefined
+        ? 0
+        : (await client.query<{ seq: number | null }>(`SELECT max(seq) AS seq FROM events WHERE job_id = ${event.jobId}`)).rows[0]?.seq ?? 0
+      const plan = planBatch([event], head, {
+        state: () => current && toJob(current),
+        lastSeq: () => lastSeq,
+        firstSameContent: () => same?.seq ?? null
+      }, [bodyHash])
+      const result = plan.results[0] as AppendResult | SupersededResult
+      const [params] = plan.rows
+      if (params !== undefined) {
+        const [job] = plan.jobs
+        await client.query(APPEND, [...params, job !== undefined, ...(job !== undefined ? jobParams(job).slice(1) : Array(8).fill(null))])
       }
-      const decision = projectEvent(current && toJob(current), event)
-      const sameAs = decision.outcome === 'duplicate' ? same?.seq ?? null : null
-      const { params, next } = eventParams(event, bodyHash, head, decision.outcome, sameAs)
-      const writeJob = decision.outcome !== 'unsupported'
-      await client.query(APPEND, [...params, writeJob, ...(writeJob ? jobParams(decision.state).slice(1) : Array(8).fill(null))])
-      if (event.quarantineId !== undefined) await markRetried(client, [event.quarantineId], [next.seq])
-      return { value: appendResult(decision, next.seq, event.jobId), head: next }
+      if (plan.retried.length > 0) await markRetried(client, plan.retried.map((r) => r.id), plan.retried.map((r) => r.seq))
+      return { value: result, head: plan.head ?? { seq: 0, hash: null } }
     }) as AppendResult | SupersededResult
     if (result.outcome !== 'superseded') committed(1, started, result.seq)
     return result
@@ -245,38 +251,13 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
           'SELECT job_id, max(seq) AS seq FROM events WHERE job_id = ANY($1::bigint[]) GROUP BY job_id', [conditional.map((e) => e.jobId)])
         for (const row of lasts) lastSeqs.set(row.job_id, row.seq)
       }
-      const touched = new Set<number>()
-      const newFirsts = new Map<string, number>()
-      const rows: unknown[][] = []
-      const results: Array<AppendResult | SupersededResult> = []
-      let at: ChainHead | undefined = head
-      events.forEach((event, i) => {
-        const { ifLastSeq } = event as Partial<ConditionalEvent>
-        if (ifLastSeq !== undefined && ifLastSeq !== (lastSeqs.get(event.jobId) ?? 0)) {
-          results.push({ outcome: 'superseded', jobId: event.jobId, lastSeq: lastSeqs.get(event.jobId) ?? 0 })
-          return
-        }
-        const bodyHash = hashes[i] as string
-        const decision = projectEvent(states.get(event.jobId), event)
-        const key = `${event.jobId} ${bodyHash}`
-        const sameAs = decision.outcome === 'duplicate' ? firstSeq.get(key) ?? null : null
-        const { params, next } = eventParams(event, bodyHash, at, decision.outcome, sameAs)
-        if (!firstSeq.has(key)) {
-          firstSeq.set(key, next.seq)
-          newFirsts.set(key, next.seq)
-        }
-        if (decision.outcome !== 'unsupported') {
-          states.set(event.jobId, decision.state)
-          touched.add(event.jobId)
-        }
-        rows.push(params)
-        if (conditional.length > 0) lastSeqs.set(event.jobId, next.seq)
-        at = next
-        results.push(appendResult(decision, next.seq, event.jobId))
-      })
-      const jobs = [...touched].map((jobId) => jobParams(states.get(jobId) as JobState))
-      if (rows.length > 0) {
-        const params = [...columnsOf(rows, 15), at?.seq, at?.hash, ...columnsOf(jobs, 9)]
+      const plan = planBatch(events, head, {
+        state: (jobId) => states.get(jobId),
+        lastSeq: (jobId) => base?.lastSeqs.get(jobId) ?? lastSeqs.get(jobId) ?? 0,
+        firstSameContent: (jobId, bodyHash) => firstSeq.get(`${jobId} ${bodyHash}`) ?? null
+      }, hashes)
+      if (plan.rows.length > 0) {
+        const params = [...columnsOf(plan.rows, 15), plan.head?.seq, plan.head?.hash, ...columnsOf(plan.jobs.map(jobParams), 9)]
         if (base === undefined) await client.query({ name: 'g2sentry_append_batch', text: APPEND_BATCH, values: params })
         else {
           const { rows: [check] } = await client.query<{ matched: number }>(
@@ -284,13 +265,11 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
           if (check?.matched !== 1) return undefined
         }
       }
-      if (retries.length > 0) {
-        await markRetried(client, retries.map((event) => event.quarantineId as number),
-          retries.map((event) => (results[events.indexOf(event)] as AppendResult).seq))
-      }
-      written = rows.length
-      const after = at ?? { seq: 0, hash: null }
-      onWritten({ head: after, states: new Map([...touched].map((jobId) => [jobId, states.get(jobId) as JobState])), firsts: newFirsts })
+      if (plan.retried.length > 0) await markRetried(client, plan.retried.map((r) => r.id), plan.retried.map((r) => r.seq))
+      written = plan.rows.length
+      const after = plan.head ?? { seq: 0, hash: null }
+      onWritten({ head: after, states: new Map(plan.jobs.map((job) => [job.jobId, job])), firsts: plan.firsts, lastSeqs: plan.lastSeqs })
+      const results = plan.results
       return { value: results, head: after }
     })
     return results && { results, written, started }
