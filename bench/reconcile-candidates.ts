@@ -91,7 +91,7 @@ async function p99 (withReconcile: boolean, fake: FakeG2Sentry): Promise<{ p99: 
     secret: 'bench-secret',
     database: filename,
     ...(withReconcile
-      ? { reconcile: { baseUrl: fake.url, partnerKey: fake.partnerKey, partnerSecret: fake.partnerSecret, quietFor: 1, every: 500, leaseTtl: 3000 } }
+      ? { reconcile: { baseUrl: fake.url, partnerKey: fake.partnerKey, partnerSecret: fake.partnerSecret, quietForMs: 1, everyMs: 500, leaseTtlMs: 3000 } }
       : {})
   })
   const address = await app.listen({ port: 0, host: '127.0.0.1' })

@@ -84,9 +84,9 @@ const reconcile = settings(() => {
         baseUrl: apiUrl,
         partnerKey,
         partnerSecret,
-        quietFor: milliseconds('G2SENTRY_RECONCILE_QUIET_MS'),
-        every: milliseconds('G2SENTRY_RECONCILE_EVERY_MS'),
-        leaseTtl: milliseconds('G2SENTRY_RECONCILE_LEASE_MS')
+        quietForMs: milliseconds('G2SENTRY_RECONCILE_QUIET_MS'),
+        everyMs: milliseconds('G2SENTRY_RECONCILE_EVERY_MS'),
+        leaseTtlMs: milliseconds('G2SENTRY_RECONCILE_LEASE_MS')
       }
     : undefined
 })

@@ -15,7 +15,8 @@ import { postCommitPath } from './plugin/post-commit.js'
 import { resolveOptions, type G2SentryOptions } from './plugin/options.js'
 import { readLogStream, type ReadLogOptions } from './log/read-log.js'
 import { openStore } from './store/open-store.js'
-import type { G2SentryStore, LogRow, RebuildReport } from './domain/types.js'
+import type { LogRow } from './domain/types.js'
+import type { G2SentryStore, RebuildReport } from './store/contract.js'
 import { startReconciling } from './partner-api/start.js'
 import { stopWithin } from './plugin/stop-within.js'
 import { healthOf, type HealthOptions, type HealthReport } from './plugin/health.js'
@@ -29,8 +30,11 @@ export interface G2SentryDecorator {
   readLog: (options?: ReadLogOptions) => AsyncGenerator<LogRow>
   /** Recomputes the projection from the log and replaces the stored one. */
   rebuild: () => Promise<RebuildReport>
-  /** Recomputes the projection from the log and reports where the stored one differs, changing nothing. */
-  verify: () => Promise<RebuildReport>
+  /**
+   * Replays the log and reports where the stored projection differs from it, changing nothing
+   * (a dry run of `rebuild`). `audit()` checks the log itself as well.
+   */
+  checkProjection: () => Promise<RebuildReport>
   /**
    * Checks the log as evidence, changing nothing: the hash chain, that a configured secret signs
    * every row, and that a rebuild equals the stored projection (what `g2sentry verify` prints).
@@ -113,7 +117,7 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
     store,
     readLog: (readOptions?: ReadLogOptions) => readLogStream(store, readOptions),
     rebuild: () => store.rebuild(),
-    verify: () => store.rebuild({ dryRun: true }),
+    checkProjection: () => store.rebuild({ dryRun: true }),
     // Worker threads open the log themselves when the plugin opened it from a location.
     audit: () => auditLog(store, { secrets: resolved.secrets, database: resolved.store === undefined ? resolved.database : undefined }),
     retryQuarantine: (retryOptions?: { ids?: readonly number[] }) => retryQuarantine(store, {
@@ -177,3 +181,4 @@ export {
 } from './consumers/consumer.js'
 export { forwardHandler, type ForwardOptions } from './consumers/forwarder.js'
 export * from './domain/types.js'
+export * from './store/contract.js'

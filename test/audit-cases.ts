@@ -4,7 +4,8 @@
  * PostgreSQL (test/audit-postgres.test.ts) runs. Most cases touch a row at a range's edge: the
  * first or last row of a range, a whole range, the last range.
  */
-import type { AppendResult, G2SentryStore, JobStatus } from '../src/domain/types.js'
+import type { G2SentryStore } from '../src/store/contract.js'
+import type { AppendResult, JobStatus } from '../src/domain/types.js'
 import { signBody } from '../src/domain/verify-signature.js'
 import { randomSchedule, type Delivery } from '../src/simulator/schedules.js'
 import { SECRET, T0 } from './fixtures.js'

@@ -6,7 +6,7 @@
 import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
-import type { G2SentryStore } from '../src/domain/types.js'
+import type { G2SentryStore } from '../src/store/contract.js'
 import { openStore } from '../src/store/open-store.js'
 import { ROOT } from './cli-process.js'
 import { TS_LOADER } from './ts-loader.js'

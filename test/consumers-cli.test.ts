@@ -3,7 +3,7 @@
 // a reset, the parked rows and a retry of them, and the mistakes it refuses.
 import t, { type Test } from 'tap'
 import { join } from 'node:path'
-import type { G2SentryStore } from '../src/domain/types.js'
+import type { G2SentryStore } from '../src/store/contract.js'
 import { openStore } from '../src/store/open-store.js'
 import { runCli } from './cli-process.js'
 import { freshSchema, pgUrl, requirePg } from './pg.js'

@@ -157,7 +157,7 @@ export function deliveryProperties (t: Test, backend: Backend, numRuns: number):
           const live = run.results[i] as AppendResult
           if (row.seq !== live.seq || row.outcome !== live.outcome) run.fail(`log row ${row.seq} says ${row.outcome}; delivery ${i + 1} was answered ${live.outcome} (seq ${live.seq})`)
         })
-        const report = await app.g2sentry.verify()
+        const report = await app.g2sentry.checkProjection()
         if (report.events !== rows.length) run.fail(`verify() replayed ${report.events} of ${rows.length} rows`)
         if (report.outcomeMismatches.length > 0 || report.differingJobs.length > 0) {
           run.fail(`verify() found outcome mismatches ${JSON.stringify(report.outcomeMismatches)} and differing jobs ${JSON.stringify(report.differingJobs)}`)
@@ -254,7 +254,7 @@ export function deliveryProperties (t: Test, backend: Backend, numRuns: number):
     return withApp(async (app) => {
       const results = []
       for (const event of events) results.push(await deliver(app, event))
-      const report = await app.g2sentry.verify()
+      const report = await app.g2sentry.checkProjection()
       return { outcomes: results.map((r) => r.outcome), job: await app.g2sentry.store.getJob(events[0]?.jobId ?? 0), report }
     })
   }
@@ -298,7 +298,7 @@ export function reconcileProperty (t: Test, backend: Backend, numRuns: number): 
     let fake: FakeG2Sentry | undefined
     t.teardown(() => fake?.close())
     const withApp = await harness(t, backend, () => ({
-      reconcile: { baseUrl: (fake as FakeG2Sentry).url, partnerKey: 'demo-partner', partnerSecret: 'demo-partner-secret', quietFor: 1, every: 3_600_000 }
+      reconcile: { baseUrl: (fake as FakeG2Sentry).url, partnerKey: 'demo-partner', partnerSecret: 'demo-partner-secret', quietForMs: 1, everyMs: 3_600_000 }
     }))
     const arb = fc.record({
       run: runArb({ withdrawals: { min: 0, max: 3 }, unsupported: false }),

@@ -37,7 +37,7 @@ t.test('a foreign write lock: reads stay under a second, a callback gets 503 aft
     store,
     metrics: true,
     forward: { url: receiver.url, secret: FORWARD_SECRET, leaseTtlMs: 300, pollMs: 50 },
-    reconcile: { baseUrl: fake.url, partnerKey: fake.partnerKey, partnerSecret: fake.partnerSecret, quietFor: 1, every: 100, leaseTtl: 300 }
+    reconcile: { baseUrl: fake.url, partnerKey: fake.partnerKey, partnerSecret: fake.partnerSecret, quietForMs: 1, everyMs: 100, leaseTtlMs: 300 }
   })
   let consumed = 0
   app.g2sentry.consume('audit-trail', () => { consumed++ }, { leaseTtlMs: 300, pollMs: 50 })

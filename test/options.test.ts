@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import g2sentry from '../src/index.js'
 import type { G2SentryOptions } from '../src/plugin/options.js'
+import type { G2SentryStore } from '../src/store/contract.js'
 import { sqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import { signBody } from '../src/domain/verify-signature.js'
 import { assigned, buildApp, bytesOf, completed, logRows, post, SECRET, started, withdrawn } from './helpers.js'
@@ -42,11 +43,11 @@ t.test('invalid options make ready() reject with a precise message', async (t) =
     ['database 42', { secret: SECRET, database: 42 }, 'database must be a SQLite file path, ":memory:" or a postgres:// URL'],
     ['both database and store', { secret: SECRET, database, store: {} }, 'give either database or store, not both'],
     ['store missing every method', { secret: SECRET, store: {} },
-      'store does not implement the store interface (missing append, quarantine, getJob, listJobs, readLog, listQuarantine, resolveQuarantine, quarantineSize, chainHead, rebuild, close)'],
+      'store does not implement what the options need (missing eventLog: append, eventLog: readLog, eventLog: chainHead, eventLog: rebuild, eventLog: close, projection: getJob, projection: listJobs, quarantine: quarantine, quarantine: listQuarantine, quarantine: resolveQuarantine, quarantine: quarantineSize)'],
     ['store missing some methods', { secret: SECRET, store: { append: async () => {}, quarantine: async () => 1, getJob: 'no', listJobs: async () => [], readLog: async () => [], listQuarantine: async () => [], rebuild: async () => ({}) } },
-      'store does not implement the store interface (missing getJob, resolveQuarantine, quarantineSize, chainHead, close)'],
+      'store does not implement what the options need (missing eventLog: chainHead, eventLog: close, projection: getJob, quarantine: resolveQuarantine, quarantine: quarantineSize)'],
     ['store null', { secret: SECRET, store: null },
-      'store does not implement the store interface (missing append, quarantine, getJob, listJobs, readLog, listQuarantine, resolveQuarantine, quarantineSize, chainHead, rebuild, close)'],
+      'store does not implement what the options need (missing eventLog: append, eventLog: readLog, eventLog: chainHead, eventLog: rebuild, eventLog: close, projection: getJob, projection: listJobs, quarantine: quarantine, quarantine: listQuarantine, quarantine: resolveQuarantine, quarantine: quarantineSize)'],
     ['callbackPath "no-slash"', { secret: SECRET, database, callbackPath: 'no-slash' }, PATH('callbackPath')],
     ['callbackPath ""', { secret: SECRET, database, callbackPath: '' }, PATH('callbackPath')],
     ['callbackPath 42', { secret: SECRET, database, callbackPath: 42 }, PATH('callbackPath')],
@@ -127,7 +128,7 @@ t.test('database ":memory:" works', async (t) => {
 
 t.test('the g2sentry decorator', async (t) => {
   const app = await buildApp(t)
-  t.same(Object.keys(app.g2sentry).sort(), ['audit', 'consume', 'consumers', 'exportLog', 'readLog', 'rebuild', 'reconcile', 'retryQuarantine', 'store', 'verify'])
+  t.same(Object.keys(app.g2sentry).sort(), ['audit', 'checkProjection', 'consume', 'consumers', 'exportLog', 'health', 'readLog', 'rebuild', 'reconcile', 'retryQuarantine', 'store'])
   await post(app, assigned(1, { phone: PHONE }))
   await post(app, assigned(1, { phone: PHONE }))
   await post(app, started(2))
@@ -161,7 +162,7 @@ t.test('the g2sentry decorator', async (t) => {
   })
 
   t.test('verify and rebuild agree with the live projection', async (t) => {
-    const verified = await app.g2sentry.verify()
+    const verified = await app.g2sentry.checkProjection()
     t.same(verified, { events: 5, jobs: 2, outcomeMismatches: [], differingJobs: [] })
     const before = await app.inject('/jobs/1')
     const rebuilt = await app.g2sentry.rebuild()
@@ -220,13 +221,27 @@ t.test('a restart on the same file keeps the state', async (t) => {
   t.same(next.json(), { outcome: 'applied', seq: 6, jobId: 1, status: 'Completed' }, 'the seq continues')
   const redelivery = await post(second, started(1))
   t.same(redelivery.json(), { outcome: 'stale', seq: 7, jobId: 1, status: 'Completed' })
-  t.same(await second.g2sentry.verify(), { events: 7, jobs: 2, outcomeMismatches: [], differingJobs: [] })
+  t.same(await second.g2sentry.checkProjection(), { events: 7, jobs: 2, outcomeMismatches: [], differingJobs: [] })
 })
 
-t.test('two registrations on one app are refused by Fastify, not silently shared', async (t) => {
+t.test('two registrations without a namespace on one app are refused, not silently shared', async (t) => {
   const app = Fastify({ logger: false })
   t.teardown(() => app.close())
   app.register(g2sentry, { secret: SECRET, database: join(t.testdir(), 'a.db') })
   app.register(g2sentry, { secret: SECRET, database: join(t.testdir(), 'b.db') })
-  await t.rejects(async () => { await app.ready() }, { code: 'FST_ERR_DEC_ALREADY_PRESENT' })
+  await t.rejects(async () => { await app.ready() }, { code: 'FST_G2SENTRY_NAMESPACE_TAKEN' })
+})
+
+t.test('a custom store is checked for what the enabled features need, naming each missing method', async (t) => {
+  const store = sqliteStore({ filename: ':memory:' })
+  t.teardown(() => store.close())
+  const { deleteConsumer: _deleteConsumer, ...withoutDelete } = store
+  // As a store written in JavaScript would come: the types would not let it through.
+  const partial = (methods: object) => methods as G2SentryStore
+  await t.resolves(buildApp(t, { store: partial(withoutDelete) }), 'enough for callbacks and the job routes')
+  await t.rejects(buildApp(t, { store: partial(withoutDelete), forward: { url: 'http://127.0.0.1:9/', secret: 's' } }),
+    { code: 'FST_G2SENTRY_INVALID_OPTION', message: /missing consumers: deleteConsumer\)$/ }, 'forward needs every consumer method')
+  const { appendIf: _appendIf, reconcileState: _state, ...withoutReconciler } = store
+  await t.rejects(buildApp(t, { store: partial(withoutReconciler), reconcile: { baseUrl: 'http://127.0.0.1:9', partnerKey: 'k', partnerSecret: 's' } }),
+    { code: 'FST_G2SENTRY_INVALID_OPTION', message: /missing reconciler: appendIf, reconciler: reconcileState\)$/ }, 'reconcile needs its role')
 })

@@ -14,7 +14,8 @@ import { mulberry32 } from '../src/simulator/schedules.js'
 import { MIGRATIONS_ROOT } from '../src/store/migrations.js'
 import { isPostgresUrl, openStore } from '../src/store/open-store.js'
 import { postgresStore } from '../src/store/postgres/postgres-store.js'
-import type { AppendResult, G2SentryStore, IncomingEvent, JobState, RebuildReport } from '../src/domain/types.js'
+import type { AppendResult, IncomingEvent, JobState } from '../src/domain/types.js'
+import type { G2SentryStore, RebuildReport } from '../src/store/contract.js'
 import { signBody } from '../src/domain/verify-signature.js'
 import { cli, SIMULATED_OUTCOMES, writeSimulatedLog } from './cli-process.js'
 import * as http from './helpers.js'
@@ -485,7 +486,7 @@ if (await requirePg(t)) {
       t.match(job.json(), { jobId: 1, status: 'InProgress', guardianPhone: '+44 7700 900001', version: 2, eventCount: 3 })
       const events = await app.inject({ method: 'GET', url: '/jobs/1/events' })
       t.same((events.json() as { events: Array<{ outcome: string }> }).events.map((e) => e.outcome), ['applied', 'duplicate', 'applied'])
-      t.same(await app.g2sentry.verify(), { events: 3, jobs: 1, outcomeMismatches: [], differingJobs: [] })
+      t.same(await app.g2sentry.checkProjection(), { events: 3, jobs: 1, outcomeMismatches: [], differingJobs: [] })
 
       // Unreadable but signed bodies are quarantined in PostgreSQL too.
       const bad = await http.post(app, '{not json')

@@ -17,7 +17,7 @@ async function writeLog (t: Test, database: string): Promise<void> {
   const fake = await startFake(t)
   const app = await buildApp(t, {
     database,
-    reconcile: { baseUrl: fake.url, partnerKey: fake.partnerKey, partnerSecret: fake.partnerSecret, quietFor: 1, every: 3_600_000 }
+    reconcile: { baseUrl: fake.url, partnerKey: fake.partnerKey, partnerSecret: fake.partnerSecret, quietForMs: 1, everyMs: 3_600_000 }
   })
   const deliveries = [
     assigned(1), // open, quiet

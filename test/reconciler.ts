@@ -35,7 +35,7 @@ async function setup (t: Test, place: Place, reconcile: Partial<ReconcileOptions
     metrics,
     ...(logStream === undefined ? {} : { logStream: logStream as never }),
     onEvent: (event) => { committed.push(event) },
-    reconcile: { baseUrl: fake.url, partnerKey: fake.partnerKey, partnerSecret: fake.partnerSecret, quietFor: 1, every: 3_600_000, ...reconcile }
+    reconcile: { baseUrl: fake.url, partnerKey: fake.partnerKey, partnerSecret: fake.partnerSecret, quietForMs: 1, everyMs: 3_600_000, ...reconcile }
   })
   return { app, fake, committed }
 }
@@ -95,7 +95,7 @@ export function reconcilerBehaviour (t: Test, place: Place): void {
     t.ok(audit.ok, 'verify passes on a log with api rows')
     t.equal(audit.apiRows, 3)
     t.same(audit.unsigned, [], 'every callback row is signed; api rows are not counted as unsigned')
-    const rebuilt = await app.g2sentry.verify()
+    const rebuilt = await app.g2sentry.checkProjection()
     t.same([rebuilt.differingJobs, rebuilt.outcomeMismatches], [[], []], 'a rebuild replays the Reconciled rows to the same projection')
 
     // The next round: jobs 1, 2, 3 and 4 were just checked, 1 is now terminal.
@@ -106,7 +106,7 @@ export function reconcilerBehaviour (t: Test, place: Place): void {
   })
 
   t.test('a quiet job is asked about only after quietFor; an ambiguous one at once', async (t) => {
-    const { app, fake } = await setup(t, place, { quietFor: 3_600_000 })
+    const { app, fake } = await setup(t, place, { quietForMs: 3_600_000 })
     await deliver(t, app, assigned(1))
     fake.setStatus(1, 'Canceled')
     await deliver(t, app, started(2)) // the first event is not an assignment: ambiguous
@@ -258,7 +258,7 @@ export function reconcilerBehaviour (t: Test, place: Place): void {
     const reconciler = new Reconciler({
       store: app.g2sentry.store,
       client: new PartnerApiClient({ baseUrl: fake.url, partnerKey: fake.partnerKey, partnerSecret: fake.partnerSecret }),
-      quietFor: 1,
+      quietForMs: 1,
       clock: { now: () => later, sleep: async () => {} }
     })
     const retried = await reconciler.round(50)
@@ -302,10 +302,10 @@ export function reconcilerBehaviour (t: Test, place: Place): void {
       ['a baseUrl that is not http', { ...base, baseUrl: 'ftp://x' }, /reconcile.baseUrl/],
       ['no partnerKey', { ...base, partnerKey: '' }, /reconcile.partnerKey/],
       ['no partnerSecret', { ...base, partnerSecret: 1 }, /reconcile.partnerSecret/],
-      ['quietFor 0', { ...base, quietFor: 0 }, /reconcile.quietFor must be a positive integer/],
-      ['every 1.5', { ...base, every: 1.5 }, /reconcile.every/],
+      ['quietForMs 0', { ...base, quietForMs: 0 }, /reconcile.quietForMs must be a positive integer/],
+      ['everyMs 1.5', { ...base, everyMs: 1.5 }, /reconcile.everyMs/],
       ['requestsPerMinute over G2 Sentry\'s 60', { ...base, requestsPerMinute: 61 }, /reconcile.requestsPerMinute must be a positive integer up to 60/],
-      ['leaseTtl -1', { ...base, leaseTtl: -1 }, /reconcile.leaseTtl/]
+      ['leaseTtlMs -1', { ...base, leaseTtlMs: -1 }, /reconcile.leaseTtlMs/]
     ]
     for (const [name, reconcile, message] of cases) {
       const error = await buildApp(t, { ...await place(t), reconcile: reconcile as ReconcileOptions }).then(() => undefined, (e: unknown) => e as Error)

@@ -11,7 +11,8 @@ import { sqliteStore } from '../src/store/sqlite/sqlite-store.js'
 import { lastRebuild, ReplayWorkers } from '../src/store/sqlite/replay-threads.js'
 import { replayShare, splitShares, type Share } from '../src/store/sqlite/sqlite-replay.js'
 import { randomSchedule } from '../src/simulator/schedules.js'
-import type { IncomingEvent, RebuildReport } from '../src/domain/types.js'
+import type { IncomingEvent } from '../src/domain/types.js'
+import type { RebuildReport } from '../src/store/contract.js'
 import { assigned, incoming, started, T0 } from './fixtures.js'
 
 /**

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs'
 import { isPostgresUrl, openStore } from '../store/open-store.js'
-import type { G2SentryStore } from '../domain/types.js'
+import type { G2SentryStore } from '../store/contract.js'
 import { UsageError } from './command.js'
 
 /**

@@ -3,7 +3,8 @@
 import { isUtf8 } from 'node:buffer'
 import { logRecord } from '../log/export.js'
 import type { RetryReport } from '../log/quarantine.js'
-import type { LogRow, QuarantineRow, RebuildReport } from '../domain/types.js'
+import type { LogRow, QuarantineRow } from '../domain/types.js'
+import type { RebuildReport } from '../store/contract.js'
 
 // C0 controls, DEL and C1 controls (ESC starts a terminal command: a title change, a line erase),
 // the line and paragraph separators, and the bidirectional controls that reorder what is shown.

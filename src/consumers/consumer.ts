@@ -1,10 +1,10 @@
 // A durable consumer: reads the log in seq order from a checkpoint kept in the same database and
 // hands each row (or each projection change) to a handler, at least once. One instance at a time
 // runs a named consumer, under the lease `consumer:<name>`.
-import { randomBytes } from 'node:crypto'
-import { hostname } from 'node:os'
-import type { G2SentryStore, LeaseFence, LogRow, ParkedRow } from '../domain/types.js'
+import type { LogRow } from '../domain/types.js'
+import type { G2SentryStore, ParkedRow } from '../store/contract.js'
 import { errors } from '../errors.js'
+import { leaseHolder } from '../leases/lease-holder.js'
 import { watchLog } from '../log/watch-log.js'
 import { changeOfRow, type JobChange } from '../domain/job-change.js'
 
@@ -92,9 +92,6 @@ const NAME = /^[\w.:-]{1,100}$/
 /** The lease a consumer runs under. */
 export const consumerLease = (name: string): string => `consumer:${name}`
 
-/** A holder id unique to this process and consumer: host, pid and a random part. */
-export const newHolder = (): string => `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`
-
 /** Checks a consumer's options once, when it is registered (FST_G2SENTRY_INVALID_OPTION). */
 export function resolveConsumerOptions (name: unknown, handler: unknown, options: ConsumerOptions<Delivery> = {}): Resolved {
   const fail = (message: string): never => { throw new errors.INVALID_OPTION(message) }
@@ -147,19 +144,10 @@ type Outcome = 'done' | 'parked' | 'stopped'
 export function startConsumer<D extends Delivery> (store: G2SentryStore, name: string, handler: ConsumerHandler<D>,
   options: ConsumerOptions<D> = {}, events: ConsumerEvents = {}): Consumer {
   const config = resolveConsumerOptions(name, handler, options as ConsumerOptions<Delivery>)
-  const lease = consumerLease(name)
-  const holder = newHolder()
   const abort = new AbortController()
   const call = handler as ConsumerHandler<Delivery>
 
   let closed = false
-  let fence: LeaseFence | undefined
-  // The token of the lease this instance held last, and whether it still may go on from there.
-  let lost: number | undefined
-  // Local time until which the lease is surely ours: measured from before the request that took
-  // or renewed it, so the database's later clock can only make it longer.
-  let leaseUntil = 0
-  let renewTimer: NodeJS.Timeout | undefined
   let position: number | undefined
   let saved = 0
   let savedAt = 0
@@ -170,18 +158,25 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
   // The other holder last told about, so that a standby says it once, not at every poll.
   let waitingFor: string | undefined
 
-  const holding = (): boolean => !closed && fence !== undefined && Date.now() < leaseUntil
   const storeFailed = (error: unknown): void => { try { events.storeFailed?.({ consumer: name, error }) } catch {} }
   const rouse = (): void => {
     dirty = true
     wake?.()
   }
-  const lose = (): void => {
-    lost = fence?.token
-    fence = undefined
-    clearInterval(renewTimer)
-    rouse()
-  }
+  const lease = leaseHolder({
+    store,
+    name: consumerLease(name),
+    ttlMs: config.leaseTtlMs,
+    onLost: rouse,
+    onError: storeFailed,
+    onTaken: (grant) => {
+      if (grant.holder === waitingFor) return
+      waitingFor = grant.holder
+      try { events.waiting?.({ consumer: name, holder: grant.holder, expiresAt: grant.expiresAt }) } catch {}
+    }
+  })
+  const holder = lease.holder
+  const holding = (): boolean => !closed && lease.holding
 
   /** Sleeps `ms`, or less when woken (`wakeable`: by a commit; always: by close or a lost lease). */
   async function sleep (ms: number, wakeable: boolean): Promise<void> {
@@ -198,49 +193,22 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
     })
   }
 
-  async function renew (): Promise<void> {
-    const current = fence
-    if (current === undefined) return
-    const asked = Date.now()
-    try {
-      const grant = await store.acquireLease(lease, holder, config.leaseTtlMs)
-      if (fence !== current) return
-      if (!grant.held || grant.token !== current.token) lose()
-      else leaseUntil = asked + config.leaseTtlMs
-    } catch (error) {
-      storeFailed(error)
-      if (Date.now() >= leaseUntil) lose()
-    }
-  }
-
   /** Takes the lease if it is free; on taking it, starts again from the stored checkpoint. */
   async function takeLease (): Promise<boolean> {
     if (holding()) return true
-    const previous = fence?.token ?? lost
+    const previous = lease.lastToken
     const kept = position
-    if (fence !== undefined) lose()
-    const asked = Date.now()
-    const grant = await store.acquireLease(lease, holder, config.leaseTtlMs)
-    if (!grant.held) {
-      if (grant.holder !== waitingFor) {
-        waitingFor = grant.holder
-        try { events.waiting?.({ consumer: name, holder: grant.holder, expiresAt: grant.expiresAt }) } catch {}
-      }
-      return false
-    }
+    if (!await lease.acquire()) return false
     waitingFor = undefined
-    fence = { lease, holder, token: grant.token }
-    leaseUntil = asked + config.leaseTtlMs
+    const token = lease.lastToken
     position = undefined
     const { checkpoint } = await store.openConsumer(name, config.start)
     // The same token means nobody held the lease meanwhile (a reset raises it too): what this
     // instance handled but did not save yet need not be handed over again.
-    position = grant.token === previous && kept !== undefined && kept >= checkpoint ? kept : checkpoint
+    position = token === previous && kept !== undefined && kept >= checkpoint ? kept : checkpoint
     saved = checkpoint
     savedAt = Date.now()
     checkParked = true
-    clearInterval(renewTimer)
-    renewTimer = setInterval(() => { void renew() }, Math.floor(config.leaseTtlMs / 3)).unref()
     return true
   }
 
@@ -252,12 +220,12 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
     return saving
   }
   async function saveNow (park?: { seq: number; attempts: number; error: string }): Promise<boolean> {
-    const current = fence
+    const current = lease.fence
     if (current === undefined || position === undefined) return false
     if (park === undefined && position <= saved) return true
     const at = position
     if (!await store.saveCheckpoint(name, at, current, park)) {
-      if (fence === current) lose()
+      if (lease.fence === current) lease.drop()
       return false
     }
     saved = Math.max(saved, at)
@@ -302,7 +270,7 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
       // A page of synchronous reads and handlers would otherwise hold the event loop (and the
       // lease's renewal timer) for as long as the catch-up lasts.
       await new Promise<void>((resolve) => setImmediate(resolve))
-      if (Date.now() >= leaseUntil - (config.leaseTtlMs * 2) / 3) await renew()
+      await lease.renewIfDue()
       if (!holding()) return
       dirty = false
       const rows = await store.readLog({ afterSeq: position, limit: config.batchSize })
@@ -336,7 +304,8 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
         if (!holding()) return
         after = entry.seq
         const [row] = await store.readLog({ afterSeq: entry.seq - 1, limit: 1 })
-        const current = fence as LeaseFence
+        const current = lease.fence
+        if (current === undefined) return
         const item = row !== undefined && row.seq === entry.seq ? itemOf(row) : undefined
         if (item === undefined) {
           // The row is gone from the log (or no longer delivered): nothing left to retry.
@@ -347,7 +316,7 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
         if (result.outcome === 'stopped') return
         const failure = result.outcome === 'parked' ? { attempts: entry.attempts + result.attempts, error: result.error as string } : undefined
         if (!await store.resolveParked(name, entry.seq, current, failure)) {
-          lose()
+          lease.drop()
           return
         }
       }
@@ -401,15 +370,11 @@ export function startConsumer<D extends Delivery> (store: G2SentryStore, name: s
       abort.abort()
       stopWatching()
       clearInterval(parkedPoll)
-      clearInterval(renewTimer)
       wake?.()
       await running
       // What the handler finished before close is saved, so the next holder starts after it.
       await save().catch(storeFailed)
-      if (fence !== undefined) {
-        fence = undefined
-        await store.releaseLease(lease, holder).catch(storeFailed)
-      }
+      await lease.release().catch(storeFailed)
     }
   }
 }

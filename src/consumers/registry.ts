@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
-import type { G2SentryStore } from '../domain/types.js'
+import { missingMethods, type G2SentryStore } from '../store/contract.js'
 import { errors } from '../errors.js'
 import type { G2SentryMetrics } from '../plugin/metrics.js'
 import { startConsumer, type Consumer, type ConsumerHandler, type ConsumerOptions, type Delivery } from './consumer.js'
@@ -18,9 +18,8 @@ export function consumerRegistry (store: G2SentryStore, log: FastifyBaseLogger, 
 } {
   const consumers = new Map<string, Consumer>()
   const consume: Consume = (name, handler, options) => {
-    if (typeof store.openConsumer !== 'function' || typeof store.acquireLease !== 'function') {
-      throw new errors.INVALID_OPTION('the store does not implement consumers (openConsumer, acquireLease, ...)')
-    }
+    const missing = missingMethods(store, ['leases', 'consumers'])
+    if (missing.length > 0) throw new errors.INVALID_OPTION(`the store does not implement consumers (missing ${missing.join(', ')})`)
     if (consumers.has(name)) throw new errors.INVALID_OPTION(`a consumer named ${name} is already running in this instance`)
     const consumerLog = log.child({ consumer: name })
     const consumer = startConsumer(store, name, handler, options, {

@@ -1,5 +1,5 @@
 import { availableParallelism } from 'node:os'
-import type { G2SentryStore, RebuildReport } from '../domain/types.js'
+import type { G2SentryStore, RebuildReport } from '../store/contract.js'
 import { errors } from '../errors.js'
 import { canReopen } from '../store/log-reader.js'
 import { checkRange, joinRanges, type JoinedRanges } from './audit-check.js'

@@ -1,6 +1,7 @@
 import { stringify } from 'csv-stringify/sync'
 import { readLogStream } from './read-log.js'
-import type { G2SentryStore, LogRow } from '../domain/types.js'
+import type { G2SentryStore } from '../store/contract.js'
+import type { LogRow } from '../domain/types.js'
 
 /** The columns of an export, in order: the CSV header and the NDJSON keys. */
 export const EXPORT_COLUMNS = ['seq', 'receivedAt', 'jobId', 'eventType', 'jobStatus', 'jobName', 'guardianPhone',

@@ -1,7 +1,8 @@
 import { decodeCallback } from '../domain/decode-callback.js'
 import { paged } from './paged.js'
 import { readLogStream } from './read-log.js'
-import type { AppendResult, G2SentryStore, JobEvent, Outcome, QuarantineReason, QuarantineRow } from '../domain/types.js'
+import type { G2SentryStore } from '../store/contract.js'
+import type { AppendResult, JobEvent, Outcome, QuarantineReason, QuarantineRow } from '../domain/types.js'
 import { verifySignature } from '../domain/verify-signature.js'
 
 export interface RetryQuarantineOptions {

@@ -1,4 +1,5 @@
-import type { G2SentryStore, LogRow } from '../domain/types.js'
+import type { G2SentryStore } from '../store/contract.js'
+import type { LogRow } from '../domain/types.js'
 import { paged } from './paged.js'
 
 export interface ReadLogOptions {

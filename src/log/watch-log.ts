@@ -1,4 +1,4 @@
-import type { G2SentryStore } from '../domain/types.js'
+import type { G2SentryStore } from '../store/contract.js'
 
 /**
  * Calls `listener` whenever the log may have grown: at once after each commit of this process

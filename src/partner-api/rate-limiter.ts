@@ -1,4 +1,4 @@
-import type { ReconcileState } from '../domain/types.js'
+import type { ReconcileState } from '../store/contract.js'
 import { systemClock, type Clock } from './clock.js'
 
 /**

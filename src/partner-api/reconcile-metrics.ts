@@ -1,5 +1,5 @@
 import { Counter, Gauge, type Registry } from 'prom-client'
-import type { ReconcileState } from '../domain/types.js'
+import type { ReconcileState } from '../store/contract.js'
 import type { Endpoint, RequestResult } from './client.js'
 import type { JobCheck } from './reconciler.js'
 

@@ -1,10 +1,8 @@
 // The reconciler: asks G2 Sentry's Partner API about the jobs that callbacks cannot settle and
 // writes what differs into the log (docs/design.md, "Reconciliation").
 import { projectEvent } from '../domain/project-status.js'
-import {
-  RECONCILED_EVENT_TYPE, type AppendResult, type ConditionalEvent, type G2SentryStore, type JobEvent, type JobStatus,
-  type ReconcileCandidate, type ReconcileState
-} from '../domain/types.js'
+import { RECONCILED_EVENT_TYPE, type AppendResult, type ConditionalEvent, type JobEvent, type JobStatus } from '../domain/types.js'
+import { type G2SentryStore, type ReconcileCandidate, type ReconcileState } from '../store/contract.js'
 import { errors } from '../errors.js'
 import { systemClock, type Clock } from './clock.js'
 import type { PartnerApiClient } from './client.js'
@@ -59,7 +57,7 @@ export interface ReconcilerOptions {
   store: G2SentryStore
   client: PartnerApiClient
   /** A job with no event and no check for this long is asked about (ms). */
-  quietFor: number
+  quietForMs: number
   clock?: Clock
   log?: { info: (fields: object, message: string) => void; warn: (fields: object, message: string) => void; debug?: (fields: object, message: string) => void }
   /** Called after a `Reconciled` row committed: the plugin's post-commit path. */
@@ -104,7 +102,7 @@ export class Reconciler {
 
   /** The most urgent jobs, at most `limit`: ambiguous ones, then quiet ones, oldest first. */
   async urgent (limit: number): Promise<ReconcileCandidate[]> {
-    return this.#state.candidates({ now: this.#clock.now(), quietFor: this.#options.quietFor, limit })
+    return this.#state.candidates({ now: this.#clock.now(), quietFor: this.#options.quietForMs, limit })
   }
 
   /** Asks about the most urgent jobs, at most `budget` of them. */

@@ -1,6 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { Registry } from 'prom-client'
-import type { AppendResult, G2SentryStore, JobEvent } from '../domain/types.js'
+import type { G2SentryStore } from '../store/contract.js'
+import type { AppendResult, JobEvent } from '../domain/types.js'
 import type { ResolvedReconcileOptions } from '../plugin/options.js'
 import { PartnerApiClient } from './client.js'
 import { sharedWindow } from './rate-limiter.js'
@@ -33,8 +34,8 @@ export function startReconciling (store: G2SentryStore, options: ResolvedReconci
   const { state } = reconcilingStore(store)
   const metrics = deps.registry === undefined ? undefined : reconcileMetrics(deps.registry, state, deps.metricPrefix)
   const client = sharedClient(store, options, { log: deps.log, onRequest: metrics?.request })
-  const reconciler = new Reconciler({ store, client, quietFor: options.quietFor, log: deps.log, onAppend: deps.committed, onCheck: metrics?.checked })
+  const reconciler = new Reconciler({ store, client, quietForMs: options.quietForMs, log: deps.log, onAppend: deps.committed, onCheck: metrics?.checked })
   // A round asks about as many jobs as the rate allows between two rounds.
-  const budget = Math.max(1, Math.min(options.requestsPerMinute, Math.floor(options.requestsPerMinute * options.every / WINDOW_MS)))
-  return startReconcileLoop({ reconciler, store, every: options.every, budget, leaseTtl: options.leaseTtl, log: deps.log })
+  const budget = Math.max(1, Math.min(options.requestsPerMinute, Math.floor(options.requestsPerMinute * options.everyMs / WINDOW_MS)))
+  return startReconcileLoop({ reconciler, store, everyMs: options.everyMs, budget, leaseTtlMs: options.leaseTtlMs, log: deps.log })
 }

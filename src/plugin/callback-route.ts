@@ -7,7 +7,8 @@ import type { ResolvedOptions } from './options.js'
 import type { Committed } from './post-commit.js'
 import { CallbackPayload } from '../domain/callback.js'
 import { CallbackResponse, errorResponses, routeDocs } from './schemas.js'
-import type { AppendResult, G2SentryStore } from '../domain/types.js'
+import type { G2SentryStore } from '../store/contract.js'
+import type { AppendResult } from '../domain/types.js'
 import { verifySignature } from '../domain/verify-signature.js'
 
 const EMPTY = Buffer.alloc(0)

@@ -2,7 +2,7 @@
 // need to know: the store answers, it takes writes (no other process holds its write lock for
 // longer than the probe waits), and how far each consumer is behind.
 import { randomBytes } from 'node:crypto'
-import type { G2SentryStore } from '../domain/types.js'
+import type { G2SentryStore } from '../store/contract.js'
 
 export interface HealthCheck {
   ok: boolean

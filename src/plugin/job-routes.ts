@@ -8,7 +8,8 @@ import {
 import { jobStream } from './job-stream.js'
 import type { ChangeFeed } from './change-feed.js'
 import { readLogStream } from '../log/read-log.js'
-import type { G2SentryStore, JobState, LogRow } from '../domain/types.js'
+import type { G2SentryStore } from '../store/contract.js'
+import type { JobState, LogRow } from '../domain/types.js'
 
 const iso = (ms: number) => new Date(ms).toISOString()
 

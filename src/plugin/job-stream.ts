@@ -7,7 +7,7 @@ import { changeOfRow, type JobChange } from '../domain/job-change.js'
 import type { ChangeFeed } from './change-feed.js'
 import type { G2SentryRouteOptions, StreamLimits } from './options.js'
 import { errorResponses, JobIdString, routeDocs, textResponse, toJobId, type OpenApiOptions } from './schemas.js'
-import type { G2SentryStore } from '../domain/types.js'
+import type { G2SentryStore } from '../store/contract.js'
 
 const HEARTBEAT_MS = 15_000
 /** Rows read from the log per page of a catch-up: about 2 ms of work on the event loop here. */

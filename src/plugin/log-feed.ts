@@ -1,4 +1,4 @@
-import type { G2SentryStore } from '../domain/types.js'
+import type { G2SentryStore } from '../store/contract.js'
 import { watchLog } from '../log/watch-log.js'
 import { changeOfRow } from '../domain/job-change.js'
 import type { ChangeFeed } from './change-feed.js'

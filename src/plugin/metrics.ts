@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { FastifyInstance } from 'fastify'
-import type { G2SentryStore, Outcome } from '../domain/types.js'
+import type { G2SentryStore } from '../store/contract.js'
+import type { Outcome } from '../domain/types.js'
 import type { G2SentryRouteOptions } from './route-options.js'
 import { routeDocs, textResponse, type OpenApiOptions } from './schemas.js'
 

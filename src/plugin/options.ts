@@ -1,7 +1,8 @@
 import type { FastifyRequest } from 'fastify'
 import { Registry } from 'prom-client'
 import { errors } from '../errors.js'
-import type { AppendResult, G2SentryStore, JobEvent } from '../domain/types.js'
+import { missingMethods, type G2SentryStore, type STORE_ROLES } from '../store/contract.js'
+import type { AppendResult, JobEvent } from '../domain/types.js'
 import type { G2SentryRouteOptions } from './route-options.js'
 import { checkForwardOptions, type ForwardOptions } from '../consumers/forwarder.js'
 import type { OpenApiOptions } from './schemas.js'
@@ -102,13 +103,13 @@ export interface ReconcileOptions {
   partnerKey: string
   partnerSecret: string
   /** Ask about an open job after this long without an event or a check (ms, default 30 minutes). */
-  quietFor?: number
+  quietForMs?: number
   /** Between rounds (ms, default 60 s). */
-  every?: number
+  everyMs?: number
   /** The most Partner API requests in any 60 s, shared by every process on the database (default 50 of G2 Sentry's 60). */
   requestsPerMinute?: number
   /** How long a process holds the reconciler's lease unless it renews it (ms, default 30 s). */
-  leaseTtl?: number
+  leaseTtlMs?: number
 }
 
 export type ResolvedReconcileOptions = Required<ReconcileOptions>
@@ -132,8 +133,6 @@ export interface ResolvedOptions {
   prefix: string
 }
 
-const STORE_METHODS = ['append', 'quarantine', 'getJob', 'listJobs', 'readLog', 'listQuarantine', 'resolveQuarantine', 'quarantineSize', 'chainHead', 'rebuild', 'close'] as const
-
 function fail (message: string): never {
   throw new errors.INVALID_OPTION(message)
 }
@@ -154,8 +153,15 @@ export function resolveOptions (options: G2SentryOptions): ResolvedOptions {
   if (database !== undefined && (typeof database !== 'string' || database === '')) fail('database must be a SQLite file path, ":memory:" or a postgres:// URL')
   if (store !== undefined) {
     if (database !== undefined) fail('give either database or store, not both')
-    const missing = STORE_METHODS.filter((m) => typeof (store as unknown as Record<string, unknown>)?.[m] !== 'function')
-    if (missing.length > 0) fail(`store does not implement the store interface (missing ${missing.join(', ')})`)
+    // The roles the enabled features need (src/store/contract.ts): every store logs, projects and
+    // quarantines; the live feed and consumers take leases; forwarding keeps checkpoints; the
+    // reconciler appends conditionally and keeps its state.
+    const roles: Array<keyof typeof STORE_ROLES> = ['eventLog', 'projection', 'quarantine']
+    if (options.forward !== undefined) roles.push('leases', 'consumers')
+    if (options.reconcile !== undefined) roles.push('leases', 'reconciler')
+    const missing = missingMethods(store, roles)
+    if (options.reconcile !== undefined && typeof (store as Partial<G2SentryStore>)?.reconcileState !== 'object') missing.push('reconciler: reconcileState')
+    if (missing.length > 0) fail(`store does not implement what the options need (missing ${[...new Set(missing)].join(', ')})`)
   }
   if (bodyLimit !== undefined && !(Number.isSafeInteger(bodyLimit) && bodyLimit > 0)) fail('bodyLimit must be a positive integer (bytes)')
   if (onEvent !== undefined && typeof onEvent !== 'function') fail('onEvent must be a function')
@@ -211,7 +217,7 @@ export function resolveOptions (options: G2SentryOptions): ResolvedOptions {
 }
 
 /** The members of `fastify.g2sentry`, which a namespace must not shadow. */
-const DECORATOR_MEMBERS = new Set(['store', 'readLog', 'rebuild', 'verify', 'audit', 'retryQuarantine', 'exportLog', 'consume', 'consumers', 'reconcile', 'health'])
+const DECORATOR_MEMBERS = new Set(['store', 'readLog', 'rebuild', 'checkProjection', 'audit', 'retryQuarantine', 'exportLog', 'consume', 'consumers', 'reconcile', 'health'])
 
 function resolveNamespace (namespace: unknown): string | undefined {
   if (namespace === undefined) return undefined
@@ -244,10 +250,10 @@ function resolveReconcile (reconcile: ReconcileOptions | undefined): ResolvedRec
     baseUrl,
     partnerKey,
     partnerSecret,
-    quietFor: positive('reconcile.quietFor', reconcile.quietFor, 30 * 60_000),
-    every: positive('reconcile.every', reconcile.every, 60_000),
+    quietForMs: positive('reconcile.quietForMs', reconcile.quietForMs, 30 * 60_000),
+    everyMs: positive('reconcile.everyMs', reconcile.everyMs, 60_000),
     // G2 Sentry allows 60 a minute per key; more could only earn 429s.
     requestsPerMinute: positive('reconcile.requestsPerMinute', reconcile.requestsPerMinute, 50, 60),
-    leaseTtl: positive('reconcile.leaseTtl', reconcile.leaseTtl, 30_000)
+    leaseTtlMs: positive('reconcile.leaseTtlMs', reconcile.leaseTtlMs, 30_000)
   }
 }

@@ -2,7 +2,7 @@
 // and PostgreSQL stores. Parameters are `$name` markers: SQLite binds them by name, PostgreSQL
 // by position (src/store/leases.ts `positional`). `$now` is the time in ms; `$head` is the
 // backend's expression for the log's last seq.
-import type { ConsumerCheckpoint, ConsumerDeletion, ConsumerSummary, ParkedRow } from '../domain/types.js'
+import type { ConsumerCheckpoint, ConsumerDeletion, ConsumerSummary, ParkedRow } from './contract.js'
 
 export interface CheckpointDbRow {
   name: string

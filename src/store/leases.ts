@@ -1,7 +1,7 @@
 // SQL and row mapping for leases, shared by the SQLite and PostgreSQL stores (same table, same
 // statements; only parameter markers and the clock differ).
 import { errors } from '../errors.js'
-import type { LeaseGrant, LeaseRow } from '../domain/types.js'
+import type { LeaseGrant, LeaseRow } from './contract.js'
 
 export interface LeaseDbRow {
   name: string

@@ -1,4 +1,4 @@
-import type { G2SentryStore } from '../domain/types.js'
+import type { G2SentryStore } from './contract.js'
 import { isPostgresUrl, postgresTarget } from './database-url.js'
 import { sqliteStore } from './sqlite/sqlite-store.js'
 

@@ -1,6 +1,7 @@
 // The reconciler's SQL (src/partner-api/reconciler.ts), shared by both backends: written with
 // PostgreSQL's $n parameters; the SQLite store runs it through `namedParams`.
-import type { JobFailure, JobStatus, ReconcileCandidate } from '../domain/types.js'
+import type { JobStatus } from '../domain/types.js'
+import type { JobFailure, ReconcileCandidate } from './contract.js'
 
 /** A job whose answer was unusable is asked again after 1 minute, then 2, 4… */
 export const FAILURE_BACKOFF_MS = 60_000

@@ -1,5 +1,6 @@
 import { projectEvent } from '../domain/project-status.js'
-import type { JobState, RebuildReport } from '../domain/types.js'
+import type { JobState } from '../domain/types.js'
+import type { RebuildReport } from './contract.js'
 import type { ReplayTuple } from './rows.js'
 
 /** Rows a backend reads per page when it replays the log. */

@@ -5,7 +5,7 @@ import Fastify, { type FastifyRequest } from 'fastify'
 import { expect, test } from 'tstyche'
 import g2sentry, {
   errors, projectEvent, sqliteStore, postgresStore, type AppendResult, type AuditReport, type CommittedEvent,
-  type Decision, type G2SentryDecorator, type G2SentryOptions, type G2SentryStore, type IncomingEvent, type JobState,
+  type Decision, type G2SentryDecorator, type G2SentryNamespaces, type G2SentryOptions, type G2SentryStore, type IncomingEvent, type JobState,
   type JobStatus, type LogRow, type Outcome, type ProjectedEvent, type QuarantineRow, type RebuildReport, type RetryReport
 } from 'fastify-g2sentry'
 
@@ -52,12 +52,12 @@ test('G2SentryOptions', () => {
 })
 
 test('fastify.g2sentry', () => {
-  expect(app.g2sentry).type.toBe<G2SentryDecorator>()
+  expect(app.g2sentry).type.toBe<G2SentryDecorator & G2SentryNamespaces>()
   expect(app.g2sentry.store).type.toBe<G2SentryStore>()
   expect(app.g2sentry.readLog()).type.toBe<AsyncGenerator<LogRow>>()
   expect(app.g2sentry.readLog({ jobId: 101, afterSeq: 10 })).type.toBe<AsyncGenerator<LogRow>>()
   expect(app.g2sentry.rebuild()).type.toBe<Promise<RebuildReport>>()
-  expect(app.g2sentry.verify()).type.toBe<Promise<RebuildReport>>()
+  expect(app.g2sentry.checkProjection()).type.toBe<Promise<RebuildReport>>()
   expect(app.g2sentry.audit()).type.toBe<Promise<AuditReport>>()
   expect(app.g2sentry.retryQuarantine()).type.toBe<Promise<RetryReport>>()
   expect(app.g2sentry.retryQuarantine({ ids: [3, 9] })).type.toBe<Promise<RetryReport>>()

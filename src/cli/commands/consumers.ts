@@ -1,6 +1,6 @@
 import { consumerLease } from '../../consumers/consumer.js'
 import { errors } from '../../errors.js'
-import type { G2SentryStore, LeaseRow, ParkedRow } from '../../domain/types.js'
+import type { G2SentryStore, LeaseRow, ParkedRow } from '../../store/contract.js'
 import { paged } from '../../log/paged.js'
 import type { ParseArgsConfig } from 'node:util'
 import { defineCommand, UsageError, wholeNumber, type Command, type Io, type Values } from '../command.js'

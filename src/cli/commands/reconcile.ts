@@ -1,4 +1,4 @@
-import type { G2SentryStore, ReconcileCandidate } from '../../domain/types.js'
+import type { G2SentryStore, ReconcileCandidate } from '../../store/contract.js'
 import { PartnerApiClient, type ClientLogger } from '../../partner-api/client.js'
 import { memoryWindow } from '../../partner-api/rate-limiter.js'
 import { Reconciler, reconcilingStore, type JobCheck } from '../../partner-api/reconciler.js'
@@ -92,7 +92,7 @@ run), or when G2 Sentry refused the credentials or could not be reached (the run
         ? new PartnerApiClient({ ...options, window: memoryWindow(REQUESTS_PER_MINUTE, WINDOW_MS, (since) => state.requestTimes(partnerKey, since)) })
         : (await import('../../partner-api/start.js')).sharedClient(store, options, { log: stderrLog })
       const tally = progress()
-      const reconciler = new Reconciler({ store, client, quietFor: 0, onCheck: tally.add })
+      const reconciler = new Reconciler({ store, client, quietForMs: 0, onCheck: tally.add })
       const interrupt = () => reconciler.close()
       process.once('SIGINT', interrupt).once('SIGTERM', interrupt)
       try {

@@ -1,6 +1,6 @@
 // The reconciler's state on PostgreSQL: its candidate queries, job checks and the shared
 // rate-limit window. Taking a request slot locks the partner key's row, so instances take turns.
-import type { ReconcileState } from '../../domain/types.js'
+import type { ReconcileState } from '../contract.js'
 import {
   CLEAR_FAILURE, COUNT_FAILURES, failureParams, LIST_FAILURES, maxOf, NAMED_CANDIDATES, nextFailure, OLDEST_UNCHECKED, OPEN_CANDIDATES,
   QUEUE_CHECKED, QUEUE_RETRY_AT, RECORD_CHECK, SELECT_FAILURE, toCandidate, toFailure, UPSERT_FAILURE, URGENT_CANDIDATES, type CandidateRow, type FailureRow

@@ -1,4 +1,5 @@
-import type { AppendResult, ConditionalEvent, G2SentryStore, IncomingEvent, JobState, RebuildReport } from '../../domain/types.js'
+import type { AppendResult, ConditionalEvent, IncomingEvent, JobState } from '../../domain/types.js'
+import type { G2SentryStore, RebuildReport } from '../contract.js'
 import { errors } from '../../errors.js'
 import { commitListeners } from '../commit-listeners.js'
 import { groupCommit } from '../group-commit.js'

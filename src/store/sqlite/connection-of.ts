@@ -1,7 +1,7 @@
 // The connection behind a SQLite store, for this repository's tests and tools. It is not in the
 // store's public type, so the published declarations need no better-sqlite3 types.
 import type Database from 'better-sqlite3'
-import type { G2SentryStore } from '../../domain/types.js'
+import type { G2SentryStore } from '../contract.js'
 
 const connections = new WeakMap<G2SentryStore, Database.Database>()
 

@@ -1,6 +1,6 @@
 // Durable consumers' checkpoints and parked rows in a SQLite file (SQL in ../consumer-sql.ts).
 import type Database from 'better-sqlite3'
-import type { G2SentryStore, LeaseFence } from '../../domain/types.js'
+import type { G2SentryStore, LeaseFence } from '../contract.js'
 import {
   BUMP_LEASE, DELETE_CONSUMER, DELETE_PARKED, DROP_IDLE_LEASE, FENCE, LIST_CONSUMERS, LIST_PARKED, LIVE_LEASE, MAX_ERROR_LENGTH,
   OPEN_CONSUMER, PARK_ROW, RETRY_PARKED, SAVE_CHECKPOINT, SELECT_CONSUMER, toCheckpoint, toDeletion, toParked, toSummary,

@@ -1,7 +1,7 @@
 // The reconciler's state on SQLite: its candidate queries, job checks and the shared rate-limit
 // window. Taking a request slot is one IMMEDIATE transaction, so processes on one file take turns.
 import type Database from 'better-sqlite3'
-import type { ReconcileState } from '../../domain/types.js'
+import type { ReconcileState } from '../contract.js'
 import {
   CLEAR_FAILURE, COUNT_FAILURES, failureParams, LIST_FAILURES, maxOf, NAMED_CANDIDATES, namedParams, nextFailure, OLDEST_UNCHECKED,
   OPEN_CANDIDATES, QUEUE_CHECKED, QUEUE_RETRY_AT, RECORD_CHECK, SELECT_FAILURE, toCandidate, toFailure, UPSERT_FAILURE, URGENT_CANDIDATES,

@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os'
 import { debuglog } from 'node:util'
-import type { AppendResult, G2SentryStore, IncomingEvent, ListJobsQuery, QuarantineInput, ReadLogQuery, RebuildReport } from '../../domain/types.js'
+import type { AppendResult, IncomingEvent, QuarantineInput } from '../../domain/types.js'
+import type { G2SentryStore, ListJobsQuery, ReadLogQuery, RebuildReport } from '../contract.js'
 import { errors } from '../../errors.js'
 import { commitListeners } from '../commit-listeners.js'
 import { groupCommit } from '../group-commit.js'
