@@ -11,43 +11,32 @@ import { errors } from '../src/errors.js'
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const docs = ['README.md', 'CONTRIBUTING.md', ...readdirSync(join(root, 'docs')).filter((f) => f.endsWith('.md')).map((f) => join('docs', f))]
 
-/** The text outside fenced code blocks and inline code spans, where links and headings live. */
-function prose (markdown: string): string[] {
-  const lines: string[] = []
+/** `markdown`'s lines, with those inside fenced code blocks (fences included) as undefined. */
+function outsideFences (markdown: string): Array<string | undefined> {
   let fence: string | undefined
-  for (const line of markdown.split('\n')) {
+  return markdown.split('\n').map((line) => {
     const opening = /^\s*(`{3,}|~{3,})/.exec(line)
-    if (opening !== null) {
-      const marker = opening[1] as string
-      if (fence === undefined) fence = marker
-      else if (marker.startsWith(fence)) fence = undefined
-      lines.push('')
-      continue
-    }
-    lines.push(fence === undefined ? line.replace(/`[^`]*`/g, (code) => ' '.repeat(code.length)) : '')
-  }
-  return lines
+    if (opening === null) return fence === undefined ? line : undefined
+    const marker = opening[1] as string
+    if (fence === undefined) fence = marker
+    else if (marker.startsWith(fence)) fence = undefined
+    return undefined
+  })
+}
+
+/** The prose of `markdown`, line for line: code blocks emptied and inline code spans blanked. */
+function prose (markdown: string): string[] {
+  return outsideFences(markdown).map((line) => line === undefined ? '' : line.replace(/`[^`]*`/g, (code) => ' '.repeat(code.length)))
 }
 
 /** Heading ids as GitHub makes them: lower case, punctuation dropped, spaces to hyphens, repeats numbered. */
 function anchors (markdown: string): Set<string> {
   const ids = new Set<string>()
   const seen = new Map<string, number>()
-  let fence: string | undefined
-  for (const line of markdown.split('\n')) {
-    const opening = /^\s*(`{3,}|~{3,})/.exec(line)
-    if (opening !== null) {
-      const marker = opening[1] as string
-      if (fence === undefined) fence = marker
-      else if (marker.startsWith(fence)) fence = undefined
-      continue
-    }
-    if (fence !== undefined) continue
-    const heading = /^#{1,6}\s+(.*?)\s*#*\s*$/.exec(line)
+  for (const line of outsideFences(markdown)) {
+    const heading = line === undefined ? null : /^#{1,6}\s+(.*?)\s*#*\s*$/.exec(line)
     if (heading === null) continue
-    const text = (heading[1] as string)
-      .replace(/\[([^\]]*)\]\([^)]*\)/g, '$1')
-      .replace(/[`*]/g, '')
+    const text = (heading[1] as string).replace(/\[([^\]]*)\]\([^)]*\)/g, '$1').replace(/[`*]/g, '')
     const base = text.toLowerCase().replace(/[^\p{L}\p{N}\s_-]/gu, '').replace(/\s/g, '-')
     const count = seen.get(base) ?? 0
     seen.set(base, count + 1)
