@@ -106,7 +106,7 @@ try {
     forward,
     reconcile,
     // Best-effort and in the request (a crash can lose it): for reactions that must not be lost,
-    // use a consumer (README, "Consumers").
+    // use a consumer (docs/consumers.md).
     onEvent: ({ jobId, outcome, status, source }, request) => {
       if (outcome === 'applied') (request?.log ?? app.log).info({ jobId, status, source }, 'job status changed')
     }

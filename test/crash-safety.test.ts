@@ -1,4 +1,4 @@
-// Crash safety (issue "Prove it under faults", item 2): the example server runs as a child
+// Crash safety under SIGKILL: the example server runs as a child
 // process on a real SQLite file, takes thousands of signed callbacks from 50 concurrent
 // keep-alive connections, and is SIGKILLed at a random (seeded, printed) moment. Restarted on the
 // same file, every delivery that was answered 2xx must be in the log exactly once (same seq, same

@@ -1,4 +1,4 @@
-// `g2sentry simulate --reconcile` beside the example server, both real processes, as the README
+// `g2sentry simulate --reconcile` beside the example server, both real processes, as docs/reconciliation.md
 // shows them: the fake G2 Sentry in the simulator, lost callbacks and cancellations, and the
 // server's reconciler converging.
 import t from 'tap'

@@ -1,4 +1,4 @@
-// Storage faults (issue "Prove it under faults", item 5): a read-only database, a full disk and a
+// Storage faults: a read-only database, a full disk and a
 // locked database, each a real SQLite fault on a real file, never a mock. Whatever the fault:
 // callbacks are answered 503 with FST_G2SENTRY_STORAGE_UNAVAILABLE, nothing is acknowledged that
 // was not committed, a failed batch leaves no half-written event, reads keep working where the

@@ -1,4 +1,4 @@
-// Two processes, one file (issue "Prove it under faults", item 3): two example servers on the
+// Two processes, one file: two example servers on the
 // same SQLite file take interleaved, concurrent traffic for the same jobs, each delivery sent to
 // a random one of the two and retried on 503 like G2 Sentry would. No acknowledged event may be
 // lost or doubled, a lock conflict may reach a client only as a 503 (a third process holds the

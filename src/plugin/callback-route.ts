@@ -53,7 +53,7 @@ export async function callbackRoute (app: FastifyInstance, opts: {
   })
 
   // A plain (callback) handler: no async function, promise chain or spread per request beyond
-  // the append's own promise. Measured with `npm run bench` (README, "Benchmarks").
+  // the append's own promise. Measured with `npm run bench` (docs/benchmarks.md).
   app.post(callbackPath, {
     ...callbackRoute,
     bodyLimit,

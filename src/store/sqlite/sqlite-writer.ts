@@ -53,7 +53,7 @@ export function createWriter (db: Database.Database): SqliteWriter {
 
   // No job states are kept between batches: each batch reads its jobs' rows inside its own
   // write transaction, so another connection's commit or a rebuild is always seen. A cache
-  // checked against `PRAGMA data_version` was measured and removed (README, "Benchmarks").
+  // checked against `PRAGMA data_version` was measured and removed (docs/design.md, "Decisions").
 
   // The chain's head, read again at the start of every write transaction (another connection may
   // have appended) and moved only once an event is fully written.
