@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util'
 import { round, type RoundResult, type Target } from './load.js'
 import { generateLog } from './generate-log.js'
 import { streamRun, type StreamRun } from './stream.js'
-import { launchPgBouncer, pgbouncerBinary } from '../test/pgbouncer.js'
+import { launchPgBouncer, pgbouncerBinary } from '../test/helpers/pgbouncer.js'
 
 const { values } = parseArgs({
   options: {

@@ -1,7 +1,7 @@
 // The storage contract, by role: every store implements the event log, the projection reads and
 // the quarantine; consumers need leases and checkpoints as well, the reconciler conditional
 // appends and its state. Every method is asynchronous so that a networked backend can implement
-// it; both built-in stores pass the same contract tests (test/store-contract.ts).
+// it; both built-in stores pass the same contract tests (test/helpers/store-contract.ts).
 import type { AppendResult, ConditionalEvent, IncomingEvent, JobState, JobStatus, LogRow, Outcome, QuarantineInput, QuarantineRow, SupersededResult } from '../domain/types.js'
 
 export interface ListJobsQuery {

@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto'
 import { errors } from '../../errors.js'
 import type { ArrayQuery, Client, NamedQuery, Pool, QueryResult } from './postgres-types.js'
 
-/** Every table the migrations create (test/pooler.test.ts checks the list against them). */
+/** Every table the migrations create (test/integration/pooler.test.ts checks the list against them). */
 export const G2SENTRY_TABLES = [
   'events', 'jobs', 'quarantine', 'g2sentry_chain', 'leases', 'consumer_checkpoints', 'consumer_parked',
   'reconcile_checks', 'reconcile_failures', 'reconcile_queue', 'partner_limits', 'partner_requests', 'g2sentry_migrations'
