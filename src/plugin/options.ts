@@ -154,8 +154,8 @@ export function resolveOptions (options: G2SentryOptions): ResolvedOptions {
   if (store !== undefined) {
     if (database !== undefined) fail('give either database or store, not both')
     // The roles the enabled features need (src/store/contract.ts): every store logs, projects and
-    // quarantines; the live feed and consumers take leases; forwarding keeps checkpoints; the
-    // reconciler appends conditionally and keeps its state.
+    // quarantines; forwarding takes a lease and keeps checkpoints; the reconciler takes a lease,
+    // appends conditionally and keeps its state. consume() checks its own roles when called.
     const roles: Array<keyof typeof STORE_ROLES> = ['eventLog', 'projection', 'quarantine']
     if (options.forward !== undefined) roles.push('leases', 'consumers')
     if (options.reconcile !== undefined) roles.push('leases', 'reconciler')

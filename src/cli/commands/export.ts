@@ -47,8 +47,9 @@ export const exportCommand = defineCommand({
   summary: 'write the event log with outcomes and hash columns, as NDJSON or CSV, for an audit',
   usage: 'Usage: g2sentry export --db FILE|URL [--job N] [--from SEQ|TIME] [--to SEQ|TIME] [--format ndjson|csv]',
   help: `Writes the event log to stdout in seq order, one row per delivery, for an audit or a spreadsheet:
-seq, receivedAt, jobId, eventType, jobStatus, jobName, guardianPhone, outcome, sameAs, signature,
-contentHash, prevHash, hash and body (the raw body as received).
+seq, receivedAt, jobId, eventType, jobStatus, jobName, guardianPhone, outcome, source (callback, or
+api for a row from the Partner API), sameAs, signature, contentHash, prevHash, hash and body (the
+raw body as received).
   --job     only this job's rows
   --from    the first row: a seq, or a received-at time in ISO 8601 (2026-11-26, 2026-11-26T23:15Z)
   --to      the last row, inclusive, given the same way; a date or a minute covers all of it
