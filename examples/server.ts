@@ -112,8 +112,11 @@ try {
     }
   })
 } catch (error) {
-  // An option the variables above gave that the plugin refuses: its message names the option.
-  if ((error as { code?: string }).code === 'FST_G2SENTRY_INVALID_OPTION') refuse((error as Error).message)
+  // An option the variables above gave that the plugin refuses (its message names the option), or
+  // a database it cannot open (the message names the problem, never a password): one line each.
+  const code = (error as { code?: string }).code
+  if (code === 'FST_G2SENTRY_INVALID_OPTION' || code === 'FST_G2SENTRY_DATABASE_OPEN_FAILED' || code === 'FST_G2SENTRY_MISSING_DRIVER' ||
+    code === 'FST_G2SENTRY_MIGRATION_REFUSED') refuse((error as Error).message)
   throw error
 }
 

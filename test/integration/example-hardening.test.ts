@@ -169,3 +169,14 @@ t.test('an environment variable that cannot be used: one line naming it, exit co
     t.notMatch(server.output(), /hunter2/, `${name}: the value of a URL is never quoted`)
   }
 })
+
+t.test('a PostgreSQL database it cannot open: one line saying why, exit code 1, no stack trace, no password', async (t) => {
+  const server = startServer(t, { port: await freePort(), env: { G2SENTRY_DB: 'postgres://postgres:pw-never-printed@127.0.0.1:5432/g2sentry_no_such_database' } })
+  const exit = await exitWithin(server, 20_000)
+  t.same(exit, { code: 1, signal: null }, 'exit code 1')
+  const fatal = server.logs.filter((line) => line.level >= 60)
+  t.equal(fatal.length, 1, 'one fatal line')
+  t.match(fatal[0]?.msg, /could not open the PostgreSQL log at .*g2sentry_no_such_database/, 'naming the database it could not open')
+  t.notMatch(server.output(), /\n\s+at /, 'no stack trace')
+  t.notMatch(server.output(), /pw-never-printed/, 'the password is never printed')
+})
