@@ -93,14 +93,14 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
   const feed = new ChangeFeed()
   const metrics = resolved.metrics === false ? undefined : createMetrics(store, resolved.metrics.registry, resolved.namespace === undefined ? 'g2sentry' : `g2sentry_${resolved.namespace}`)
   if (metrics !== undefined) app.addHook('onClose', async () => metrics.close())
-  const committed = postCommitPath({ metrics, feed, onEvent: resolved.onEvent, log })
+  const afterCommit = postCommitPath({ metrics, feed, onEvent: resolved.onEvent, log })
   const reconciling = resolved.reconcile === undefined
     ? undefined
     : startReconciling(store, resolved.reconcile, {
       log,
       registry: metrics?.registry,
       metricPrefix: metrics?.prefix ?? 'g2sentry',
-      committed: (result, event, receivedAt) => committed({ result, event, receivedAt, source: 'api' })
+      afterCommit: (result, event, receivedAt) => afterCommit({ result, event, receivedAt, source: 'api' })
     })
 
   const { consume, consumers, closeAll } = consumerRegistry(store, log, metrics)
@@ -123,7 +123,7 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
     retryQuarantine: (retryOptions?: { ids?: readonly number[] }) => retryQuarantine(store, {
       secrets: resolved.secrets,
       ids: retryOptions?.ids,
-      onAppend: ({ event, receivedAt, id: _id, ...result }) => committed({ result, event, receivedAt, source: 'quarantine' })
+      onAppend: ({ event, receivedAt, id: _id, ...result }) => afterCommit({ result, event, receivedAt, source: 'quarantine' })
     }),
     exportLog: (exportOptions: ExportOptions) => exportLog(store, exportOptions),
     consume,
@@ -146,7 +146,7 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
     await app.register(metricsRoute, { prefix: resolved.prefix, path, routeOptions, metrics, openapi: resolved.openapi })
   }
 
-  await app.register(callbackRoute, { prefix: resolved.prefix, options: resolved, store, metrics, committed })
+  await app.register(callbackRoute, { prefix: resolved.prefix, options: resolved, store, metrics, afterCommit })
   if (resolved.jobRoutes !== false) {
     const { prefix, ...routeOptions } = resolved.jobRoutes
     await app.register(jobRoutes, { prefix: resolved.prefix + prefix, store, feed, routeOptions, stream: resolved.stream, openapi: resolved.openapi })

@@ -1,4 +1,4 @@
-import { JOB_STATUSES, type JobStatus } from '../domain/types.js'
+import { JOB_STATUSES, type JobStatus } from './job-status.js'
 
 const STATUSES: ReadonlySet<string> = new Set(JOB_STATUSES)
 

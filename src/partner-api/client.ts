@@ -4,7 +4,7 @@ import { setMaxListeners } from 'node:events'
 import { errors } from '../errors.js'
 import { systemClock, type Clock } from './clock.js'
 import { memoryWindow, RateLimiter, type RequestWindow } from './rate-limiter.js'
-import { judgeStatusAnswer, type StatusAnswer } from './status-answer.js'
+import { judgeStatusAnswer, type StatusAnswer } from '../domain/status-answer.js'
 
 /** G2 Sentry's documented lifetimes, used when a token's `exp` cannot be read. */
 export const ACCESS_TOKEN_TTL_MS = 15 * 60_000

@@ -29,12 +29,12 @@ export function startReconciling (store: G2SentryStore, options: ResolvedReconci
   registry: Registry | undefined
   /** The metrics' name prefix (`g2sentry`, or `g2sentry_<namespace>`). */
   metricPrefix: string
-  committed: (result: AppendResult, event: JobEvent, receivedAt: number) => void | Promise<void>
+  afterCommit: (result: AppendResult, event: JobEvent, receivedAt: number) => void | Promise<void>
 }): ReconcileLoop {
   const { state } = reconcilingStore(store)
   const metrics = deps.registry === undefined ? undefined : reconcileMetrics(deps.registry, state, deps.metricPrefix)
   const client = sharedClient(store, options, { log: deps.log, onRequest: metrics?.request })
-  const reconciler = new Reconciler({ store, client, quietForMs: options.quietForMs, log: deps.log, onAppend: deps.committed, onCheck: metrics?.checked })
+  const reconciler = new Reconciler({ store, client, quietForMs: options.quietForMs, log: deps.log, onAppend: deps.afterCommit, onCheck: metrics?.checked })
   // A round asks about as many jobs as the rate allows between two rounds.
   const budget = Math.max(1, Math.min(options.requestsPerMinute, Math.floor(options.requestsPerMinute * options.everyMs / WINDOW_MS)))
   return startReconcileLoop({ reconciler, store, everyMs: options.everyMs, budget, leaseTtlMs: options.leaseTtlMs, log: deps.log })

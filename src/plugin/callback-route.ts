@@ -21,9 +21,9 @@ export async function callbackRoute (app: FastifyInstance, opts: {
   options: ResolvedOptions
   store: G2SentryStore
   metrics: G2SentryMetrics | undefined
-  committed: (committed: Committed, request: FastifyRequest) => void | Promise<void>
+  afterCommit: (committed: Committed, request: FastifyRequest) => void | Promise<void>
 }): Promise<void> {
-  const { options: { secrets, callbackPath, bodyLimit, callbackRoute, openapi }, store, metrics, committed } = opts
+  const { options: { secrets, callbackPath, bodyLimit, callbackRoute, openapi }, store, metrics, afterCommit } = opts
 
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('application/json', { parseAs: 'buffer', bodyLimit }, (_request, body, done) => done(null, body))
@@ -120,7 +120,7 @@ export async function callbackRoute (app: FastifyInstance, opts: {
     }).then((result) => {
       request.log.info({ jobId: result.jobId, seq: result.seq, outcome: result.outcome, secretIndex: check.secretIndex }, 'g2sentry: callback stored')
       // The post-commit path (metrics, feed, onEvent) answers only once `onEvent` is done.
-      const pending = committed({ result, event, receivedAt, source: 'callback' }, request)
+      const pending = afterCommit({ result, event, receivedAt, source: 'callback' }, request)
       if (pending === undefined) reply.send(result)
       else pending.then(() => reply.send(result), () => reply.send(result))
     }, (err: unknown) => { storageFailed(request, reply, err) })

@@ -9,7 +9,7 @@ export interface CommitListeners {
    * Tells every listener that a batch of `batchSize` appends, begun at `started` (hrtime), committed.
    * A listener that throws is reported as a process warning (`FST_G2SENTRY_COMMIT_LISTENER_FAILED`).
    */
-  committed: (batchSize: number, started: bigint) => void
+  batchCommitted: (batchSize: number, started: bigint) => void
 }
 
 /** A store's set of `onCommit` listeners. */
@@ -20,7 +20,7 @@ export function commitListeners (): CommitListeners {
       listeners.add(listener)
       return () => { listeners.delete(listener) }
     },
-    committed (batchSize, started) {
+    batchCommitted (batchSize, started) {
       if (listeners.size === 0) return
       const seconds = Number(process.hrtime.bigint() - started) / 1e9
       for (const listener of listeners) {

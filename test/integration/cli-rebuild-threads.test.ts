@@ -104,7 +104,7 @@ t.test('a build whose worker module cannot load: each share goes back to the mai
   const pkg = join(dir, 'broken-package')
   for (const part of ['bin', 'dist', 'migrations', 'package.json']) cpSync(join(ROOT, part), join(pkg, part), { recursive: true })
   symlinkSync(join(ROOT, 'node_modules'), join(pkg, 'node_modules'))
-  writeFileSync(join(pkg, 'dist', 'store', 'sqlite', 'replay-worker.js'), "throw new Error('a broken build')\n")
+  writeFileSync(join(pkg, 'dist', 'store', 'sqlite', 'rebuild', 'replay-worker.js'), "throw new Error('a broken build')\n")
   const file = join(dir, 'broken.db')
   copyFileSync(log, file)
   const started = Date.now()

@@ -1,4 +1,4 @@
-// A SQLite rebuild on several threads (src/store/sqlite/replay-threads.ts) against the same
+// A SQLite rebuild on several threads (src/store/sqlite/rebuild/replay-threads.ts) against the same
 // rebuild on one: the same report and the same jobs table, on a generated log with withdrawals,
 // redeliveries and stale rows, with the replay cache small enough to spill, and on a log whose
 // outcomes and jobs table were tampered with. docs/design.md ("Rebuild").
@@ -8,8 +8,8 @@ import Database from 'better-sqlite3'
 import { copyFileSync } from 'node:fs'
 import { basename, join } from 'node:path'
 import { sqliteStore } from '../../src/store/sqlite/sqlite-store.js'
-import { lastRebuild, ReplayWorkers } from '../../src/store/sqlite/replay-threads.js'
-import { replayShare, splitShares, type Share } from '../../src/store/sqlite/sqlite-replay.js'
+import { lastRebuild, ReplayWorkers } from '../../src/store/sqlite/rebuild/replay-threads.js'
+import { replayShare, splitShares, type Share } from '../../src/store/sqlite/rebuild/sqlite-replay.js'
 import { randomSchedule } from '../../src/simulator/schedules.js'
 import type { IncomingEvent } from '../../src/domain/types.js'
 import type { RebuildReport } from '../../src/store/contract.js'

@@ -39,6 +39,10 @@ t.test('every applied change reaches the receiver once, in seq order, signed, th
     forward: { url: receiver.url, secret: FORWARD_SECRET, minBackoffMs: 10, maxBackoffMs: 200, timeoutMs: 2000 }
   })
   const first = await traffic(app, [1, 2, 3])
+  // Checked on the first request, so that an unsigned or wrongly signed one fails at once, not
+  // only when the changes never arrive.
+  await until('the first request', () => receiver.attempts() >= 1)
+  t.equal(receiver.badSignatures(), 0, 'the first request carries a valid X-Signature')
   await until('the first changes forwarded', () => distinctInOrder(receiver.accepted).distinct.length === first.length)
 
   await receiver.down()

@@ -110,7 +110,7 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
   })
   const writer = createWriter(pool, (batchSize, started, lastSeq) => {
     announce(lastSeq)
-    listeners.committed(batchSize, started)
+    listeners.batchCommitted(batchSize, started)
   })
   // Group commit (src/store/group-commit.ts): a batch in one transaction; a batch that fails is
   // run again one event per transaction, in order, so one bad event fails only its own caller.

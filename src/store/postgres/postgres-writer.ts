@@ -125,7 +125,7 @@ const plain = (event: IncomingEvent): boolean =>
  * committed and nothing else was appended since. One that wrote nothing, or failed, waits for the
  * earlier batch to settle and runs again the safe way, under the head's lock from its first read.
  */
-export function createWriter (pool: Pool, committed: (batchSize: number, started: bigint, lastSeq: number) => void): PostgresWriter {
+export function createWriter (pool: Pool, onBatchCommitted: (batchSize: number, started: bigint, lastSeq: number) => void): PostgresWriter {
   /**
    * Runs `work` in an append transaction; `work` sends BEGIN_APPEND itself, with its first reads.
    * When `work` returns undefined (a conditional write that wrote nothing), rolls back and returns
@@ -147,14 +147,14 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
       await client.query('ROLLBACK').catch(() => {})
       client.release(true)
       if (written === undefined) throw error
-      let committed: boolean
+      let landed: boolean
       try {
-        committed = await inLog(written.head)
+        landed = await inLog(written.head)
       } catch (checkError) {
         // Committed or not, nobody can tell now: running the events again could append them twice.
         throw new errors.COMMIT_UNKNOWN((checkError as Error).message, { cause: error })
       }
-      if (committed) return written.value
+      if (landed) return written.value
       throw error
     }
   }
@@ -200,7 +200,7 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
       if (plan.retried.length > 0) await markRetried(client, plan.retried.map((r) => r.id), plan.retried.map((r) => r.seq))
       return { value: result, head: plan.head ?? { seq: 0, hash: null } }
     }) as AppendResult | SupersededResult
-    if (result.outcome !== 'superseded') committed(1, started, result.seq)
+    if (result.outcome !== 'superseded') onBatchCommitted(1, started, result.seq)
     return result
   }
 
@@ -286,7 +286,7 @@ export function createWriter (pool: Pool, committed: (batchSize: number, started
     }
     const done = (batch: Appended): BatchOutcome[] => {
       const seqs = batch.results.flatMap((result) => result.outcome === 'superseded' ? [] : [result.seq])
-      if (batch.written > 0) committed(batch.written, batch.started, Math.max(...seqs))
+      if (batch.written > 0) onBatchCommitted(batch.written, batch.started, Math.max(...seqs))
       return batch.results.map((result) => ({ ok: true as const, result }))
     }
     if (before !== undefined && !before.settled && before.plan !== undefined && events.every(plain)) {

@@ -1,18 +1,13 @@
-import { availableParallelism } from 'node:os'
-import { debuglog } from 'node:util'
 import type { AppendResult, IncomingEvent, QuarantineInput } from '../../domain/types.js'
-import type { G2SentryStore, ListJobsQuery, ReadLogQuery, RebuildReport } from '../contract.js'
+import type { G2SentryStore, ListJobsQuery, ReadLogQuery } from '../contract.js'
 import { errors } from '../../errors.js'
 import { commitListeners } from '../commit-listeners.js'
 import { groupCommit } from '../group-commit.js'
 import { isBusy, retryingWhileBusy, retryWhileBusy } from './busy-retry.js'
 import { sqliteConsumers } from './sqlite-consumers.js'
 import { ACQUIRE_LEASE, checkLeaseRequest, LIST_LEASES, RELEASE_LEASE, SELECT_LEASE, toGrant, toLease, type LeaseDbRow } from '../leases.js'
-import { REPLAY_CACHE } from '../replay-core.js'
-import { JOB_COLUMNS, toJob, toLogRow, toQuarantine, type ChainHead, type EventRow, type JobRow, type QuarantineDbRow } from '../rows.js'
-import { MAX_THREADS } from './replay-protocol.js'
-import { lastRebuild, ReplayWorkers } from './replay-threads.js'
-import { rebuiltTable, replacedRows, replayShare, splitShares, type Share, type ShareReport } from './sqlite-replay.js'
+import { toJob, toLogRow, toQuarantine, type ChainHead, type EventRow, type JobRow, type QuarantineDbRow } from '../rows.js'
+import { sqliteRebuild } from './rebuild/rebuild.js'
 import { openReadOnly } from './sqlite-read-only.js'
 import { sqliteReconcileState } from './sqlite-reconcile.js'
 import { HEAD_SQL, openConnection } from './sqlite-connection.js'
@@ -48,11 +43,6 @@ export interface SqliteStoreOptions extends ConnectionSettings {
   existingLog?: boolean
 }
 
-const debug = debuglog('g2sentry')
-
-/** A log this long or longer is rebuilt on several threads unless `replayThreads` says otherwise. */
-const THREADED_FROM = 50_000
-
 /** A SQLite store: the whole contract, reconciliation included. */
 export type SqliteStore = G2SentryStore & Required<Pick<G2SentryStore, 'appendIf' | 'reconcileState'>>
 
@@ -74,7 +64,7 @@ export function sqliteStore (options: SqliteStoreOptions): SqliteStore {
   const commitBatch = (events: IncomingEvent[]) => {
     const started = process.hrtime.bigint()
     const outcomes = writer.appendBatch(events)
-    listeners.committed(events.length, started)
+    listeners.batchCommitted(events.length, started)
     return outcomes
   }
   // A batch waits for the lock at most busyTimeout from when its oldest append was queued.
@@ -108,80 +98,7 @@ export function sqliteStore (options: SqliteStoreOptions): SqliteStore {
   const acquireTx = db.transaction((name: string, holder: string, ttl: number) =>
     acquireLease.get({ name, holder, now: Date.now(), ttl }) ?? selectLease.get({ name }) as LeaseDbRow)
 
-  // The file as SQLite opened it, absolute: the workers must open the same one, wherever the
-  // process's working directory has moved since.
-  const file = (db.pragma('database_list') as Array<{ name: string; file: string }>).find((d) => d.name === 'main')?.file ?? options.filename
-
-  /** The shares of the jobs a rebuild replays, each on a thread of its own. */
-  const sharesFor = (): Share[] => {
-    // Another thread cannot open an in-memory database.
-    if (db.memory) return splitShares(1, 0)
-    // The length of the log as far as seq tells (rows deleted by hand aside).
-    const { seq: events } = selectHead.get() ?? { seq: 0 }
-    if (options.replayThreads !== undefined) return splitShares(Math.max(1, Math.min(MAX_THREADS, Math.floor(options.replayThreads))), events)
-    // Starting a worker costs tens of milliseconds: worth it only on a long log.
-    return splitShares(events < THREADED_FROM ? 1 : Math.min(availableParallelism(), 4), events)
-  }
-
-  const rebuild = (dryRun: boolean): RebuildReport => {
-    // The cache's bound holds for all the threads together.
-    const capacityOf = (parts: number) => Math.max(1, Math.floor((options.replayCacheSize ?? REPLAY_CACHE) / parts))
-    let shares = sharesFor()
-    const workers = shares.length > 1 ? ReplayWorkers.start(file, shares, capacityOf(shares.length), options.busyTimeout ?? 5000, dryRun) : undefined
-    if (workers === undefined) shares = splitShares(1, 0)
-    const capacity = capacityOf(shares.length)
-    try {
-      // A dry run takes no lock, so its threads' snapshots agree only if they are taken close together.
-      if (dryRun) workers?.waitReady()
-      // A rebuild takes the write lock so no append slips in between the replay and the swap.
-      return dryRun ? rebuildTx.deferred(true, shares, capacity, workers) : rebuildTx.immediate(false, shares, capacity, workers)
-    } finally {
-      workers?.close()
-    }
-  }
-
-  /**
-   * Replays every share of the jobs, the first here and the others on `workers` (or here, for a
-   * share whose worker could not replay it from this transaction's snapshot), then puts the
-   * shares' reports together and, unless `dryRun`, writes the rebuilt rows of the differing jobs.
-   */
-  const replayShares = (dryRun: boolean, shares: Share[], capacity: number, workers: ReplayWorkers | undefined): RebuildReport => {
-    workers?.begin(() => db.prepare('SELECT count(*) FROM main.sqlite_master').get())
-    const started = performance.now()
-    const reports = [replayShare(db, shares[0] as Share, capacity, () => workers?.poll())]
-    debug('rebuild: share 0 replayed in %d ms', Math.round(performance.now() - started))
-    const here = [shares[0] as Share]
-    const fromWorkers = workers?.reports() ?? []
-    lastRebuild.threads = shares.length
-    lastRebuild.onWorkers = fromWorkers.filter((report) => report !== undefined).length
-    debug('rebuild: %d shares, %d of them replayed on worker threads', shares.length, lastRebuild.onWorkers)
-    for (const share of shares.slice(1)) {
-      const report = fromWorkers[share.part - 1]
-      if (report === undefined) here.push(share)
-      reports.push(report ?? replayShare(db, share, capacity))
-    }
-    const differing = reports.flatMap((r) => r.differing).sort((a, b) => a < b ? -1 : a > b ? 1 : 0)
-    if (!dryRun && differing.length > 0) {
-      const remove = db.prepare('DELETE FROM main.jobs WHERE job_id = ?')
-      for (const jobId of differing) remove.run(jobId)
-      // Once the differing rows are gone, the rebuilt rows missing from the projection are theirs.
-      for (const share of here) db.exec(`INSERT INTO main.jobs ${replacedRows(share)}`)
-      const insert = db.prepare(`INSERT INTO main.jobs (${JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-      for (const share of shares) {
-        if (!here.includes(share) && (reports[share.part] as ShareReport).differing.length > 0) {
-          workers?.rows(share.part, (rows) => { for (const row of rows) insert.run(row) })
-        }
-      }
-    }
-    for (const share of here) db.exec(`DROP TABLE ${rebuiltTable(share)}`)
-    return {
-      events: reports.reduce((n, r) => n + r.events, 0),
-      jobs: reports.reduce((n, r) => n + r.jobs, 0),
-      outcomeMismatches: reports.flatMap((r) => r.outcomeMismatches).sort((a, b) => a.seq - b.seq),
-      differingJobs: differing.map(Number)
-    }
-  }
-  const rebuildTx = db.transaction(replayShares)
+  const rebuild = sqliteRebuild(db, { ...options, head: () => selectHead.get() })
 
   // Each of these is one statement or one transaction: safe to try again after SQLITE_BUSY.
   const waitingForLocks = retrying({

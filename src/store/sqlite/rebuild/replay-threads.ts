@@ -8,13 +8,13 @@ import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { debuglog } from 'node:util'
 import { MessageChannel, receiveMessageOnPort, type MessagePort, type Worker } from 'node:worker_threads'
-import { startWorker, workerModule } from '../../worker-thread.js'
+import { startWorker, workerModule } from '../../../worker-thread.js'
 import { CONTROL, type WorkerMessage } from './replay-protocol.js'
 import type { Share, ShareReport } from './sqlite-replay.js'
 
 const debug = debuglog('g2sentry')
 
-// replay-worker.ts under a TypeScript loader, replay-worker.js once built (../../worker-thread.ts).
+// replay-worker.ts under a TypeScript loader, replay-worker.js once built (../../../worker-thread.ts).
 const WORKER = workerModule(import.meta.url, 'replay-worker')
 
 /** Why worker threads cannot be used in this process, once one has failed to load its module. */

@@ -3,10 +3,10 @@
 // projection. A rebuild runs one share per thread (replay-threads.ts), or the one share that
 // holds every job; docs/design.md ("Rebuild") says why the shares add up to the whole.
 import type Database from 'better-sqlite3'
-import type { JobState } from '../../domain/types.js'
-import type { RebuildReport } from '../contract.js'
-import { emptyReport, ReplayCache, replayPage } from '../replay-core.js'
-import { JOB_COLUMNS, jobParams, REPLAY_COLUMNS, toJob, UPDATE_JOB_ON_CONFLICT, type JobRow, type ReplayTuple } from '../rows.js'
+import type { JobState } from '../../../domain/types.js'
+import type { RebuildReport } from '../../contract.js'
+import { emptyReport, ReplayCache, replayPage } from '../../replay-core.js'
+import { JOB_COLUMNS, jobParams, REPLAY_COLUMNS, toJob, UPDATE_JOB_ON_CONFLICT, type JobRow, type ReplayTuple } from '../../rows.js'
 
 /**
  * Log rows per page: smaller than the PostgreSQL store's, as there is no round trip to save and
