@@ -17,6 +17,16 @@ export type Outcome = 'applied' | 'duplicate' | 'stale' | 'unsupported'
  */
 export type EventSource = 'callback' | 'api'
 
+/**
+ * Where a log row came from: an event (`callback`, `api`), or a record of an act on the log
+ * itself: a `redaction` (personal data erased) or an archive's `checkpoint`. A record's job id is
+ * 0, its outcome `recorded`, its raw body the record as JSON (src/log/records.ts).
+ */
+export type RowSource = EventSource | 'redaction' | 'checkpoint'
+
+/** What the log records for a row: an event's outcome, or `recorded` for a redaction or a checkpoint. */
+export type RowOutcome = Outcome | 'recorded'
+
 /** The event type of a row the reconciler appends; a callback of this type is `unsupported`. */
 export const RECONCILED_EVENT_TYPE = 'Reconciled'
 
@@ -83,14 +93,24 @@ export interface LogRow {
   signature: string
   contentHash: string
   receivedAt: number
-  source: EventSource
-  outcome: Outcome
+  source: RowSource
+  outcome: RowOutcome
   /** For a duplicate: the first earlier row of the same job with the same body. */
   sameAs: number | null
   /** The previous row's hash ('' for the first row); null for rows written before the chain existed. */
   prevHash: string | null
   /** This row's hash, chained to the previous one (src/store/chain.ts). */
   hash: string | null
+  /** How `hash` is computed: 1 before erasure existed, 2 since (src/store/chain.ts). */
+  chainVersion: number
+  /** Version 2 callback and API rows: the secret salt of `contentHash`, until erasure deletes it. */
+  salt: Buffer | null
+  /**
+   * The seq of the redaction record that erased this row's personal data: its raw body, its
+   * signature, its salt (and for version 1 its body hash) are gone, and its phone is a
+   * placeholder (`[redacted 1]`); null for a row that was not redacted.
+   */
+  redactedBy: number | null
 }
 
 /** What an append reports to the caller, after it committed. */
@@ -117,4 +137,6 @@ export interface QuarantineRow extends QuarantineInput {
   id: number
   /** The log row a retry appended it as; null while it is still quarantined. */
   retriedSeq: number | null
+  /** The seq of the redaction record that erased its body (src/log/redaction.ts); null when it was not. */
+  redactedBy: number | null
 }

@@ -7,9 +7,11 @@ import { decodeCallback } from '../domain/decode-callback.js'
 import { RECONCILED_EVENT_TYPE, type LogRow } from '../domain/types.js'
 import { isSignedBy } from '../domain/verify-signature.js'
 import { readStatusAnswer } from '../domain/status-answer.js'
-import { GENESIS, rowHash } from '../store/chain.js'
+import { bodyCommitment, CHAIN_VERSION, GENESIS, rowHash } from '../store/chain.js'
+import { placeholderNumber } from '../domain/redacted-phone.js'
+import { readCheckpoint, readRedaction } from './records.js'
 import type { LogReads } from '../store/log-reader.js'
-import { contentHash, type ChainHead } from '../store/rows.js'
+import { contentHash, RECORD_EVENT_TYPES, type ChainHead } from '../store/rows.js'
 
 /** Where a row sits in the chain: its seq and its hash. */
 export interface Link {
@@ -39,14 +41,49 @@ const isBytes = (body: unknown): boolean => typeof body === 'string' || Buffer.i
 
 /** Why a chained row does not match its own hash or its raw body, or null. */
 export function rowProblem (row: LogRow): string | null {
-  if (!isBytes(row.rawBody) || row.contentHash !== contentHash(row.rawBody)) return 'the raw body was changed'
-  if (row.hash !== rowHash(row.prevHash as string, row)) return 'a stored field (seq, time, signature, outcome or sameAs) was changed'
+  if (row.chainVersion !== 1 && row.chainVersion !== CHAIN_VERSION) return `the row's chain version (${String(row.chainVersion)}) is unknown`
+  if (row.source === 'redaction' || row.source === 'checkpoint') return recordProblem(row)
+  if (row.redactedBy !== null) return redactedProblem(row)
+  if (!isBytes(row.rawBody)) return 'the raw body was changed'
+  if (row.chainVersion === 1) {
+    if (row.contentHash !== contentHash(row.rawBody)) return 'the raw body was changed'
+  } else if (!Buffer.isBuffer(row.salt) || row.contentHash !== bodyCommitment(row.salt, row.signature, row.rawBody)) {
+    return 'the raw body was changed (or its signature, or its salt)'
+  }
+  if (row.hash !== rowHash(row.prevHash as string, row)) return 'a stored field (seq, time, signature, outcome, sameAs or a parsed field) was changed'
   if (row.source === 'api') return apiRowProblem(row)
   const decoded = decodeCallback(row.rawBody)
   if (!decoded.ok) return `the raw body is not a callback (${decoded.detail})`
   const { jobId, eventType, jobStatus, jobName, guardianPhone } = decoded.event
   if (jobId !== row.jobId || eventType !== row.eventType || jobStatus !== row.jobStatus || jobName !== row.jobName ||
     (guardianPhone ?? null) !== row.guardianPhone) return 'a field parsed from the raw body differs from the body'
+  return null
+}
+
+/**
+ * Why an erased row is not what erasure leaves, or null. Its body, signature and salt are gone
+ * and its phone, if it had one, is a placeholder; a version 2 row still matches its own hash
+ * (its salted commitment stays). A version 1 row's hash covered its body's SHA-256, which is
+ * gone: its hash and what it kept are checked against its redaction record instead
+ * (`redactionProblems`).
+ */
+function redactedProblem (row: LogRow): string | null {
+  if (!Buffer.isBuffer(row.rawBody) || row.rawBody.length > 0 || row.signature !== '' || row.salt !== null ||
+    (row.guardianPhone !== null && placeholderNumber(row.guardianPhone) === undefined)) {
+    return 'a redacted row holds a body, a signature, a salt or a phone again'
+  }
+  if (row.chainVersion === 1) return row.contentHash === '' ? null : 'a redacted version 1 row still holds its body\'s SHA-256'
+  if (row.hash !== rowHash(row.prevHash as string, row)) return 'a stored field of a redacted row was changed'
+  return null
+}
+
+/** Why a redaction or a checkpoint row is not a well-formed, unchanged record, or null. */
+function recordProblem (row: LogRow): string | null {
+  if (row.chainVersion === 1 || !isBytes(row.rawBody) || row.contentHash !== contentHash(row.rawBody)) return 'the record was changed'
+  if (row.hash !== rowHash(row.prevHash as string, row)) return 'a stored field of the record was changed'
+  const record = row.source === 'redaction' ? readRedaction(row.rawBody) : readCheckpoint(row.rawBody)
+  if (record === undefined || row.jobId !== 0 || row.eventType !== RECORD_EVENT_TYPES[row.source as 'redaction' | 'checkpoint'] ||
+    row.signature !== '' || row.salt !== null || row.redactedBy !== null || row.outcome !== 'recorded') return `the row is not a ${row.source} record`
   return null
 }
 
@@ -71,6 +108,9 @@ export interface FirstRow extends Link {
 export interface RangeReport {
   events: number
   apiRows: number
+  /** Rows whose personal data was erased, and records (redactions, checkpoints): none of them signed. */
+  redactedRows: number
+  records: number
   /** Seqs of callback rows that no secret signs, in order; empty when no secret was given. */
   unsigned: number[]
   first: FirstRow | null
@@ -84,7 +124,7 @@ export interface RangeReport {
 /** Checks the rows of one range, given in seq order, a row at a time: memory stays flat. */
 export class RangeCheck {
   readonly #secrets: readonly KeyObject[]
-  readonly #report: RangeReport = { events: 0, apiRows: 0, unsigned: [], first: null, last: null, broken: null, unchained: 0 }
+  readonly #report: RangeReport = { events: 0, apiRows: 0, redactedRows: 0, records: 0, unsigned: [], first: null, last: null, broken: null, unchained: 0 }
   #lastSeq = 0
   #lastHash: string | null = null
 
@@ -105,8 +145,10 @@ export class RangeCheck {
       else if (row.hash === null) report.unchained++
     }
     report.events++
-    // An API row has no signature: the chain is its evidence.
-    if (row.source === 'api') report.apiRows++
+    // An API row has no signature, nor has a record or an erased row: the chain is their evidence.
+    if (row.source === 'redaction' || row.source === 'checkpoint') report.records++
+    else if (row.redactedBy !== null) report.redactedRows++
+    else if (row.source === 'api') report.apiRows++
     else if (this.#secrets.length > 0 && !(isBytes(row.rawBody) && isSignedBy(row.rawBody, row.signature, this.#secrets))) report.unsigned.push(row.seq)
     this.#lastSeq = row.seq
     this.#lastHash = row.hash
@@ -122,6 +164,8 @@ export class RangeCheck {
 export interface JoinedRanges {
   events: number
   apiRows: number
+  redactedRows: number
+  records: number
   unsigned: number[]
   broken: { seq: number; problem: string } | null
   unchainedRows: number
@@ -135,11 +179,13 @@ export interface JoinedRanges {
  * the log shows only there.
  */
 export function joinRanges (ranges: readonly RangeReport[], head: ChainHead | undefined): JoinedRanges {
-  const joined: JoinedRanges = { events: 0, apiRows: 0, unsigned: [], broken: null, unchainedRows: 0 }
+  const joined: JoinedRanges = { events: 0, apiRows: 0, redactedRows: 0, records: 0, unsigned: [], broken: null, unchainedRows: 0 }
   let previous: Link | undefined
   for (const range of ranges) {
     joined.events += range.events
     joined.apiRows += range.apiRows
+    joined.redactedRows += range.redactedRows
+    joined.records += range.records
     for (const seq of range.unsigned) joined.unsigned.push(seq)
     if (range.first === null) continue
     if (joined.broken === null) {

@@ -64,7 +64,7 @@ export async function retryQuarantine (store: G2SentryStore, options: RetryQuara
         continue
       }
       await store.resolveQuarantine(row.id, earlier.seq)
-      report.retried.push({ id: row.id, seq: earlier.seq, jobId: earlier.jobId, outcome: earlier.outcome })
+      report.retried.push({ id: row.id, seq: earlier.seq, jobId: earlier.jobId, outcome: earlier.outcome as Outcome })
       continue
     }
     let result

@@ -9,11 +9,12 @@ import { jobStream } from './job-stream.js'
 import type { ChangeFeed } from './change-feed.js'
 import { readLogStream } from '../log/read-log.js'
 import type { G2SentryStore } from '../store/contract.js'
-import type { JobState, LogRow } from '../domain/types.js'
+import type { EventSource, JobState, LogRow, Outcome } from '../domain/types.js'
+import { visiblePhone } from '../domain/redacted-phone.js'
 
 const iso = (ms: number) => new Date(ms).toISOString()
 
-const jobView = (job: JobState) => ({ ...job, createdAt: iso(job.createdAt), updatedAt: iso(job.updatedAt) })
+const jobView = (job: JobState) => ({ ...job, guardianPhone: visiblePhone(job.guardianPhone), createdAt: iso(job.createdAt), updatedAt: iso(job.updatedAt) })
 
 /**
  * A log row as the routes show it. A guardian's phone is personal data, valid only for the shift:
@@ -26,9 +27,11 @@ const eventView = (row: LogRow, currentPhone: string | null) => ({
   eventType: row.eventType,
   jobStatus: row.jobStatus,
   jobName: row.jobName,
-  guardianPhone: row.guardianPhone !== null && row.guardianPhone === currentPhone ? row.guardianPhone : null,
-  outcome: row.outcome,
-  source: row.source,
+  guardianPhone: row.guardianPhone !== null && row.guardianPhone === currentPhone ? visiblePhone(row.guardianPhone) : null,
+  // A job's rows are events: records (redactions, checkpoints) have job id 0.
+  outcome: row.outcome as Outcome,
+  source: row.source as EventSource,
+  redacted: row.redactedBy !== null,
   receivedAt: iso(row.receivedAt)
 })
 

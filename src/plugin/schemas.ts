@@ -82,6 +82,8 @@ export const JobEventsView = Type.Object({
     outcome: CallbackResponse.properties.outcome,
     /** `callback`, or `api` for a row the reconciler wrote from G2 Sentry's Partner API. */
     source: Type.Union([Type.Literal('callback'), Type.Literal('api')]),
+    /** True once erasure removed the row's personal data (its body, its phone). */
+    redacted: Type.Boolean(),
     receivedAt: Type.String({ format: 'date-time' })
   }))
 })

@@ -12,8 +12,11 @@ export interface PlanReads {
   state: (jobId: number) => JobState | undefined
   /** The job's last seq before the batch (0 when none); asked only for a conditional event. */
   lastSeq: (jobId: number) => number
-  /** The first row before the batch of this job with this body; asked only for a duplicate. */
-  firstSameContent: (jobId: number, bodyHash: string) => number | null
+  /**
+   * The first row before the batch of this job with this raw body, byte for byte (`bodyHash`: its
+   * SHA-256, computed in memory, never stored); asked only for a duplicate.
+   */
+  firstSameContent: (jobId: number, rawBody: Buffer, bodyHash: string) => number | null
 }
 
 export interface BatchPlan {
@@ -60,8 +63,8 @@ export function planBatch (events: readonly IncomingEvent[], head: ChainHead | u
     const decision = projectEvent(current, event)
     const bodyHash = hashes[i] as string
     const key = `${jobId} ${bodyHash}`
-    const sameAs = decision.outcome === 'duplicate' ? reads.firstSameContent(jobId, bodyHash) ?? firsts.get(key) ?? null : null
-    const { params, next } = eventParams(event, bodyHash, plan.head, decision.outcome, sameAs)
+    const sameAs = decision.outcome === 'duplicate' ? reads.firstSameContent(jobId, event.rawBody, bodyHash) ?? firsts.get(key) ?? null : null
+    const { params, next } = eventParams(event, plan.head, decision.outcome, sameAs)
     if (!firsts.has(key)) firsts.set(key, next.seq)
     // Every outcome but unsupported counts a delivery on the job (its eventCount): written too.
     if (decision.outcome !== 'unsupported') {

@@ -2,7 +2,7 @@
 // the quarantine; consumers need leases and checkpoints as well, the reconciler conditional
 // appends and its state. Every method is asynchronous so that a networked backend can implement
 // it; both built-in stores pass the same contract tests (test/helpers/store-contract.ts).
-import type { AppendResult, ConditionalEvent, IncomingEvent, JobState, JobStatus, LogRow, Outcome, QuarantineInput, QuarantineRow, SupersededResult } from '../domain/types.js'
+import type { AppendResult, ConditionalEvent, IncomingEvent, JobState, JobStatus, LogRow, Outcome, QuarantineInput, RowOutcome, QuarantineRow, SupersededResult } from '../domain/types.js'
 
 export interface ListJobsQuery {
   status?: JobStatus | undefined
@@ -23,7 +23,7 @@ export interface RebuildReport {
   events: number
   jobs: number
   /** Log rows whose recomputed outcome differs from the one given live. */
-  outcomeMismatches: Array<{ seq: number; stored: Outcome; replayed: Outcome }>
+  outcomeMismatches: Array<{ seq: number; stored: RowOutcome; replayed: Outcome }>
   /** Jobs whose stored projection differs from the rebuilt one. */
   differingJobs: number[]
 }

@@ -1,5 +1,5 @@
 import { projectEvent } from '../domain/project-status.js'
-import type { JobState } from '../domain/types.js'
+import type { EventSource, JobState } from '../domain/types.js'
 import type { RebuildReport } from './contract.js'
 import type { ReplayTuple } from './rows.js'
 
@@ -88,6 +88,9 @@ export function replayPage (page: ReplayTuple[], cache: ReplayCache, report: Reb
   // Indexed rather than destructured: this loop runs for every row of the log.
   for (let i = 0; i < page.length; i++) {
     const row = page[i] as ReplayTuple
+    const source = row[8]
+    // A redaction or a checkpoint records an act on the log: no job's state follows from it.
+    if (source === 'redaction' || source === 'checkpoint') continue
     const jobId = row[1]
     const decision = projectEvent(cache.get(jobId), {
       jobId,
@@ -96,7 +99,7 @@ export function replayPage (page: ReplayTuple[], cache: ReplayCache, report: Reb
       jobName: row[4],
       guardianPhone: row[5] ?? undefined,
       receivedAt: row[6],
-      source: row[8]
+      source: source as EventSource
     })
     if (decision.outcome !== row[7]) {
       report.outcomeMismatches.push({ seq: row[0], stored: row[7], replayed: decision.outcome })

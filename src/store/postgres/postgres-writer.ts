@@ -8,7 +8,7 @@ import type { BatchOutcome } from '../group-commit.js'
 import { SELECT_HEAD, transaction } from './postgres-connection.js'
 import type { Client, Pool, QueryResult } from './postgres-types.js'
 import {
-  contentHash, EVENT_INSERT_COLUMNS, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, toJob,
+  contentHash, EVENT_INSERT_COLUMNS, EVENT_WIDTH, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, toJob,
   UPDATE_JOB_ON_CONFLICT, type ChainHead, type JobRow
 } from '../rows.js'
 
@@ -17,37 +17,38 @@ import {
 // first reads, in one round trip.
 const BEGIN_APPEND = 'BEGIN'
 
-// The event, and the projection row when the event has one ($16), in one statement.
+// The event, and the projection row when the event has one ($18), in one statement.
 const APPEND = `WITH event AS (
     INSERT INTO events (${EVENT_INSERT_COLUMNS})
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)),
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)),
   head AS (UPDATE g2sentry_chain SET seq = $1, hash = $14 WHERE id = 1)
   INSERT INTO jobs (${JOB_COLUMNS})
-  SELECT $2, $17::text, $18::text, $19::text, $20::text, $21::int, $22::int, $23::bigint, $24::bigint WHERE $16::boolean
+  SELECT $2, $19::text, $20::text, $21::text, $22::text, $23::int, $24::int, $25::bigint, $26::bigint WHERE $18::boolean
   ${UPDATE_JOB_ON_CONFLICT}`
 
 const EVENTS_UNNEST = `unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[],
-      $8::text[], $9::text[], $10::bigint[], $11::text[], $12::bigint[], $13::text[], $14::text[], $15::text[])`
-const JOBS_UNNEST = 'unnest($18::bigint[], $19::text[], $20::text[], $21::text[], $22::text[], $23::int[], $24::int[], $25::bigint[], $26::bigint[])'
+      $8::text[], $9::text[], $10::bigint[], $11::text[], $12::bigint[], $13::text[], $14::text[], $15::text[],
+      $16::smallint[], $17::bytea[])`
+const JOBS_UNNEST = 'unnest($20::bigint[], $21::text[], $22::text[], $23::text[], $24::text[], $25::int[], $26::int[], $27::bigint[], $28::bigint[])'
 
 // A batch's events, its projection rows (the last state of each job it touched) and the new
 // head, in one statement.
 const APPEND_BATCH = `WITH event AS (INSERT INTO events (${EVENT_INSERT_COLUMNS}) SELECT * FROM ${EVENTS_UNNEST}),
-  head AS (UPDATE g2sentry_chain SET seq = $16, hash = $17 WHERE id = 1)
+  head AS (UPDATE g2sentry_chain SET seq = $18, hash = $19 WHERE id = 1)
   INSERT INTO jobs (${JOB_COLUMNS}) SELECT * FROM ${JOBS_UNNEST}
   ${UPDATE_JOB_ON_CONFLICT}`
 
 // The same for a batch computed on the plan of the batch before it, which has not committed
-// yet: the head moves only if it is still where that plan left it ($27, $28), and the events and
+// yet: the head moves only if it is still where that plan left it ($29, $30), and the events and
 // jobs are written only if it moved. `WHERE id = 1` always matches, so the UPDATE waits for the
 // earlier batch's lock on the head row and then (READ COMMITTED) computes SET on the row as that
 // batch left it: committed, the row is where the plan said; rolled back, or followed by another
 // instance's append, it is not, the head keeps its value and nothing else is written. (A WHERE
 // on seq would be checked against this statement's snapshot, before the wait, and never match.)
 const APPEND_BATCH_IF = `WITH head AS (UPDATE g2sentry_chain
-    SET seq = CASE WHEN seq = $27 AND hash IS NOT DISTINCT FROM $28::text THEN $16::bigint ELSE seq END,
-      hash = CASE WHEN seq = $27 AND hash IS NOT DISTINCT FROM $28::text THEN $17::text ELSE hash END
-    WHERE id = 1 RETURNING seq = $16::bigint AND hash = $17::text AS moved),
+    SET seq = CASE WHEN seq = $29 AND hash IS NOT DISTINCT FROM $30::text THEN $18::bigint ELSE seq END,
+      hash = CASE WHEN seq = $29 AND hash IS NOT DISTINCT FROM $30::text THEN $19::text ELSE hash END
+    WHERE id = 1 RETURNING seq = $18::bigint AND hash = $19::text AS moved),
   event AS (INSERT INTO events (${EVENT_INSERT_COLUMNS}) SELECT * FROM ${EVENTS_UNNEST} WHERE EXISTS (SELECT FROM head WHERE moved)),
   job AS (INSERT INTO jobs (${JOB_COLUMNS}) SELECT * FROM ${JOBS_UNNEST} WHERE EXISTS (SELECT FROM head WHERE moved)
     ${UPDATE_JOB_ON_CONFLICT})
@@ -179,7 +180,7 @@ export function createWriter (pool: Pool, onBatchCommitted: (batchSize: number, 
       // The last three answers: the statements in front of them are BEGIN and whatever SET LOCALs it carries.
       const [{ rows: [head] }, { rows: [current] }, { rows: [same] }] = (await client.query(`${BEGIN_APPEND}; ${SELECT_HEAD} FOR UPDATE;
         SELECT * FROM jobs WHERE job_id = ${event.jobId};
-        SELECT seq FROM events WHERE job_id = ${event.jobId} AND content_hash = '${bodyHash}' ORDER BY seq LIMIT 1`
+        SELECT seq FROM events WHERE job_id = ${event.jobId} AND sha256(raw_body) = '\\x${bodyHash}'::bytea ORDER BY seq LIMIT 1`
       ) as unknown as Array<QueryResult<unknown>>).slice(-3) as [QueryResult<ChainHead>, QueryResult<JobRow>, QueryResult<{ seq: number }>]
       if (event.quarantineId !== undefined) await claimQuarantined(client, [event.quarantineId])
       const { ifLastSeq } = event as Partial<ConditionalEvent>
@@ -222,20 +223,20 @@ export function createWriter (pool: Pool, onBatchCommitted: (batchSize: number, 
       const jobIds = new Set(events.map((event) => event.jobId))
       const ids = [...jobIds].join(',')
       const reads = `SELECT * FROM jobs WHERE job_id = ANY('{${ids}}'::bigint[]);
-        SELECT job_id, content_hash, min(seq) AS seq FROM events
-          WHERE job_id = ANY('{${ids}}'::bigint[]) AND content_hash = ANY('{${[...new Set(hashes)].join(',')}}'::text[])
-          GROUP BY job_id, content_hash`
+        SELECT job_id, encode(sha256(raw_body), 'hex') AS body_hash, min(seq) AS seq FROM events
+          WHERE job_id = ANY('{${ids}}'::bigint[]) AND encode(sha256(raw_body), 'hex') = ANY('{${[...new Set(hashes)].join(',')}}'::text[])
+          GROUP BY job_id, body_hash`
       // Safe, the head is locked in the first round trip. On `base`, not: these reads run while
       // the batch before holds the head, so every append committed before it is visible here, and
       // what that batch wrote comes from its plan instead.
       const answers = await client.query(`${BEGIN_APPEND}; ${base === undefined ? `${SELECT_HEAD} FOR UPDATE; ` : ''}${reads}`) as
         unknown as Array<QueryResult<unknown>>
       const [{ rows: jobRows }, { rows: firsts }] = answers.slice(-2) as
-        [QueryResult<JobRow>, QueryResult<{ job_id: number; content_hash: string; seq: number }>]
+        [QueryResult<JobRow>, QueryResult<{ job_id: number; body_hash: string; seq: number }>]
       const head = base === undefined ? (answers[answers.length - 3] as QueryResult<ChainHead>).rows[0] : base.head
       const states = new Map(jobRows.map((row) => [row.job_id, toJob(row)]))
       // The first row of each job with each body: from the log, else from earlier batches or this one.
-      const firstSeq = new Map(firsts.map((row) => [`${row.job_id} ${row.content_hash}`, row.seq]))
+      const firstSeq = new Map(firsts.map((row) => [`${row.job_id} ${row.body_hash}`, row.seq]))
       if (base !== undefined) {
         for (const [jobId, state] of base.states) if (jobIds.has(jobId)) states.set(jobId, state)
         for (const [key, seq] of base.firsts) if (!firstSeq.has(key)) firstSeq.set(key, seq)
@@ -254,10 +255,10 @@ export function createWriter (pool: Pool, onBatchCommitted: (batchSize: number, 
       const plan = planBatch(events, head, {
         state: (jobId) => states.get(jobId),
         lastSeq: (jobId) => base?.lastSeqs.get(jobId) ?? lastSeqs.get(jobId) ?? 0,
-        firstSameContent: (jobId, bodyHash) => firstSeq.get(`${jobId} ${bodyHash}`) ?? null
+        firstSameContent: (jobId, _rawBody, bodyHash) => firstSeq.get(`${jobId} ${bodyHash}`) ?? null
       }, hashes)
       if (plan.rows.length > 0) {
-        const params = [...columnsOf(plan.rows, 15), plan.head?.seq, plan.head?.hash, ...columnsOf(plan.jobs.map(jobParams), 9)]
+        const params = [...columnsOf(plan.rows, EVENT_WIDTH), plan.head?.seq, plan.head?.hash, ...columnsOf(plan.jobs.map(jobParams), 9)]
         if (base === undefined) await client.query({ name: 'g2sentry_append_batch', text: APPEND_BATCH, values: params })
         else {
           const { rows: [check] } = await client.query<{ matched: number }>(

@@ -18,7 +18,8 @@ import type { ArrayQuery, Client, NamedQuery, Pool, QueryResult } from './postgr
 /** Every table the migrations create (test/integration/pooler.test.ts checks the list against them). */
 export const G2SENTRY_TABLES = [
   'events', 'jobs', 'quarantine', 'g2sentry_chain', 'leases', 'consumer_checkpoints', 'consumer_parked',
-  'reconcile_checks', 'reconcile_failures', 'reconcile_queue', 'partner_limits', 'partner_requests', 'g2sentry_migrations'
+  'reconcile_checks', 'reconcile_failures', 'reconcile_queue', 'partner_limits', 'partner_requests', 'g2sentry_migrations',
+  'checkpoint_jobs'
 ] as const
 
 // A table where SQL names a relation: after FROM, JOIN, INTO, UPDATE, TABLE, LIKE or USING, not

@@ -8,14 +8,19 @@ import { HEAD_SQL } from './sqlite-connection.js'
 // hand) comes as hex text, decoded into a pooled Buffer: better-sqlite3 gives each blob a Buffer
 // of its own memory, which costs more to make and to collect than the hex. Anything else stored
 // there comes last, as it is, so a row reads exactly as `readLog` gives it.
-const COLUMNS = LOG_COLUMNS.replace('raw_body', "CASE typeof(raw_body) WHEN 'blob' THEN hex(raw_body) END") +
+// The salt the same way.
+const COLUMNS = LOG_COLUMNS.replace('raw_body', "CASE typeof(raw_body) WHEN 'blob' THEN hex(raw_body) END")
+  .replace('salt', "CASE typeof(salt) WHEN 'blob' THEN hex(salt) END") +
   ", CASE typeof(raw_body) WHEN 'blob' THEN NULL ELSE raw_body END"
 const RAW_BODY = 6
-const NOT_A_BLOB = 15
+const SALT = 16
+const NOT_A_BLOB = 18
 
 function toRow (values: unknown[]): LogRow {
   const hex = values[RAW_BODY]
   values[RAW_BODY] = typeof hex === 'string' ? Buffer.from(hex, 'hex') : values[NOT_A_BLOB]
+  const salt = values[SALT]
+  values[SALT] = typeof salt === 'string' ? Buffer.from(salt, 'hex') : null
   return fromColumns(values)
 }
 

@@ -8,7 +8,7 @@ import { planBatch, type PlanReads } from '../batch-plan.js'
 import type { BatchOutcome } from '../group-commit.js'
 import { HEAD_SQL } from './sqlite-connection.js'
 import {
-  EVENT_INSERT_COLUMNS, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, toJob,
+  EVENT_INSERT_COLUMNS, EVENT_WIDTH, JOB_COLUMNS, jobParams, QUARANTINE_INSERT_COLUMNS, toJob,
   UPDATE_JOB_ON_CONFLICT, type ChainHead, type JobRow
 } from '../rows.js'
 
@@ -28,7 +28,6 @@ export interface SqliteWriter {
 // Rows per multi-row INSERT: a batch is written in chunks of these sizes (largest first), so
 // at most a dozen statements are ever prepared and a batch of n takes at most log2(n) + 1 of them.
 const CHUNKS = [256, 128, 64, 32, 16, 8, 4, 2, 1]
-const EVENT_WIDTH = 15
 const JOB_WIDTH = 9
 
 /** The group commit over `db`, a connection opened with `openConnection`. */
@@ -38,8 +37,9 @@ export function createWriter (db: Database.Database): SqliteWriter {
   const insertEvent = db.prepare(`INSERT INTO events (${EVENT_INSERT_COLUMNS}) VALUES ${placeholders(EVENT_WIDTH)}`)
   const lastSeqOf = db.prepare<[number], { seq: number | null }>('SELECT max(seq) AS seq FROM events WHERE job_id = ?')
   const selectHead = db.prepare<[], ChainHead>(HEAD_SQL)
-  const firstSameContent = db.prepare<[number, string], { seq: number }>(
-    'SELECT seq FROM events WHERE job_id = ? AND content_hash = ? ORDER BY seq LIMIT 1')
+  // By the bytes: a version 2 row's content hash is salted, so equal bodies have different ones.
+  const firstSameContent = db.prepare<[number, Buffer], { seq: number }>(
+    'SELECT seq FROM events WHERE job_id = ? AND raw_body = ? ORDER BY seq LIMIT 1')
   const insertQuarantine = db.prepare(`INSERT INTO quarantine (${QUARANTINE_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)`)
   const updateQuarantine = db.prepare('UPDATE quarantine SET retried_seq = ? WHERE id = ?')
   const retriedSeqOf = db.prepare<[number], { retried_seq: number | null }>('SELECT retried_seq FROM quarantine WHERE id = ?')
@@ -68,7 +68,7 @@ export function createWriter (db: Database.Database): SqliteWriter {
       return row && toJob(row)
     },
     lastSeq: (jobId) => lastSeqOf.get(jobId)?.seq ?? 0,
-    firstSameContent: (jobId, bodyHash) => firstSameContent.get(jobId, bodyHash)?.seq ?? null
+    firstSameContent: (jobId, rawBody) => firstSameContent.get(jobId, rawBody)?.seq ?? null
   }
 
   /** One event, written at once: the fallback when a batch failed, one savepoint per event. */
