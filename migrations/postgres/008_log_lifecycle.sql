@@ -35,3 +35,6 @@ CREATE TABLE checkpoint_jobs (
   created_at      BIGINT  NOT NULL,
   updated_at      BIGINT  NOT NULL
 );
+
+-- Retention's walk: terminal jobs (Completed, Canceled) by the time of their last row.
+CREATE INDEX jobs_terminal ON jobs (updated_at, job_id) WHERE status IN ('Completed', 'Canceled');

@@ -212,11 +212,70 @@ export interface ReconcilerStore {
   reconcileState?: ReconcileState
 }
 
+/** What `redact` is asked to do. */
+export interface RedactRequest {
+  /** The jobs whose personal data to erase: every log row, the projection row and quarantined bodies of each. */
+  jobIds: readonly number[]
+  /** Why, kept in the redaction record: never personal data. */
+  reason?: string | null | undefined
+  /** `request` (default): asked for by an operator; `retention`: the retention option's background work. */
+  by?: 'request' | 'retention' | undefined
+  /** The record's time (ms); default now. */
+  at?: number | undefined
+}
+
+/** What a redaction did. */
+export interface RedactionResult {
+  /** The seq of the redaction record; null when nothing was left to erase, and then nothing was written. */
+  recordSeq: number | null
+  /** The jobs that had rows to erase. */
+  jobs: number[]
+  /** How many log rows were erased. */
+  rows: number
+  /** How many of them were written before chain version 2: their hash still commits to their body (docs/design.md). */
+  version1Rows: number
+  /** How many quarantined bodies were erased. */
+  quarantined: number
+}
+
+/** A terminal job that still holds personal data, for retention. */
+export interface RetentionCandidate {
+  jobId: number
+  /** When its last row was received (ms). */
+  updatedAt: number
+}
+
+/**
+ * The log's lifecycle (docs/design.md, "Personal data, erasure and archiving"): erasure, and the
+ * reads verify needs to check it.
+ */
+export interface LogLifecycle {
+  /**
+   * Erases the personal data of `jobIds` in one write transaction: each unerased row's body,
+   * signature and salt (a version 1 row's body hash too), its phone replaced by a placeholder;
+   * the projection's phone; quarantined bodies naming the job. Appends one redaction record
+   * naming every row. Refuses, writing nothing, when a row to erase does not verify
+   * (FST_G2SENTRY_REDACTION_REFUSED): erasure must not hide a tampered row.
+   */
+  redact(request: RedactRequest): Promise<RedactionResult>
+  /**
+   * Terminal jobs (Completed, Canceled) whose last row was received before `before` and that
+   * still have a row to erase, by (updatedAt, jobId), after `after`, at most `limit`.
+   */
+  retentionCandidates(query: { before: number; after?: RetentionCandidate | undefined; limit: number }): Promise<RetentionCandidate[]>
+  /** The rows the redaction record `seq` erased (those still in the log), in seq order. */
+  redactedBy(seq: number): Promise<LogRow[]>
+  /** Record rows of one kind, in seq order, after `afterSeq`. */
+  readRecords(query: { source: 'redaction' | 'checkpoint'; afterSeq?: number | undefined; limit: number }): Promise<LogRow[]>
+  /** How many rows are erased. */
+  countRedacted(): Promise<number>
+}
+
 /**
  * A whole store: what the plugin opens from `database`, or takes as `store`. The consumer and
  * reconciler roles are needed only when those features run; registration names what is missing.
  */
-export interface G2SentryStore extends EventLog, ProjectionReads, QuarantineStore, LeaseStore, ConsumerStore, Partial<ReconcilerStore> {}
+export interface G2SentryStore extends EventLog, ProjectionReads, QuarantineStore, LeaseStore, ConsumerStore, Partial<ReconcilerStore>, Partial<LogLifecycle> {}
 
 /** The methods each role needs, for checking a custom store at registration. */
 export const STORE_ROLES = {
@@ -225,7 +284,8 @@ export const STORE_ROLES = {
   quarantine: ['quarantine', 'listQuarantine', 'resolveQuarantine', 'quarantineSize'],
   leases: ['acquireLease', 'releaseLease', 'listLeases'],
   consumers: ['openConsumer', 'saveCheckpoint', 'resetConsumer', 'listConsumers', 'deleteConsumer', 'listParked', 'retryParked', 'resolveParked'],
-  reconciler: ['appendIf']
+  reconciler: ['appendIf'],
+  lifecycle: ['redact', 'retentionCandidates', 'redactedBy', 'readRecords', 'countRedacted']
 } as const satisfies Record<string, ReadonlyArray<keyof G2SentryStore>>
 
 /** A job the reconciler may ask G2 Sentry about, with what it knows of it now. */
