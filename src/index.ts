@@ -16,7 +16,8 @@ import { resolveOptions, type G2SentryOptions } from './plugin/options.js'
 import { readLogStream, type ReadLogOptions } from './log/read-log.js'
 import { openStore } from './store/open-store.js'
 import type { LogRow } from './domain/types.js'
-import type { G2SentryStore, RebuildReport } from './store/contract.js'
+import type { G2SentryStore, RebuildReport, RedactionResult } from './store/contract.js'
+import { errors } from './errors.js'
 import { startReconciling } from './partner-api/start.js'
 import { stopWithin } from './plugin/stop-within.js'
 import { healthOf, type HealthOptions, type HealthReport } from './plugin/health.js'
@@ -68,6 +69,14 @@ export interface G2SentryDecorator {
    * information. Plugs into @fastify/under-pressure's `healthCheck` or a readiness route.
    */
   health: (options?: HealthOptions) => Promise<HealthReport>
+  /**
+   * Erases the personal data of a job (docs/design.md, "Erasure"): its raw bodies, signatures and
+   * phone in every log row, its projection row and quarantined bodies naming it, with a redaction
+   * record (`reason`: never personal data) appended to the chain. Its status and history stay;
+   * `audit()` keeps passing. Fails with FST_G2SENTRY_REDACTION_REFUSED, erasing nothing, when a
+   * row of the job does not verify.
+   */
+  redact: (request: { jobId: number; reason?: string | undefined }) => Promise<RedactionResult>
 }
 
 /**
@@ -129,6 +138,13 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
     consume,
     consumers,
     reconcile: async () => reconciling?.runNow(),
+    redact: async ({ jobId, reason }: { jobId: number; reason?: string | undefined }) => {
+      if (!Number.isSafeInteger(jobId) || jobId < 1) throw new errors.INVALID_OPTION(`jobId must be a positive whole number, got ${String(jobId)}`)
+      if (store.redact === undefined) throw new errors.INVALID_OPTION('the store has no redact method (the lifecycle role)')
+      const result = await store.redact({ jobIds: [jobId], reason: reason ?? null, vacuum: true })
+      if (result.recordSeq !== null) log.info({ jobId, rows: result.rows, record: result.recordSeq }, 'g2sentry: erased a job\'s personal data')
+      return result
+    },
     health: healthOf(store, {
       consumers: () => new Set(consumers.keys()),
       reconciler: reconciling === undefined ? undefined : () => reconciling.holding
@@ -165,6 +181,7 @@ export { sqliteStore, type SqliteStoreOptions } from './store/sqlite/sqlite-stor
 export { postgresStore, type PostgresStoreOptions } from './store/postgres/postgres-store.js'
 export { readLogStream, type ReadLogOptions } from './log/read-log.js'
 export { auditLog, type AuditOptions, type AuditReport } from './log/audit.js'
+export type { RedactionAudit } from './log/audit-redactions.js'
 export { exportLog, type ExportOptions } from './log/export.js'
 export { retryQuarantine, type RetryQuarantineOptions, type RetryReport } from './log/quarantine.js'
 export type { G2SentryOptions, CommittedEvent, G2SentryRouteOptions, ReconcileOptions } from './plugin/options.js'

@@ -1,5 +1,6 @@
 // How the CLI shows things: table layout, NDJSON rows, and the reports of rebuild, verify and a
 // quarantine retry.
+import type { RedactionAudit } from '../log/audit-redactions.js'
 import { isUtf8 } from 'node:buffer'
 import { logRecord } from '../log/export.js'
 import type { RetryReport } from '../log/quarantine.js'
@@ -41,7 +42,8 @@ export const logTableHeader = (): string => padded(LOG_WIDTHS, LOG_COLUMNS)
 
 /** One log row as a line of `replay --format table`. */
 export const logTableRow = (row: LogRow): string => padded(LOG_WIDTHS, [String(row.seq), new Date(row.receivedAt).toISOString(),
-  String(row.jobId), row.eventType, row.jobStatus, row.outcome, row.source, row.jobName])
+  String(row.jobId), row.eventType, row.jobStatus, row.outcome, row.source,
+  row.redactedBy === null ? row.jobName : `${row.jobName} [erased by seq ${row.redactedBy}]`])
 
 /** One log row as an NDJSON line (replay; the same record as an export's). */
 export const logNdjsonRow = (row: LogRow): string => JSON.stringify(logRecord(row))
@@ -90,7 +92,8 @@ export function describeRetry (report: RetryReport): string[] {
     ...report.stillInvalid.map((r) => `id ${r.id}: still invalid (${r.reason}: ${r.detail})`),
     ...report.unsigned.map((id) => `id ${id}: signed by none of the given secrets, not appended`),
     ...report.alreadyRetried.map((r) => `id ${r.id}: already retried as seq ${r.seq}`),
-    ...report.notFound.map((id) => `id ${id}: not in the quarantine`)
+    ...report.notFound.map((id) => `id ${id}: not in the quarantine`),
+    ...report.redacted.map((id) => `id ${id}: erased by a redaction, nothing to retry`)
   ]
   lines.push(`retried: ${report.retried.length} appended, ${report.stillInvalid.length} still invalid, ${report.unsigned.length} unsigned`)
   return lines
@@ -117,4 +120,23 @@ export function progressLine (tty: NodeJS.WriteStream) {
       if (width > 0) tty.write('\r' + ' '.repeat(width) + '\r')
     }
   }
+}
+
+/**
+ * What verify says of erasure: how many rows the redaction records erased, the mismatches, and
+ * plainly what remains of rows erased from before chain version 2.
+ */
+export function describeRedactions (redactions: RedactionAudit | null): string[] {
+  if (redactions === null || (redactions.records === 0 && redactions.rows === 0)) return []
+  const { records, rows, version1Rows, problems } = redactions
+  const lines = problems.length === 0
+    ? [`erasure: ok, ${rows} ${rows === 1 ? 'row' : 'rows'} erased by ${records} redaction ${records === 1 ? 'record' : 'records'}, each as its record says`]
+    : [`erasure: BROKEN, ${problems.length} ${problems.length === 1 ? 'mismatch' : 'mismatches'} between the redaction records and the erased rows:`,
+        ...problems.slice(0, 10).map(({ seq, problem }) => `  seq ${seq}: ${problem}`), ...(problems.length > 10 ? ['  …'] : [])]
+  if (version1Rows > 0) {
+    lines.push(`  ${version1Rows} erased ${version1Rows === 1 ? 'row was' : 'rows were'} written before chain version 2: pseudonymised, not erased. ` +
+      'Their body, signature and body hash are gone, but each row\'s hash still commits to the body\'s hash and signature, so ' +
+      'whoever holds the database and the callback secret can still confirm a guessed body (a phone) against it.')
+  }
+  return lines
 }

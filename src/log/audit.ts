@@ -3,6 +3,7 @@ import type { G2SentryStore, RebuildReport } from '../store/contract.js'
 import { errors } from '../errors.js'
 import { canReopen } from '../store/log-reader.js'
 import { checkRange, joinRanges, type JoinedRanges } from './audit-check.js'
+import { auditRedactions, type RedactionAudit } from './audit-redactions.js'
 import { checkInThisThread, checkInWorkerThreads, type CheckRanges, type RangeJob } from './audit-workers.js'
 
 /** What `auditLog` found: the chain, the signatures and the projection. */
@@ -20,6 +21,11 @@ export interface AuditReport {
   unsigned: number[] | null
   /** Rows the reconciler wrote from the Partner API's answers: chained, not signed. */
   apiRows: number
+  /**
+   * Erasure: the redaction records, the rows they erased and every mismatch between the two
+   * (src/log/audit-redactions.ts); null for a store without the lifecycle methods.
+   */
+  redactions: RedactionAudit | null
   projection: RebuildReport
   ok: boolean
 }
@@ -70,7 +76,14 @@ export async function auditLog (store: G2SentryStore, options: AuditOptions = {}
   }
   const checked = joinRanges([await checkRange({ page: (after, _upTo, limit) => store.readLog({ afterSeq: after, limit }) }, secrets, 0, undefined, pageSize)],
     await store.chainHead())
-  return assemble(checked, await store.rebuild({ dryRun: true }), secrets)
+  return assemble(checked, await store.rebuild({ dryRun: true }), await redactionsOf(store), secrets)
+}
+
+/** The redaction pass, on a store that has the lifecycle methods. */
+async function redactionsOf (store: G2SentryStore): Promise<RedactionAudit | null> {
+  const { readRecords, redactedBy, countRedacted } = store
+  if (readRecords === undefined || redactedBy === undefined || countRedacted === undefined) return null
+  return auditRedactions({ readRecords: readRecords.bind(store), redactedBy: redactedBy.bind(store), countRedacted: countRedacted.bind(store) })
 }
 
 /**
@@ -89,23 +102,24 @@ async function inRanges (store: G2SentryStore, job: RangeJob, check: CheckRanges
   try {
     // The projection replays in seq order in this thread while the ranges are checked.
     const [{ reports, head }, projection] = await Promise.all([checking.result, store.rebuild({ dryRun: true })])
-    return assemble(joinRanges(reports, head), projection, job.secrets)
+    return assemble(joinRanges(reports, head), projection, await redactionsOf(store), job.secrets)
   } finally {
     await checking.terminate()
   }
 }
 
-function assemble (checked: JoinedRanges, projection: RebuildReport, secrets: readonly string[]): AuditReport {
+function assemble (checked: JoinedRanges, projection: RebuildReport, redactions: RedactionAudit | null, secrets: readonly string[]): AuditReport {
   const { broken } = checked
   const report: AuditReport = {
     events: checked.events,
     chain: { ok: broken === null, firstBrokenSeq: broken?.seq ?? null, problem: broken?.problem ?? null, unchainedRows: checked.unchainedRows },
     unsigned: secrets.length > 0 ? checked.unsigned : null,
     apiRows: checked.apiRows,
+    redactions,
     projection,
     ok: false
   }
-  report.ok = report.chain.ok && checked.unsigned.length === 0 && projection.differingJobs.length === 0 && projection.outcomeMismatches.length === 0
+  report.ok = report.chain.ok && checked.unsigned.length === 0 && (redactions?.problems.length ?? 0) === 0 && projection.differingJobs.length === 0 && projection.outcomeMismatches.length === 0
   return report
 }
 

@@ -5,7 +5,7 @@ import type { LogRow } from '../domain/types.js'
 
 /** The columns of an export, in order: the CSV header and the NDJSON keys. */
 export const EXPORT_COLUMNS = ['seq', 'receivedAt', 'jobId', 'eventType', 'jobStatus', 'jobName', 'guardianPhone',
-  'outcome', 'source', 'sameAs', 'signature', 'contentHash', 'prevHash', 'hash', 'body'] as const
+  'outcome', 'source', 'sameAs', 'signature', 'contentHash', 'prevHash', 'hash', 'chainVersion', 'redactedBy', 'body'] as const
 
 export interface ExportOptions {
   /** Only this job's rows. */
@@ -47,6 +47,9 @@ export const logRecord = (row: LogRow) => ({
   contentHash: row.contentHash,
   prevHash: row.prevHash,
   hash: row.hash,
+  chainVersion: row.chainVersion,
+  /** The seq of the redaction record that erased the row's body and phone (docs/design.md, "Erasure"), or null. */
+  redactedBy: row.redactedBy,
   body: row.rawBody.toString('utf8')
 })
 

@@ -26,6 +26,8 @@ export interface RetryReport {
   alreadyRetried: Array<{ id: number; seq: number }>
   /** Asked-for ids that are not in the quarantine. */
   notFound: number[]
+  /** Ids of bodies a redaction erased: nothing is left to retry. */
+  redacted: number[]
 }
 
 /** The quarantined bodies in id order, a page at a time; `pending` leaves out those a retry appended. */
@@ -43,8 +45,12 @@ export function quarantineRows (store: G2SentryStore, options: { pending: boolea
  * its job's log and marked with that row instead.
  */
 export async function retryQuarantine (store: G2SentryStore, options: RetryQuarantineOptions): Promise<RetryReport> {
-  const report: RetryReport = { retried: [], stillInvalid: [], unsigned: [], alreadyRetried: [], notFound: [] }
+  const report: RetryReport = { retried: [], stillInvalid: [], unsigned: [], alreadyRetried: [], notFound: [], redacted: [] }
   for await (const row of candidates(store, options.ids, report)) {
+    if (row.redactedBy !== null) {
+      report.redacted.push(row.id)
+      continue
+    }
     if (!verifySignature(row.rawBody, row.signature, options.secrets).valid) {
       report.unsigned.push(row.id)
       continue

@@ -222,6 +222,12 @@ export interface RedactRequest {
   by?: 'request' | 'retention' | undefined
   /** The record's time (ms); default now. */
   at?: number | undefined
+  /**
+   * PostgreSQL: run VACUUM on the tables it changed once committed, so that the row versions
+   * that held the data are removed now rather than whenever autovacuum comes (SQLite overwrites
+   * freed bytes as it goes). Default false; `app.g2sentry.redact` and `g2sentry redact` set it.
+   */
+  vacuum?: boolean | undefined
 }
 
 /** What a redaction did. */

@@ -3,6 +3,7 @@ import { consumers } from './consumers.js'
 import { exportCommand } from './export.js'
 import { quarantine } from './quarantine.js'
 import { rebuild } from './rebuild.js'
+import { redact } from './redact.js'
 import { reconcile } from './reconcile.js'
 import { replay } from './replay.js'
 import { simulate } from './simulate.js'
@@ -22,6 +23,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   export: exportCommand,
   rebuild,
   verify,
+  redact,
   quarantine,
   reconcile,
   consumers,

@@ -1,6 +1,6 @@
 import { defineCommand, wholeNumber } from '../command.js'
 import { withLog } from '../open-log.js'
-import { describeRebuild } from '../render.js'
+import { describeRebuild, describeRedactions } from '../render.js'
 
 export const verify = defineCommand({
   summary: 'check the hash chain, the signatures and the projection (exit 1 on any problem)',
@@ -11,6 +11,9 @@ export const verify = defineCommand({
   - signatures: with --secret (repeat it for every secret in use over the log's lifetime), that
     one of them signs every callback row's raw body (rows the reconciler wrote from G2 Sentry's
     Partner API have no signature and are counted apart);
+  - erasure: every row erased by a redaction is named by its record, with its hash and what it
+    kept, and every record names only rows it erased; erased rows have no body or signature to
+    check, their chain still links;
   - the projection: a replay of the whole log equals the stored jobs table, and every row
     replays to the outcome it was given live.
 The rows are checked by --workers N threads (default: one per core), each reading ranges of
@@ -37,6 +40,7 @@ Exit code 0 when all hold, 1 otherwise.`,
       else await out(`signatures: ${unsigned.length} rows are signed by none of the given secrets: seq ${unsigned.slice(0, 20).join(', ')}${unsigned.length > 20 ? ', …' : ''}`)
       // Rows from the Partner API carry no signature: the chain is their evidence.
       if (report.apiRows > 0) await out(`${report.apiRows} ${report.apiRows === 1 ? 'row' : 'rows'} from the Partner API (chained, not signed)`)
+      for (const line of describeRedactions(report.redactions)) await out(line)
       for (const line of describeRebuild(projection, 'projection: replayed')) await out(line)
       await out(report.ok ? 'ok: the log is intact and the stored projection equals a rebuild from it' : 'FAILED')
       return report.ok ? 0 : 1

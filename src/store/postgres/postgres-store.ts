@@ -4,6 +4,7 @@ import { errors } from '../../errors.js'
 import { commitListeners } from '../commit-listeners.js'
 import { groupCommit } from '../group-commit.js'
 import { postgresConsumers } from './postgres-consumers.js'
+import { postgresLifecycle } from './postgres-lifecycle.js'
 import { commitAnnouncer, commitChannel, commitListener, PROBE_MS, type NotifyClient } from './commit-channel.js'
 import { ACQUIRE_LEASE, checkLeaseRequest, LIST_LEASES, positional, RELEASE_LEASE, SELECT_LEASE, toGrant, toLease, type LeaseDbRow } from '../leases.js'
 import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from '../replay-core.js'
@@ -118,6 +119,7 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
   const queue = groupCommit(options.maxBatch ?? 256, (events, release) => writer.appendBatch(events, release), { overlap: true })
 
   const consumers = postgresConsumers(pool, (work) => transaction(pool, 'BEGIN', work))
+  const lifecycle = postgresLifecycle((text, values) => pool.query(text, values), (work) => transaction(pool, 'BEGIN', work), announce)
   const store: G2SentryStore = {
     append (event: IncomingEvent): Promise<AppendResult> {
       if (!Number.isSafeInteger(event.jobId)) return Promise.reject(new errors.INVALID_EVENT('jobId must be a safe integer'))
@@ -219,6 +221,10 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
     listParked: track(store.listParked),
     retryParked: track(store.retryParked),
     resolveParked: track(store.resolveParked),
+    redact: track(lifecycle.redact),
+    redactedBy: track(lifecycle.redactedBy),
+    readRecords: track(lifecycle.readRecords),
+    countRedacted: track(lifecycle.countRedacted),
     onCommit: listeners.onCommit,
     watchCommits: commits.watch,
     close: store.close

@@ -20,6 +20,9 @@ export function openConnection (filename: string, settings: ConnectionSettings, 
     db.pragma(`busy_timeout = ${busyTimeout}`)
     enableWal(db, busyTimeout)
     db.pragma(`synchronous = ${settings.synchronous ?? 'FULL'}`)
+    // Bytes that an update or a delete frees are overwritten with zeros, so that an erased phone
+    // does not stay in the file's free space (docs/design.md, "Erasure").
+    db.pragma('secure_delete = ON')
     if (migrate) migrateSchema(db)
   } catch (error) {
     db.close()
