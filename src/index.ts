@@ -76,7 +76,7 @@ export interface G2SentryDecorator {
    * `audit()` keeps passing. Fails with FST_G2SENTRY_REDACTION_REFUSED, erasing nothing, when a
    * row of the job does not verify.
    */
-  redact: (request: { jobId: number; reason?: string | undefined }) => Promise<RedactionResult>
+  redact: (request: { jobId: number; reason?: string | undefined; vacuum?: 'plain' | 'full' | undefined }) => Promise<RedactionResult>
 }
 
 /**
@@ -138,10 +138,11 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
     consume,
     consumers,
     reconcile: async () => reconciling?.runNow(),
-    redact: async ({ jobId, reason }: { jobId: number; reason?: string | undefined }) => {
+    redact: async ({ jobId, reason, vacuum = 'plain' }: { jobId: number; reason?: string | undefined; vacuum?: 'plain' | 'full' | undefined }) => {
       if (!Number.isSafeInteger(jobId) || jobId < 1) throw new errors.INVALID_OPTION(`jobId must be a positive whole number, got ${String(jobId)}`)
       if (store.redact === undefined) throw new errors.INVALID_OPTION('the store has no redact method (the lifecycle role)')
-      const result = await store.redact({ jobIds: [jobId], reason: reason ?? null, vacuum: true })
+      if (vacuum !== 'plain' && vacuum !== 'full') throw new errors.INVALID_OPTION(`vacuum must be 'plain' or 'full', got ${String(vacuum)}`)
+      const result = await store.redact({ jobIds: [jobId], reason: reason ?? null, vacuum })
       if (result.recordSeq !== null) log.info({ jobId, rows: result.rows, record: result.recordSeq }, 'g2sentry: erased a job\'s personal data')
       return result
     },

@@ -223,11 +223,16 @@ export interface RedactRequest {
   /** The record's time (ms); default now. */
   at?: number | undefined
   /**
-   * PostgreSQL: run VACUUM on the tables it changed once committed, so that the row versions
-   * that held the data are removed now rather than whenever autovacuum comes (SQLite overwrites
-   * freed bytes as it goes). Default false; `app.g2sentry.redact` and `g2sentry redact` set it.
+   * Once committed: `plain` (PostgreSQL) runs VACUUM on the tables it changed, so the row
+   * versions that held the data are removed now rather than whenever autovacuum comes, though
+   * their bytes stay in the pages' free space until reused; `full` rewrites the files (SQLite:
+   * VACUUM; PostgreSQL: VACUUM FULL, which locks each table while it is copied), so that no byte
+   * of the erased data is left in them, old free space of a log written before this version
+   * included. SQLite overwrites the bytes it frees as it goes: `plain` does nothing more there.
+   * Default: nothing (retention leaves it to autovacuum); `app.g2sentry.redact` and `g2sentry
+   * redact` default to `plain`.
    */
-  vacuum?: boolean | undefined
+  vacuum?: 'plain' | 'full' | undefined
 }
 
 /** What a redaction did. */

@@ -1,7 +1,7 @@
 import { hash, randomFillSync } from 'node:crypto'
 // Table and column names, and the mapping between rows and the store's types, shared by every
 // SQL backend: the SQLite and PostgreSQL schemas use the same names.
-import type { AppendResult, EventSource, IncomingEvent, JobState, JobStatus, LogRow, Outcome, QuarantineRow, RowOutcome, RowSource } from '../domain/types.js'
+import type { AppendResult, IncomingEvent, JobState, JobStatus, LogRow, Outcome, QuarantineRow, RowOutcome, RowSource } from '../domain/types.js'
 import type { Decision } from '../domain/project-status.js'
 import { bodyCommitment, CHAIN_VERSION, GENESIS, rowHash } from './chain.js'
 
@@ -192,8 +192,18 @@ export function eventParams (
   const salt = newSalt()
   const committed = bodyCommitment(salt, event.signature, event.rawBody)
   const hash = rowHash(prevHash, {
-    seq, receivedAt: event.receivedAt, signature: event.signature, contentHash: committed, outcome, sameAs, source,
-    chainVersion: CHAIN_VERSION, jobId: event.jobId, eventType: event.eventType, jobStatus: event.jobStatus, jobName: event.jobName
+    seq,
+    receivedAt: event.receivedAt,
+    signature: event.signature,
+    contentHash: committed,
+    outcome,
+    sameAs,
+    source,
+    chainVersion: CHAIN_VERSION,
+    jobId: event.jobId,
+    eventType: event.eventType,
+    jobStatus: event.jobStatus,
+    jobName: event.jobName
   })
   return {
     params: [seq, event.jobId, event.eventType, event.jobStatus, event.jobName, event.guardianPhone ?? null, event.rawBody,
@@ -218,8 +228,18 @@ export function recordParams (
   const bodyHash = contentHash(body)
   const eventType = RECORD_EVENT_TYPES[kind]
   const hash = rowHash(prevHash, {
-    seq, receivedAt, signature: '', contentHash: bodyHash, outcome: 'recorded', sameAs: null, source: kind,
-    chainVersion: CHAIN_VERSION, jobId: 0, eventType, jobStatus: '', jobName: ''
+    seq,
+    receivedAt,
+    signature: '',
+    contentHash: bodyHash,
+    outcome: 'recorded',
+    sameAs: null,
+    source: kind,
+    chainVersion: CHAIN_VERSION,
+    jobId: 0,
+    eventType,
+    jobStatus: '',
+    jobName: ''
   })
   return {
     params: [seq, 0, eventType, '', '', null, body, '', bodyHash, receivedAt, 'recorded', null, prevHash, hash, kind, CHAIN_VERSION, null],

@@ -13,7 +13,7 @@ function readsOf (known: { jobs?: JobState[]; lastSeqs?: Record<number, number>;
   return {
     state: (jobId) => jobs.get(jobId),
     lastSeq: (jobId) => known.lastSeqs?.[jobId] ?? 0,
-    firstSameContent: (jobId, hash) => known.firsts?.[`${jobId} ${hash}`] ?? null
+    firstSameContent: (jobId, _body, hash) => known.firsts?.[`${jobId} ${hash}`] ?? null
   }
 }
 

@@ -179,7 +179,8 @@ t.test('GET /jobs/:jobId/events lists the job’s deliveries in seq order with t
     [6, 'JobGuardianRate', 'InProgress', 'unsupported'],
     [7, 'JobCompleted', 'Completed', 'applied']
   ])
-  t.same(Object.keys(events[0]).sort(), ['eventType', 'guardianPhone', 'jobName', 'jobStatus', 'outcome', 'receivedAt', 'seq', 'source'])
+  t.same(Object.keys(events[0]).sort(), ['eventType', 'guardianPhone', 'jobName', 'jobStatus', 'outcome', 'receivedAt', 'redacted', 'seq', 'source'])
+  t.ok(events.every((e: { redacted: boolean }) => !e.redacted), 'none is redacted')
   t.match(events[0], { jobName: 'Open House at 123 Main St' })
   t.same(events.map((e: { guardianPhone: string | null }) => e.guardianPhone), events.map(() => null), 'the job is completed: no phone is shown')
   for (const event of events) t.match(event.receivedAt, ISO_8601)

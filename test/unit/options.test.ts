@@ -128,7 +128,7 @@ t.test('database ":memory:" works', async (t) => {
 
 t.test('the g2sentry decorator', async (t) => {
   const app = await buildApp(t)
-  t.same(Object.keys(app.g2sentry).sort(), ['audit', 'checkProjection', 'consume', 'consumers', 'exportLog', 'health', 'readLog', 'rebuild', 'reconcile', 'retryQuarantine', 'store'])
+  t.same(Object.keys(app.g2sentry).sort(), ['audit', 'checkProjection', 'consume', 'consumers', 'exportLog', 'health', 'readLog', 'rebuild', 'reconcile', 'redact', 'retryQuarantine', 'store'])
   await post(app, assigned(1, { phone: PHONE }))
   await post(app, assigned(1, { phone: PHONE }))
   await post(app, started(2))

@@ -4,20 +4,25 @@ import { withLog } from '../open-log.js'
 
 export const redact = defineCommand({
   summary: 'erase a job\'s personal data: its bodies, signatures and phone, everywhere it is stored',
-  usage: 'Usage: g2sentry redact --db FILE|URL --job N [--job N]... [--reason TEXT]',
+  usage: 'Usage: g2sentry redact --db FILE|URL --job N [--job N]... [--reason TEXT] [--full-vacuum]',
   help: `Erases the personal data of each job given (a guardian's phone, and every raw body and
 signature that could reveal it): in the job's log rows, its projection row, the projection kept
 at an archive's checkpoint, and quarantined bodies naming the job. Appends one redaction record
 to the chain naming every row it erased, with --reason (never put personal data in it). The job's
 status, history and outcomes stay, and verify keeps passing.
-SQLite overwrites the freed bytes and empties the WAL; PostgreSQL runs VACUUM on the tables it
-changed. Backups and WAL archives taken before still hold the data: see docs/operations.md.
+SQLite overwrites the bytes it frees and empties the WAL; PostgreSQL runs VACUUM on the tables
+it changed, which frees the old row versions, but their bytes stay in the pages until reused.
+--full-vacuum rewrites the files instead (SQLite: VACUUM; PostgreSQL: VACUUM FULL, which locks
+each table while it is copied): then no byte of the erased data is left in them, including
+free space from before this version. Backups and WAL archives taken before still hold the data:
+see docs/operations.md.
 A row of the job that does not verify is not erased (exit 1): erasing it would hide the change.
 Exit code 0 when done (or nothing was left to erase), 1 when a job has no rows or was refused.`,
   options: {
     db: { type: 'string' },
     job: { type: 'string', multiple: true },
-    reason: { type: 'string' }
+    reason: { type: 'string' },
+    'full-vacuum': { type: 'boolean' }
   },
   async run (values, { out }) {
     const jobIds = (values.job ?? []).map((text) => {
@@ -35,7 +40,7 @@ Exit code 0 when done (or nothing was left to erase), 1 when a job has no rows o
           continue
         }
         try {
-          const result = await store.redact({ jobIds: [jobId], reason: values.reason ?? null, vacuum: true })
+          const result = await store.redact({ jobIds: [jobId], reason: values.reason ?? null, vacuum: values['full-vacuum'] === true ? 'full' : 'plain' })
           if (result.recordSeq === null) await out(`job ${jobId}: nothing left to erase`)
           else {
             await out(`job ${jobId}: erased ${result.rows} ${result.rows === 1 ? 'row' : 'rows'}` +

@@ -1,8 +1,8 @@
 // Erasure in PostgreSQL (docs/design.md, "Erasure"): the rows to erase, read under the chain
 // head's lock, planned (src/store/redaction-plan.ts) and written in one transaction with the
 // redaction record. An UPDATE leaves the old row version in the table until VACUUM removes it,
-// and in the WAL until its segments are recycled: `vacuum` runs VACUUM on the tables it touched
-// once the transaction committed.
+// its bytes in the page until the page is rewritten (VACUUM FULL), and in the WAL until its
+// segments are recycled: `vacuum` runs VACUUM (or VACUUM FULL) once the transaction committed.
 import type { LogLifecycle } from '../contract.js'
 import { planRedaction } from '../redaction-plan.js'
 import { EVENT_INSERT_COLUMNS, EVENT_WIDTH, toLogRow, toQuarantine, type ChainHead, type EventRow, type QuarantineDbRow } from '../rows.js'
@@ -14,11 +14,12 @@ type LifecycleMethods = Pick<LogLifecycle, 'redact' | 'redactedBy' | 'readRecord
 const INSERT_RECORD = `INSERT INTO events (${EVENT_INSERT_COLUMNS}) VALUES (${Array.from({ length: EVENT_WIDTH }, (_, i) => `$${i + 1}`).join(', ')})`
 
 /**
- * The lifecycle methods of the PostgreSQL store: `query` runs one statement on the pool,
- * `inTransaction` runs work in a transaction, `committed` is told of the record's seq (the
+ * The lifecycle methods of the PostgreSQL store in `schema`: `query` runs one statement on the
+ * pool, `inTransaction` runs work in a transaction, `committed` is told of the record's seq (the
  * store announces it to other instances).
  */
 export function postgresLifecycle (
+  schema: string,
   query: <R>(text: string, values?: unknown[]) => Promise<{ rows: R[] }>,
   inTransaction: <T>(work: (client: Client) => Promise<T>) => Promise<T>,
   committed: (seq: number) => void
@@ -30,7 +31,7 @@ export function postgresLifecycle (
         // The head's lock first, as an append takes it: the record's seq follows commit order.
         const { rows: [head] } = await client.query<ChainHead>(`${SELECT_HEAD} FOR UPDATE`)
         const [{ rows }, { rows: phones }, { rows: quarantine }] = await Promise.all([
-          client.query<EventRow>(`SELECT * FROM events WHERE job_id = ANY($1::bigint[]) AND source IN ('callback', 'api') ORDER BY seq`, [ids]),
+          client.query<EventRow>('SELECT * FROM events WHERE job_id = ANY($1::bigint[]) AND source IN (\'callback\', \'api\') ORDER BY seq', [ids]),
           client.query<{ jobId: number; projection: string | null; checkpoint: string | null }>(
             `SELECT ids.id AS "jobId", j.guardian_phone AS projection, c.guardian_phone AS checkpoint FROM unnest($1::bigint[]) AS ids(id)
               LEFT JOIN jobs j ON j.job_id = ids.id LEFT JOIN checkpoint_jobs c ON c.job_id = ids.id`, [ids]),
@@ -60,8 +61,12 @@ export function postgresLifecycle (
       })
       if (plan.record !== undefined) {
         committed(plan.record.seq)
-        // VACUUM runs outside a transaction (through a pooler in transaction mode too).
-        if (request.vacuum === true) await query('VACUUM events, jobs, checkpoint_jobs, quarantine')
+        // VACUUM runs outside a transaction (through a pooler in transaction mode too), its tables
+        // named with their schema here: the pool qualifies the names of queries, not of VACUUM.
+        if (request.vacuum !== undefined) {
+          const tables = ['events', 'jobs', 'checkpoint_jobs', 'quarantine'].map((table) => `${schema}.${table}`).join(', ')
+          await query(`VACUUM ${request.vacuum === 'full' ? '(FULL) ' : ''}${tables}`)
+        }
       }
       return { recordSeq: plan.record?.seq ?? null, jobs: plan.jobs, rows: plan.rows.length, version1Rows: plan.version1Rows, quarantined: plan.quarantine.length }
     },

@@ -119,7 +119,7 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
   const queue = groupCommit(options.maxBatch ?? 256, (events, release) => writer.appendBatch(events, release), { overlap: true })
 
   const consumers = postgresConsumers(pool, (work) => transaction(pool, 'BEGIN', work))
-  const lifecycle = postgresLifecycle((text, values) => pool.query(text, values), (work) => transaction(pool, 'BEGIN', work), announce)
+  const lifecycle = postgresLifecycle(schema, (text, values) => pool.query(text, values), (work) => transaction(pool, 'BEGIN', work), announce)
   const store: G2SentryStore = {
     append (event: IncomingEvent): Promise<AppendResult> {
       if (!Number.isSafeInteger(event.jobId)) return Promise.reject(new errors.INVALID_EVENT('jobId must be a safe integer'))

@@ -9,6 +9,20 @@ import { planRedaction } from '../redaction-plan.js'
 import { EVENT_INSERT_COLUMNS, EVENT_WIDTH, toLogRow, toQuarantine, type ChainHead, type EventRow, type QuarantineDbRow } from '../rows.js'
 import { HEAD_SQL } from './sqlite-connection.js'
 
+/** How long a redaction tries to empty the WAL while readers hold it. */
+const WAL_WAIT_MS = 5000
+
+/** Checkpoints the WAL into the file and truncates it, trying again every 10 ms for `waitMs`; false if readers kept it. */
+async function truncateWal (db: Database.Database, waitMs: number): Promise<boolean> {
+  const deadline = Date.now() + waitMs
+  for (;;) {
+    const [result] = db.pragma('wal_checkpoint(TRUNCATE)') as Array<{ busy: number }>
+    if (result?.busy === 0) return true
+    if (Date.now() >= deadline) return false
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}
+
 type LifecycleMethods = Pick<LogLifecycle, 'redact' | 'redactedBy' | 'readRecords' | 'countRedacted'>
 
 /** The lifecycle methods of the SQLite store over `db`, its one writing connection. */
@@ -25,7 +39,7 @@ export function sqliteLifecycle (db: Database.Database): LifecycleMethods {
     redacted_by = ? WHERE seq = ?`)
   const eraseProjection = db.prepare('UPDATE jobs SET guardian_phone = ? WHERE job_id = ?')
   const eraseCheckpoint = db.prepare('UPDATE checkpoint_jobs SET guardian_phone = ? WHERE job_id = ?')
-  const eraseQuarantined = db.prepare(`UPDATE quarantine SET raw_body = x'', signature = '', detail = 'redacted', redacted_by = ? WHERE id = ?`)
+  const eraseQuarantined = db.prepare('UPDATE quarantine SET raw_body = x\'\', signature = \'\', detail = \'redacted\', redacted_by = ? WHERE id = ?')
   const selectRedacted = db.prepare<[number], EventRow>('SELECT * FROM events WHERE redacted_by = ? ORDER BY seq')
   const selectRecords = db.prepare<[string, number, number], EventRow>('SELECT * FROM events WHERE source = ? AND seq > ? ORDER BY seq LIMIT ?')
   const countRedacted = db.prepare<[], { n: number }>('SELECT count(*) AS n FROM events WHERE redacted_by IS NOT NULL')
@@ -52,9 +66,13 @@ export function sqliteLifecycle (db: Database.Database): LifecycleMethods {
     async redact (request) {
       const plan = redact.immediate(request)
       // The pages as they were before are in the WAL until a checkpoint copies the new ones into
-      // the file; TRUNCATE then empties it. A reader still on an older snapshot keeps the WAL
-      // from being emptied: the next checkpoint does it.
-      if (plan.record !== undefined) db.pragma('wal_checkpoint(TRUNCATE)')
+      // the file; TRUNCATE then empties it. A reader in the middle of a read (another process, the
+      // live feed) keeps it from completing: tried again for a while, off the event loop.
+      if (plan.record !== undefined) {
+        // Rewrites the whole file: free pages of a log written before secure_delete was on included.
+        if (request.vacuum === 'full') db.exec('VACUUM')
+        await truncateWal(db, WAL_WAIT_MS)
+      }
       return { recordSeq: plan.record?.seq ?? null, jobs: plan.jobs, rows: plan.rows.length, version1Rows: plan.version1Rows, quarantined: plan.quarantine.length }
     },
     async redactedBy (seq) {
