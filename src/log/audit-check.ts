@@ -50,8 +50,16 @@ export function rowProblem (row: LogRow): string | null {
   } else if (!Buffer.isBuffer(row.salt) || row.contentHash !== bodyCommitment(row.salt, row.signature, row.rawBody)) {
     return 'the raw body was changed (or its signature, or its salt)'
   }
+  // The parsed fields before the hash: version 2 covers them in the hash too, and the body says
+  // which one changed.
+  const parsed = row.source === 'api' ? apiRowProblem(row) : callbackProblem(row)
+  if (parsed !== null) return parsed
   if (row.hash !== rowHash(row.prevHash as string, row)) return 'a stored field (seq, time, signature, outcome, sameAs or a parsed field) was changed'
-  if (row.source === 'api') return apiRowProblem(row)
+  return null
+}
+
+/** Why a callback row's fields differ from its body, or null. */
+function callbackProblem (row: LogRow): string | null {
   const decoded = decodeCallback(row.rawBody)
   if (!decoded.ok) return `the raw body is not a callback (${decoded.detail})`
   const { jobId, eventType, jobStatus, jobName, guardianPhone } = decoded.event

@@ -97,8 +97,8 @@ export const TAMPER_CASES: TamperCase[] = [
   // SQLite keeps the type of the value written: the same bytes as text are no callback body.
   { name: 'raw body stored as text', sql: 'UPDATE events SET raw_body = CAST(raw_body AS TEXT) WHERE seq = 120', postgres: null, seq: 120, problem: /is not a callback \(not UTF-8\)/ },
   { name: 'outcome edited, first row of a range', sql: `UPDATE events SET ${flipOutcome} WHERE seq = 101`, seq: 101, problem: /stored field/ },
-  { name: 'signature in upper case (still a valid signature)', sql: 'UPDATE events SET signature = upper(signature) WHERE seq = 149', seq: 149, problem: /stored field/ },
-  { name: 'signature replaced', sql: "UPDATE events SET signature = 'x' WHERE seq = 200", seq: 200, problem: /stored field/ },
+  { name: 'signature in upper case (still a valid signature)', sql: 'UPDATE events SET signature = upper(signature) WHERE seq = 149', seq: 149, problem: /its signature/ },
+  { name: 'signature replaced', sql: "UPDATE events SET signature = 'x' WHERE seq = 200", seq: 200, problem: /its signature/ },
   { name: 'received-at edited, last row of a range', sql: 'UPDATE events SET received_at = received_at - 3600000 WHERE seq = 250', seq: 250, problem: /stored field/ },
   { name: 'hash edited, the next row still links to the old one', sql: "UPDATE events SET hash = 'ff' || substr(hash, 3) WHERE seq = 201", seq: 201, problem: /stored field/ },
   { name: 'a row deleted mid-range', sql: 'DELETE FROM events WHERE seq = 30', seq: 31, problem: /^seq 31 follows 29: rows 30…30 are missing$/ },

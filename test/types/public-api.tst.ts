@@ -6,7 +6,7 @@ import { expect, test } from 'tstyche'
 import g2sentry, {
   errors, projectEvent, sqliteStore, postgresStore, type AppendResult, type AuditReport, type CommittedEvent,
   type Decision, type G2SentryDecorator, type G2SentryNamespaces, type G2SentryOptions, type G2SentryStore, type IncomingEvent, type JobState,
-  type JobStatus, type LogRow, type Outcome, type ProjectedEvent, type QuarantineRow, type RebuildReport, type RetryReport
+  type JobStatus, type LogRow, type Outcome, type RowOutcome, type ProjectedEvent, type QuarantineRow, type RebuildReport, type RetryReport
 } from 'fastify-g2sentry'
 
 const app = Fastify()
@@ -98,7 +98,8 @@ test('exported types', () => {
   }>()
   expect<LogRow['rawBody']>().type.toBe<Buffer>()
   expect<LogRow['seq']>().type.toBe<number>()
-  expect<LogRow['outcome']>().type.toBe<Outcome>()
+  expect<RowOutcome>().type.toBe<Outcome | 'recorded'>()
+  expect<LogRow['outcome']>().type.toBe<RowOutcome>()
   expect<LogRow['hash']>().type.toBe<string | null>()
   expect<LogRow['sameAs']>().type.toBe<number | null>()
   expect<CommittedEvent>().type.toBeAssignableTo<AppendResult>()
