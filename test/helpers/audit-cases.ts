@@ -126,7 +126,8 @@ export const TAMPER_CASES: TamperCase[] = [
     sql: `INSERT INTO events (seq, job_id, event_type, job_status, job_name, raw_body, signature, content_hash, received_at, outcome, prev_hash, hash, source)
       SELECT 301, job_id, event_type, job_status, job_name, raw_body, signature, content_hash, received_at, 'duplicate', hash, 'forged', source FROM events WHERE seq = 300`,
     seq: 301,
-    problem: /stored field/
+    // Copied without its salt, the row reads as version 1, whose body hash is a plain SHA-256.
+    problem: /stored field|raw body was changed/
   },
   {
     name: 'a row inserted after a gap',
@@ -135,8 +136,8 @@ export const TAMPER_CASES: TamperCase[] = [
     seq: 310,
     problem: /^seq 310 follows 300: rows 301…309 are missing$/
   },
-  { name: 'an API row\'s source flipped to callback, last row of a range', sql: "UPDATE events SET source = 'callback' WHERE seq = 150", seq: 150, problem: /stored field/ },
-  { name: 'a callback row claimed as an API row', sql: "UPDATE events SET source = 'api' WHERE seq = 151", seq: 151, problem: /stored field/ },
+  { name: 'an API row\'s source flipped to callback, last row of a range', sql: "UPDATE events SET source = 'callback' WHERE seq = 150", seq: 150, problem: /the raw body is not a callback/ },
+  { name: 'a callback row claimed as an API row', sql: "UPDATE events SET source = 'api' WHERE seq = 151", seq: 151, problem: /the raw body is not a Partner API status answer/ },
   {
     name: 'an API row\'s body edited, first row of the last range',
     sql: 'UPDATE events SET raw_body = CAST(\'{"jobId":1,"status":"New"}\' AS BLOB) WHERE seq = 251',

@@ -78,6 +78,8 @@ t.test('export on a log written through the plugin', async (t) => {
       contentHash: row.contentHash,
       prevHash: text(row.prevHash),
       hash: text(row.hash),
+      chainVersion: text(row.chainVersion),
+      redactedBy: text(row.redactedBy),
       body: row.rawBody.toString('utf8')
     }, `seq ${row.seq}: every column as in the log`)
   }

@@ -248,7 +248,7 @@ t.test('retryQuarantine', async (t) => {
   t.test('more pending bodies than one page, and an empty quarantine', async (t) => {
     const store = sqliteStore({ filename: join(t.testdir(), 'g2.db') })
     t.teardown(() => store.close())
-    t.same(await retryQuarantine(store, { secrets: [SECRET] }), { retried: [], stillInvalid: [], unsigned: [], alreadyRetried: [], notFound: [] })
+    t.same(await retryQuarantine(store, { secrets: [SECRET] }), { retried: [], stillInvalid: [], unsigned: [], alreadyRetried: [], notFound: [], redacted: [] })
     for (let i = 0; i < 250; i++) await store.quarantine({ ...strictlyRefused({ jobId: 700 }, i), reason: 'invalid_payload' })
     const report = await retryQuarantine(store, { secrets: [SECRET] })
     t.equal(report.stillInvalid.length, 250, 'every page was read')
@@ -294,7 +294,7 @@ t.test('the plugin API: retryQuarantine with the plugin\'s secrets, exportLog, a
   const report = await app.g2sentry.retryQuarantine()
   t.match(report, { retried: [{ id, seq: 1, jobId: 401, outcome: 'applied' }], unsigned: [id + 1] })
   t.equal((await app.inject('/jobs/401')).json().status, 'Assigned', 'the retried body is projected')
-  t.same(await app.g2sentry.retryQuarantine({ ids: [id] }), { retried: [], stillInvalid: [], unsigned: [], alreadyRetried: [{ id, seq: 1 }], notFound: [] })
+  t.same(await app.g2sentry.retryQuarantine({ ids: [id] }), { retried: [], stillInvalid: [], unsigned: [], alreadyRetried: [{ id, seq: 1 }], notFound: [], redacted: [] })
 
   const chunks: string[] = []
   t.same(await app.g2sentry.exportLog({ format: 'ndjson', write: (chunk) => { chunks.push(chunk) } }), { rows: 1 })
