@@ -30,13 +30,12 @@ export function postgresLifecycle (
       const plan = await inTransaction(async (client) => {
         // The head's lock first, as an append takes it: the record's seq follows commit order.
         const { rows: [head] } = await client.query<ChainHead>(`${SELECT_HEAD} FOR UPDATE`)
-        const [{ rows }, { rows: phones }, { rows: quarantine }] = await Promise.all([
-          client.query<EventRow>('SELECT * FROM events WHERE job_id = ANY($1::bigint[]) AND source IN (\'callback\', \'api\') ORDER BY seq', [ids]),
-          client.query<{ jobId: number; projection: string | null; checkpoint: string | null }>(
-            `SELECT ids.id AS "jobId", j.guardian_phone AS projection, c.guardian_phone AS checkpoint FROM unnest($1::bigint[]) AS ids(id)
-              LEFT JOIN jobs j ON j.job_id = ids.id LEFT JOIN checkpoint_jobs c ON c.job_id = ids.id`, [ids]),
-          client.query<QuarantineDbRow>('SELECT * FROM quarantine WHERE redacted_by IS NULL ORDER BY id')
-        ])
+        // One query at a time: a client runs its queries in turn anyway (pg deprecates queuing them).
+        const { rows } = await client.query<EventRow>('SELECT * FROM events WHERE job_id = ANY($1::bigint[]) AND source IN (\'callback\', \'api\') ORDER BY seq', [ids])
+        const { rows: phones } = await client.query<{ jobId: number; projection: string | null; checkpoint: string | null }>(
+          `SELECT ids.id AS "jobId", j.guardian_phone AS projection, c.guardian_phone AS checkpoint FROM unnest($1::bigint[]) AS ids(id)
+            LEFT JOIN jobs j ON j.job_id = ids.id LEFT JOIN checkpoint_jobs c ON c.job_id = ids.id`, [ids])
+        const { rows: quarantine } = await client.query<QuarantineDbRow>('SELECT * FROM quarantine WHERE redacted_by IS NULL ORDER BY id')
         const planned = planRedaction(request, { rows: rows.map(toLogRow), phones, quarantine: quarantine.map(toQuarantine), head }, request.at ?? Date.now())
         const { record } = planned
         if (record === undefined) return planned
