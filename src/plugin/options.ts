@@ -87,9 +87,9 @@ export interface G2SentryOptions {
   retention?: RetentionOptions
   /**
    * How long closing the app waits for background work (consumers, the forwarder, the
-   * reconciler, retention) to stop, in ms (default 5000): their requests and sleeps are aborted at once, and
-   * past this bound the store is closed regardless, with a warning (a handler that ignores its
-   * abort signal). What was not checkpointed is handed over again after the restart.
+   * reconciler, retention) to stop, in ms (default 5000): their requests and sleeps are aborted
+   * at once, and past this bound the store is closed regardless, with a warning (a handler that
+   * ignores its abort signal). What was not checkpointed is handed over again after the restart.
    */
   closeTimeoutMs?: number
   /**
