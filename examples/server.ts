@@ -94,6 +94,19 @@ if (reconcile === undefined && (env.G2SENTRY_API_URL || partnerKey || partnerSec
   app.log.warn('reconciliation is off: it needs G2SENTRY_API_URL, G2SENTRY_PARTNER_KEY and G2SENTRY_PARTNER_SECRET together')
 }
 
+// Retention, when G2SENTRY_REDACT_AFTER_MS is set: the guardians' phones (and the bodies that
+// hold them) of jobs that ended longer ago than that are erased, in one process at a time.
+const retention = settings(() => {
+  const personalDataMs = integerVariable(env, 'G2SENTRY_REDACT_AFTER_MS', undefined)
+  return personalDataMs === undefined
+    ? undefined
+    : {
+        personalDataMs,
+        everyMs: integerVariable(env, 'G2SENTRY_RETENTION_EVERY_MS', undefined),
+        leaseTtlMs: integerVariable(env, 'G2SENTRY_RETENTION_LEASE_MS', undefined)
+      }
+})
+
 // G2SENTRY_DB is a SQLite file (its folder is created) or a postgres:// URL.
 if (database !== ':memory:' && !isPostgresUrl(database)) mkdirSync(dirname(database), { recursive: true })
 try {
@@ -105,6 +118,7 @@ try {
     metrics: protect,
     forward,
     reconcile,
+    retention,
     // Best-effort and in the request (a crash can lose it): for reactions that must not be lost,
     // use a consumer (docs/consumers.md).
     onEvent: ({ jobId, outcome, status, source }, request) => {

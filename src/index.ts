@@ -19,6 +19,7 @@ import type { LogRow } from './domain/types.js'
 import type { G2SentryStore, RebuildReport, RedactionResult } from './store/contract.js'
 import { errors } from './errors.js'
 import { startReconciling } from './partner-api/start.js'
+import { startRetention } from './log/retention-loop.js'
 import { stopWithin } from './plugin/stop-within.js'
 import { healthOf, type HealthOptions, type HealthReport } from './plugin/health.js'
 import { claimNamespace } from './plugin/namespaces.js'
@@ -112,10 +113,15 @@ async function g2sentry (app: FastifyInstance, options: G2SentryOptions): Promis
       afterCommit: (result, event, receivedAt) => afterCommit({ result, event, receivedAt, source: 'api' })
     })
 
+  const retaining = resolved.retention === undefined
+    ? undefined
+    : startRetention(store, resolved.retention, { log, registry: metrics?.registry, metricPrefix: metrics?.prefix ?? 'g2sentry' })
+
   const { consume, consumers, closeAll } = consumerRegistry(store, log, metrics)
   // Background work stops before the store closes (hooks run in reverse order of registration),
-  // within a bound whatever a forward receiver or the Partner API does.
-  app.addHook('onClose', () => stopWithin(resolved.closeTimeoutMs, [reconciling?.stop(), closeAll()], log))
+  // within a bound whatever a forward receiver or the Partner API does. A redaction under way
+  // commits (or not) as a whole: retention stops between two.
+  app.addHook('onClose', () => stopWithin(resolved.closeTimeoutMs, [reconciling?.stop(), retaining?.stop(), closeAll()], log))
   // The live feed reads the log, so it shows the commits of every instance on the database.
   const stopFeed = feedFromLog(feed, store, {
     pollMs: 1000,
@@ -185,7 +191,7 @@ export { auditLog, type AuditOptions, type AuditReport } from './log/audit.js'
 export type { RedactionAudit } from './log/audit-redactions.js'
 export { exportLog, type ExportOptions } from './log/export.js'
 export { retryQuarantine, type RetryQuarantineOptions, type RetryReport } from './log/quarantine.js'
-export type { G2SentryOptions, CommittedEvent, G2SentryRouteOptions, ReconcileOptions } from './plugin/options.js'
+export type { G2SentryOptions, CommittedEvent, G2SentryRouteOptions, ReconcileOptions, RetentionOptions } from './plugin/options.js'
 export {
   PartnerApiClient, MAX_ANSWER_BYTES, MAX_RETRY_AFTER_MS, type PartnerApiClientOptions, type RequestResult
 } from './partner-api/client.js'

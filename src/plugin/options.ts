@@ -80,10 +80,16 @@ export interface G2SentryOptions {
    */
   reconcile?: ReconcileOptions
   /**
+   * Erases the personal data of jobs that ended (Completed, Canceled) more than
+   * `personalDataMs` ago, in the background, in one process at a time (docs/operations.md,
+   * "Erasure and retention"). Off by default.
+   */
+  retention?: RetentionOptions
+  /**
    * How long closing the app waits for background work (consumers, the forwarder, the
-   * reconciler) to stop, in ms (default 5000): their requests and sleeps are aborted at once, and
-   * past this bound the store is closed regardless, with a warning (a handler that ignores its
-   * abort signal). What was not checkpointed is handed over again after the restart.
+   * reconciler, retention) to stop, in ms (default 5000): their requests and sleeps are aborted
+   * at once, and past this bound the store is closed regardless, with a warning (a handler that
+   * ignores its abort signal). What was not checkpointed is handed over again after the restart.
    */
   closeTimeoutMs?: number
   /**
@@ -114,6 +120,19 @@ export interface ReconcileOptions {
 
 export type ResolvedReconcileOptions = Required<ReconcileOptions>
 
+export interface RetentionOptions {
+  /** How long a job's personal data is kept once it ended (ms): counted from its last applied change. */
+  personalDataMs: number
+  /** Between rounds (ms, default 60 s). */
+  everyMs?: number
+  /** Jobs read, and erased in one transaction, at a time (default 100, at most 10,000). */
+  batchJobs?: number
+  /** How long a process holds the retention lease unless it renews it (ms, default 30 s). */
+  leaseTtlMs?: number
+}
+
+export type ResolvedRetentionOptions = Required<RetentionOptions>
+
 export interface ResolvedOptions {
   secrets: string[]
   database: string
@@ -128,6 +147,7 @@ export interface ResolvedOptions {
   metrics: false | ({ path: string; registry: Registry | undefined } & G2SentryRouteOptions)
   stream: StreamLimits
   reconcile: ResolvedReconcileOptions | undefined
+  retention: ResolvedRetentionOptions | undefined
   closeTimeoutMs: number
   namespace: string | undefined
   prefix: string
@@ -159,6 +179,7 @@ export function resolveOptions (options: G2SentryOptions): ResolvedOptions {
     const roles: Array<keyof typeof STORE_ROLES> = ['eventLog', 'projection', 'quarantine']
     if (options.forward !== undefined) roles.push('leases', 'consumers')
     if (options.reconcile !== undefined) roles.push('leases', 'reconciler')
+    if (options.retention !== undefined) roles.push('leases', 'lifecycle')
     const missing = missingMethods(store, roles)
     if (options.reconcile !== undefined && typeof (store as Partial<G2SentryStore>)?.reconcileState !== 'object') missing.push('reconciler: reconcileState')
     if (missing.length > 0) fail(`store does not implement what the options need (missing ${[...new Set(missing)].join(', ')})`)
@@ -210,6 +231,7 @@ export function resolveOptions (options: G2SentryOptions): ResolvedOptions {
     onEvent,
     forward: options.forward,
     reconcile: resolveReconcile(options.reconcile),
+    retention: resolveRetention(options.retention),
     closeTimeoutMs: positive('closeTimeoutMs', options.closeTimeoutMs, 5000),
     namespace: resolveNamespace(options.namespace),
     prefix: options.prefix ?? ''
@@ -255,5 +277,17 @@ function resolveReconcile (reconcile: ReconcileOptions | undefined): ResolvedRec
     // G2 Sentry allows 60 a minute per key; more could only earn 429s.
     requestsPerMinute: positive('reconcile.requestsPerMinute', reconcile.requestsPerMinute, 50, 60),
     leaseTtlMs: positive('reconcile.leaseTtlMs', reconcile.leaseTtlMs, 30_000)
+  }
+}
+
+function resolveRetention (retention: RetentionOptions | undefined): ResolvedRetentionOptions | undefined {
+  if (retention === undefined) return undefined
+  if (typeof retention !== 'object' || retention === null) fail('retention must be an object: { personalDataMs, everyMs, batchJobs, leaseTtlMs }')
+  if (retention.personalDataMs === undefined) fail('retention.personalDataMs is required: how long a job\'s personal data is kept once it ended (ms)')
+  return {
+    personalDataMs: positive('retention.personalDataMs', retention.personalDataMs, 0),
+    everyMs: positive('retention.everyMs', retention.everyMs, 60_000),
+    batchJobs: positive('retention.batchJobs', retention.batchJobs, 100, 10_000),
+    leaseTtlMs: positive('retention.leaseTtlMs', retention.leaseTtlMs, 30_000)
   }
 }

@@ -252,7 +252,7 @@ export interface RedactionResult {
 /** A terminal job that still holds personal data, for retention. */
 export interface RetentionCandidate {
   jobId: number
-  /** When its last row was received (ms). */
+  /** When its last applied row was received (ms): the projection's `updatedAt`, for a terminal job when it ended. */
   updatedAt: number
 }
 
@@ -270,8 +270,9 @@ export interface LogLifecycle {
    */
   redact(request: RedactRequest): Promise<RedactionResult>
   /**
-   * Terminal jobs (Completed, Canceled) whose last row was received before `before` and that
-   * still have a row to erase, by (updatedAt, jobId), after `after`, at most `limit`.
+   * Terminal jobs (Completed, Canceled) whose last applied row was received before `before` (a
+   * redelivery counted as duplicate or stale does not move it) and that still have a callback or
+   * API row to erase, by (updatedAt, jobId), after `after`, at most `limit`.
    */
   retentionCandidates(query: { before: number; after?: RetentionCandidate | undefined; limit: number }): Promise<RetentionCandidate[]>
   /** The rows the redaction record `seq` erased (those still in the log), in seq order. */

@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto'
 import type { Test } from 'tap'
 import { mulberry32 } from '../../src/simulator/schedules.js'
 import type { AppendResult, IncomingEvent, JobState, JobStatus, LogRow } from '../../src/domain/types.js'
-import type { G2SentryStore, LeaseFence } from '../../src/store/contract.js'
+import type { G2SentryStore, LeaseFence, RetentionCandidate } from '../../src/store/contract.js'
 import { signBody } from '../../src/domain/verify-signature.js'
 import { bodyCommitment, CHAIN_VERSION } from '../../src/store/chain.js'
 import { assigned, completed, incoming, SECRET, started, T0, withdrawn } from './fixtures.js'
@@ -765,6 +765,55 @@ export function storeContract (t: Test, name: string, open: OpenStore, location:
       t.equal(await state.oldestUnchecked(T0 + 5000), 5000 - 10, 'job 2 has waited longest')
       t.same((await state.candidates({ now: 0, quietFor: 0, limit: 2, allOpen: true, afterJobId: 2 })).map((c) => c.jobId), [3, 5], 'every open job, paged')
       t.same((await state.candidates({ now: 0, quietFor: 0, limit: 5, jobIds: [4, 9] })).map((c) => [c.jobId, c.status]), [[4, 'Completed']], 'a named job, even terminal')
+    })
+
+    t.test('retention candidates: terminal jobs holding unerased rows, oldest change first, keyset paged', async (t) => {
+      const store = await fresh(t)
+      const { retentionCandidates, redact } = store
+      if (retentionCandidates === undefined || redact === undefined) throw new Error('the built-in stores implement the lifecycle role')
+      const phone = { phone: '+15550100009' }
+      const deliveries: Array<[number, ReturnType<typeof assigned>]> = [
+        [0, assigned(1, phone)], [1, started(1)], [2, completed(1)], // Completed at T0 + 2
+        [3, assigned(2, phone)], // open
+        [4, assigned(3, phone)], [5, withdrawn(3)], // withdrawn: open again, may come back
+        [6, assigned(4, phone)], // Canceled at T0 + 7, by the reconciler (below)
+        [8, completed(5)], [8, completed(8)], // the same time: by jobId
+        [9, assigned(6, phone)], [10, completed(6)], // erased (below)
+        [20, completed(7)], // recent
+        [30, started(9, phone)] // in progress
+      ]
+      for (const [at, payload] of deliveries) await store.append(incoming(payload, T0 + at))
+      const { ifLastSeq: _, ...canceled } = fromApi(4, 'Canceled', 0, T0 + 7)
+      await store.append(canceled)
+      t.match(await redact({ jobIds: [6], by: 'retention', at: T0 + 50 }), { jobs: [6], rows: 2 })
+      const ids = async (query: Parameters<typeof retentionCandidates>[0]) => (await retentionCandidates.call(store, query)).map((c) => c.jobId)
+
+      const cases: Array<[string, Parameters<typeof retentionCandidates>[0], number[]]> = [
+        ['every terminal job with rows to erase; never open, withdrawn or erased ones', { before: T0 + 100, limit: 10 }, [1, 4, 5, 8, 7]],
+        ['a job that changed at `before` is not older than it', { before: T0 + 20, limit: 10 }, [1, 4, 5, 8]],
+        ['one ms later it is', { before: T0 + 21, limit: 10 }, [1, 4, 5, 8, 7]],
+        ['nothing before the first terminal change', { before: T0 + 2, limit: 10 }, []],
+        ['at most `limit`', { before: T0 + 100, limit: 2 }, [1, 4]],
+        ['after a candidate', { before: T0 + 100, after: { updatedAt: T0 + 7, jobId: 4 }, limit: 2 }, [5, 8]],
+        ['after the first of two at the same time', { before: T0 + 100, after: { updatedAt: T0 + 8, jobId: 5 }, limit: 10 }, [8, 7]],
+        ['after the last', { before: T0 + 100, after: { updatedAt: T0 + 20, jobId: 7 }, limit: 10 }, []]
+      ]
+      for (const [name, query, expected] of cases) t.same(await ids(query), expected, name)
+      t.same(await retentionCandidates.call(store, { before: T0 + 100, limit: 1 }), [{ jobId: 1, updatedAt: T0 + 2 }], 'each with the time of its last change')
+
+      const paged: number[] = []
+      let after: RetentionCandidate | undefined
+      for (let page = await retentionCandidates.call(store, { before: T0 + 100, limit: 1 }); page.length > 0;
+        page = await retentionCandidates.call(store, { before: T0 + 100, after, limit: 1 })) {
+        paged.push(...page.map((c) => c.jobId))
+        after = page.at(-1)
+      }
+      t.same(paged, [1, 4, 5, 8, 7], 'one at a time, every candidate once')
+
+      await redact({ jobIds: [1, 4], by: 'retention', at: T0 + 60 })
+      t.same(await ids({ before: T0 + 100, limit: 10 }), [5, 8, 7], 'erased jobs leave the candidates')
+      t.match(await store.append(incoming(assigned(6, phone), T0 + 70)), { outcome: 'stale' })
+      t.same(await ids({ before: T0 + 100, limit: 10 }), [5, 8, 6, 7], 'an erased job that received a row again is one again, at the time of its last change')
     })
 
     t.test('appends still queued when close is called settle, and after close append rejects', async (t) => {

@@ -156,7 +156,9 @@ t.test('an environment variable that cannot be used: one line naming it, exit co
     [{ ...forwarding, G2SENTRY_FORWARD_MAX_ATTEMPTS: '0' }, 'G2SENTRY_FORWARD_MAX_ATTEMPTS', /G2SENTRY_FORWARD_MAX_ATTEMPTS must be a whole number 1 or more, got \\"0\\"/],
     [{ G2SENTRY_FORWARD_URL: 'ftp://user:hunter2@example.com/x', G2SENTRY_FORWARD_SECRET: 'forward-secret' }, 'G2SENTRY_FORWARD_URL', /G2SENTRY_FORWARD_URL must be an http:\/\/ or https:\/\/ URL/],
     [{ ...partner, G2SENTRY_API_URL: '127.0.0.1:3100' }, 'G2SENTRY_API_URL', /G2SENTRY_API_URL must be an http:\/\/ or https:\/\/ URL, e\.g\. https:\/\//],
-    [{ ...partner, G2SENTRY_API_URL: 'http://127.0.0.1:3100', G2SENTRY_RECONCILE_EVERY_MS: '1.5' }, 'G2SENTRY_RECONCILE_EVERY_MS', /G2SENTRY_RECONCILE_EVERY_MS must be a whole number 1 or more, got \\"1.5\\"/]
+    [{ ...partner, G2SENTRY_API_URL: 'http://127.0.0.1:3100', G2SENTRY_RECONCILE_EVERY_MS: '1.5' }, 'G2SENTRY_RECONCILE_EVERY_MS', /G2SENTRY_RECONCILE_EVERY_MS must be a whole number 1 or more, got \\"1.5\\"/],
+    [{ G2SENTRY_REDACT_AFTER_MS: '30d' }, 'G2SENTRY_REDACT_AFTER_MS', /G2SENTRY_REDACT_AFTER_MS must be a whole number 1 or more, got \\"30d\\"/],
+    [{ G2SENTRY_REDACT_AFTER_MS: '1000', G2SENTRY_RETENTION_LEASE_MS: '-1' }, 'G2SENTRY_RETENTION_LEASE_MS', /G2SENTRY_RETENTION_LEASE_MS must be a whole number 1 or more, got \\"-1\\"/]
   ]
   for (const [env, name, message] of cases) {
     const server = startServer(t, { port: await freePort(), env: { G2SENTRY_DB: join(t.testdir(), 'g2.db'), ...env } })

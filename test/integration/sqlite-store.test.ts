@@ -7,6 +7,8 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { sqliteStore, type SqliteStoreOptions } from '../../src/store/sqlite/sqlite-store.js'
 import { holdWriteLock } from '../helpers/lock-holder.js'
+import { retentionParameters } from '../../src/store/retention-sql.js'
+import { SQLITE_RETENTION_CANDIDATES } from '../../src/store/sqlite/sqlite-retention.js'
 import type { AppendResult, IncomingEvent, JobState } from '../../src/domain/types.js'
 import {
   assigned, completed, incoming, readWholeLog, seedLog, started, storeContract, T0, withdrawn
@@ -85,6 +87,15 @@ t.test('sqlite specifics', async (t) => {
     sqliteConnection(first).prepare('UPDATE jobs SET job_name = ?, version = 10 WHERE job_id = 1').run('renamed by hand')
     await first.append(incoming(completed(1, { name: 'renamed by hand' }), T0 + 4))
     t.match(await first.getJob(1), { version: 10, eventCount: 5 }, 'the redelivery builds on the row as written by hand')
+  })
+
+  t.test('retention walks the partial index jobs_terminal in order: no sort, no scan of open jobs', async (t) => {
+    const { store } = openStore(t)
+    const plan = (sqliteConnection(store).prepare(`EXPLAIN QUERY PLAN ${SQLITE_RETENTION_CANDIDATES}`)
+      .all(retentionParameters({ before: T0, limit: 10 })) as Array<{ detail: string }>).map((step) => step.detail)
+    t.match(plan, [/^SEARCH j USING INDEX jobs_terminal \(updated_at>\? AND updated_at<\?\)$/, /^SEARCH e EXISTS USING INDEX events_by_job \(job_id=\?\)$/])
+    t.notOk(plan.some((step) => step.includes('TEMP B-TREE')), 'the rows come in index order')
+    t.same(await store.retentionCandidates?.({ before: T0, limit: 10 }), [], 'the store prepares that statement')
   })
 
   t.test('seq is never reused, even after the last rows are deleted by hand', async (t) => {

@@ -43,11 +43,14 @@ test('options of the wrong type are refused', () => {
   expect<{ secret: string, jobRoutes: { prefix: number } }>().type.not.toBeAssignableTo<G2SentryOptions>()
   expect<{ secret: string, store: Pick<G2SentryStore, 'append' | 'getJob'> }>().type.not.toBeAssignableTo<G2SentryOptions>()
   expect<{ secret: string, onEvent: (event: CommittedEvent) => number }>().type.not.toBeAssignableTo<G2SentryOptions>()
+  expect<{ secret: string, retention: { everyMs: number } }>().type.not.toBeAssignableTo<G2SentryOptions>()
+  expect<{ secret: string, retention: { personalDataMs: string } }>().type.not.toBeAssignableTo<G2SentryOptions>()
 })
 
 test('G2SentryOptions', () => {
   expect<G2SentryOptions['secret']>().type.toBe<string | string[]>()
   expect<{ secret: 's' }>().type.toBeAssignableTo<G2SentryOptions>()
+  expect<{ secret: 's', retention: { personalDataMs: 1 } }>().type.toBeAssignableTo<G2SentryOptions>()
   expect<{ secret: string[], store: G2SentryStore, jobRoutes: false, metrics: true }>().type.toBeAssignableTo<G2SentryOptions>()
 })
 

@@ -60,7 +60,14 @@ t.test('invalid options make ready() reject with a precise message', async (t) =
     ['jobRoutes "yes"', { secret: SECRET, database, jobRoutes: 'yes' }, 'jobRoutes must be true, false or an object of route options'],
     ['jobRoutes null', { secret: SECRET, database, jobRoutes: null }, 'jobRoutes must be true, false or an object of route options'],
     ['jobRoutes.prefix "jobs"', { secret: SECRET, database, jobRoutes: { prefix: 'jobs' } }, PATH('jobRoutes.prefix')],
-    ['onEvent "x"', { secret: SECRET, database, onEvent: 'x' }, 'onEvent must be a function']
+    ['onEvent "x"', { secret: SECRET, database, onEvent: 'x' }, 'onEvent must be a function'],
+    ['retention true', { secret: SECRET, database, retention: true }, 'retention must be an object: { personalDataMs, everyMs, batchJobs, leaseTtlMs }'],
+    ['retention {}', { secret: SECRET, database, retention: {} }, 'retention.personalDataMs is required: how long a job\'s personal data is kept once it ended (ms)'],
+    ['retention.personalDataMs 0', { secret: SECRET, database, retention: { personalDataMs: 0 } }, 'retention.personalDataMs must be a positive integer'],
+    ['retention.personalDataMs "30d"', { secret: SECRET, database, retention: { personalDataMs: '30d' } }, 'retention.personalDataMs must be a positive integer'],
+    ['retention.everyMs 1.5', { secret: SECRET, database, retention: { personalDataMs: 1, everyMs: 1.5 } }, 'retention.everyMs must be a positive integer'],
+    ['retention.batchJobs 10001', { secret: SECRET, database, retention: { personalDataMs: 1, batchJobs: 10_001 } }, 'retention.batchJobs must be a positive integer up to 10000'],
+    ['retention.leaseTtlMs -1', { secret: SECRET, database, retention: { personalDataMs: 1, leaseTtlMs: -1 } }, 'retention.leaseTtlMs must be a positive integer']
   ]
   for (const [name, options, message] of cases) {
     t.test(name, (t) => refuses(t, options, message))
@@ -244,4 +251,8 @@ t.test('a custom store is checked for what the enabled features need, naming eac
   const { appendIf: _appendIf, reconcileState: _state, ...withoutReconciler } = store
   await t.rejects(buildApp(t, { store: partial(withoutReconciler), reconcile: { baseUrl: 'http://127.0.0.1:9', partnerKey: 'k', partnerSecret: 's' } }),
     { code: 'FST_G2SENTRY_INVALID_OPTION', message: /missing reconciler: appendIf, reconciler: reconcileState\)$/ }, 'reconcile needs its role')
+  const { retentionCandidates: _candidates, ...withoutRetention } = store
+  await t.resolves(buildApp(t, { store: partial(withoutRetention) }), 'retention off: no lifecycle needed')
+  await t.rejects(buildApp(t, { store: partial(withoutRetention), retention: { personalDataMs: 1000 } }),
+    { code: 'FST_G2SENTRY_INVALID_OPTION', message: /missing lifecycle: retentionCandidates\)$/ }, 'retention needs the lifecycle role')
 })

@@ -5,6 +5,7 @@ import { commitListeners } from '../commit-listeners.js'
 import { groupCommit } from '../group-commit.js'
 import { postgresConsumers } from './postgres-consumers.js'
 import { postgresLifecycle } from './postgres-lifecycle.js'
+import { postgresRetention } from './postgres-retention.js'
 import { commitAnnouncer, commitChannel, commitListener, PROBE_MS, type NotifyClient } from './commit-channel.js'
 import { ACQUIRE_LEASE, checkLeaseRequest, LIST_LEASES, positional, RELEASE_LEASE, SELECT_LEASE, toGrant, toLease, type LeaseDbRow } from '../leases.js'
 import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from '../replay-core.js'
@@ -119,6 +120,7 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
   const queue = groupCommit(options.maxBatch ?? 256, (events, release) => writer.appendBatch(events, release), { overlap: true })
 
   const consumers = postgresConsumers(pool, (work) => transaction(pool, 'BEGIN', work))
+  const retention = postgresRetention((text, values) => pool.query(text, values))
   const lifecycle = postgresLifecycle(schema, (text, values) => pool.query(text, values), (work) => transaction(pool, 'BEGIN', work), announce)
   const store: G2SentryStore = {
     append (event: IncomingEvent): Promise<AppendResult> {
@@ -225,6 +227,7 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
     redactedBy: track(lifecycle.redactedBy),
     readRecords: track(lifecycle.readRecords),
     countRedacted: track(lifecycle.countRedacted),
+    retentionCandidates: track(retention.retentionCandidates),
     onCommit: listeners.onCommit,
     watchCommits: commits.watch,
     close: store.close
