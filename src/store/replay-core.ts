@@ -86,11 +86,15 @@ export class ReplayCache {
  */
 export function replayPage (page: ReplayTuple[], cache: ReplayCache, report: RebuildReport): void {
   // Indexed rather than destructured: this loop runs for every row of the log.
+  let records = 0
   for (let i = 0; i < page.length; i++) {
     const row = page[i] as ReplayTuple
     const source = row[8]
     // A redaction or a checkpoint records an act on the log: no job's state follows from it.
-    if (source === 'redaction' || source === 'checkpoint') continue
+    if (source === 'redaction' || source === 'checkpoint') {
+      records++
+      continue
+    }
     const jobId = row[1]
     const decision = projectEvent(cache.get(jobId), {
       jobId,
@@ -106,7 +110,7 @@ export function replayPage (page: ReplayTuple[], cache: ReplayCache, report: Reb
     }
     if (decision.state !== undefined) cache.set(jobId, decision.state)
   }
-  report.events += page.length
+  report.events += page.length - records
 }
 
 export const emptyReport = (): RebuildReport => ({ events: 0, jobs: 0, outcomeMismatches: [], differingJobs: [] })

@@ -171,6 +171,8 @@ t.test('PostgreSQL: a redaction through the CLI on a schema', async (t) => {
   const verify = await runCli(['verify', '--db', database, '--secret', SECRET])
   t.equal(verify.code, 0, verify.stdout)
   t.match(verify.stdout, /erasure: ok, 7 rows erased by 1 redaction record/)
+  t.match(verify.stdout, /signatures: ok, every row that still holds its body is signed/)
+  t.match(verify.stdout, /projection: replayed 9 events into/, 'the redaction record is not counted as an event')
 })
 
 /** A SQLite log with both jobs delivered and both redacted (records 11 and 12), closed; returns the file. */
