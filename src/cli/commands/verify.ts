@@ -39,8 +39,7 @@ Exit code 0 when all hold, 1 otherwise.`,
       else if (unsigned.length === 0) {
         const erased = (report.redactions?.rows ?? 0) > 0 ? ' that still holds its body' : ''
         await out(`signatures: ok, every ${report.apiRows > 0 ? 'callback ' : ''}row${erased} is signed by a given secret`)
-      }
-      else await out(`signatures: ${unsigned.length} rows are signed by none of the given secrets: seq ${unsigned.slice(0, 20).join(', ')}${unsigned.length > 20 ? ', …' : ''}`)
+      } else await out(`signatures: ${unsigned.length} rows are signed by none of the given secrets: seq ${unsigned.slice(0, 20).join(', ')}${unsigned.length > 20 ? ', …' : ''}`)
       // Rows from the Partner API carry no signature: the chain is their evidence.
       if (report.apiRows > 0) await out(`${report.apiRows} ${report.apiRows === 1 ? 'row' : 'rows'} from the Partner API (chained, not signed)`)
       for (const line of describeRedactions(report.redactions)) await out(line)
