@@ -280,6 +280,8 @@ t.test('behind PgBouncer in transaction mode', async (t) => {
         await reconcile.settleRequest('key', T0, T0 + 1)
         await reconcile.pauseRequests('key', T0 + 10)
         await s.rebuild()
+        const redacted = await s.redact?.({ jobIds: [1], reason: 'test', vacuum: 'plain' })
+        t.equal(redacted?.rows, 3, 'a redaction through the pooler, its VACUUM included')
         const seen = await withClient(async (client) => (await client.query<{ tbl: string; setting: string }>(`SELECT tbl, setting FROM ${schema}.seen`)).rows)
         const tables = new Set(seen.map((row) => row.tbl))
         t.same([...tables].sort(), G2SENTRY_TABLES.filter((name) => name !== 'g2sentry_migrations').sort(), 'every table was written')
