@@ -6,6 +6,7 @@ import { groupCommit } from '../group-commit.js'
 import { isBusy, retryingWhileBusy, retryWhileBusy } from './busy-retry.js'
 import { sqliteConsumers } from './sqlite-consumers.js'
 import { sqliteLifecycle } from './sqlite-lifecycle.js'
+import { sqliteArchive } from './sqlite-archive.js'
 import { ACQUIRE_LEASE, checkLeaseRequest, LIST_LEASES, RELEASE_LEASE, SELECT_LEASE, toGrant, toLease, type LeaseDbRow } from '../leases.js'
 import { toJob, toLogRow, toQuarantine, type ChainHead, type EventRow, type JobRow, type QuarantineDbRow } from '../rows.js'
 import { sqliteRebuild } from './rebuild/rebuild.js'
@@ -147,6 +148,7 @@ export function sqliteStore (options: SqliteStoreOptions): SqliteStore {
     },
     ...sqliteConsumers(db),
     ...sqliteLifecycle(db),
+    ...sqliteArchive(db),
     async rebuild (rebuildOptions?: { dryRun?: boolean }) {
       return rebuild(rebuildOptions?.dryRun === true)
     }
