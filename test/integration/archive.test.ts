@@ -13,6 +13,7 @@ import { freshSchema, pgUrl, requirePg, withClient } from '../helpers/pg.js'
 import { server, SseClient } from '../helpers/stream-helpers.js'
 import { projectionHash } from '../../src/log/archive-file.js'
 import { sqliteStore } from '../../src/index.js'
+import { auditInRanges } from '../../src/log/audit.js'
 
 const PHONE_A = '+15550100001'
 const PHONE_B = '+15550100002'
@@ -124,6 +125,14 @@ for (const backend of [sqlite, postgres]) {
       const report = await app.g2sentry.audit()
       t.ok(report.ok)
       t.match(report.archive, { through: 8, checkpointSeq: 11, projectionOk: true })
+      const ranged = await auditInRanges(app.g2sentry.store, { database, secrets: [SECRET], rangeSize: 1, pageSize: 1 })
+      t.ok(ranged.ok, 'checked in ranges of one seq from the checkpoint on, as the worker threads check it')
+      t.equal(ranged.events, 3)
+      if (backend === sqlite) {
+        const threads = sqliteStore({ filename: database, readOnly: true, replayThreads: 3 })
+        t.teardown(() => threads.close())
+        t.match(await threads.rebuild({ dryRun: true }), { events: 3, jobs: 4, differingJobs: [], outcomeMismatches: [] }, 'a rebuild on threads starts there too')
+      }
       const rebuild = await cli('rebuild', '--db', database)
       t.equal(rebuild.code, 0, rebuild.stdout)
       t.match(rebuild.stdout, /rebuilt 3 events into 4 jobs/)

@@ -25,8 +25,12 @@ export function archivedThrough (db: Database.Database): number {
   return row === undefined ? 0 : readCheckpoint(row.raw_body)?.through ?? 0
 }
 
-/** The archive methods of the SQLite store over `db`, its one writing connection. */
-export function sqliteArchive (db: Database.Database): LogArchive {
+/**
+ * The archive methods of the SQLite store over `db`, its one writing connection. `step` runs one
+ * statement or transaction, trying it again while another connection holds the lock: a deletion
+ * in batches is tried again batch by batch, never from the start.
+ */
+export function sqliteArchive (db: Database.Database, step: <T>(work: () => T) => Promise<T> = async (work) => work()): LogArchive {
   const selectLatest = db.prepare<[], { seq: number; raw_body: Buffer }>(LATEST_CHECKPOINT_SQL)
   const selectHead = db.prepare<[], ChainHead>(HEAD_SQL)
   const redactionsAfter = db.prepare<[number], { n: number }>('SELECT count(*) AS n FROM events WHERE source = \'redaction\' AND seq > ?')
@@ -57,22 +61,19 @@ export function sqliteArchive (db: Database.Database): LogArchive {
   })
 
   return {
-    async latestCheckpoint () {
-      return latest()
-    },
-    async checkpointJobs () {
-      return selectJobs.all().map(toCheckpointJob)
-    },
+    latestCheckpoint: () => step(latest),
+    checkpointJobs: () => step(() => selectJobs.all().map(toCheckpointJob)),
     async checkpoint (request) {
-      return { seq: checkpoint.immediate(request) }
+      return { seq: await step(() => checkpoint.immediate(request)) }
     },
     async deleteArchived (through, options) {
       const batch = options?.batchSize ?? DELETE_BATCH
-      if ((latest()?.record.through ?? 0) < through) throw new errors.ARCHIVE_REFUSED(`no checkpoint covers seq ${through}`)
+      if (((await step(latest))?.record.through ?? 0) < through) throw new errors.ARCHIVE_REFUSED(`no checkpoint covers seq ${through}`)
       let deleted = 0
       // From the first row left, so a deletion that was cut short starts where it stopped.
-      for (let from = (firstSeq.get()?.seq ?? through + 1) - 1; from < through; from += batch) {
-        deleted += deleteRange.run(from, Math.min(from + batch, through)).changes
+      for (let from = (await step(() => firstSeq.get()?.seq) ?? through + 1) - 1; from < through; from += batch) {
+        const upTo = Math.min(from + batch, through)
+        deleted += await step(() => deleteRange.run(from, upTo).changes)
         // Appends queued meanwhile commit between the batches.
         await nextTurn()
       }
@@ -87,7 +88,7 @@ export function sqliteArchive (db: Database.Database): LogArchive {
       for (;;) {
         const free = Number(db.pragma('freelist_count', { simple: true }))
         if (free === 0) break
-        db.pragma(`incremental_vacuum(${VACUUM_STEP})`)
+        await step(() => db.pragma(`incremental_vacuum(${VACUUM_STEP})`))
         pagesFreed += Math.min(free, VACUUM_STEP)
         await nextTurn()
       }
@@ -95,8 +96,6 @@ export function sqliteArchive (db: Database.Database): LogArchive {
       db.pragma('wal_checkpoint(TRUNCATE)')
       return { method: 'incremental', pagesFreed }
     },
-    async archivedEvents (jobId) {
-      return selectArchived.get(jobId)?.archived ?? 0
-    }
+    archivedEvents: (jobId) => step(() => selectArchived.get(jobId)?.archived ?? 0)
   }
 }

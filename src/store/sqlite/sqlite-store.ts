@@ -148,7 +148,6 @@ export function sqliteStore (options: SqliteStoreOptions): SqliteStore {
     },
     ...sqliteConsumers(db),
     ...sqliteLifecycle(db),
-    ...sqliteArchive(db),
     async rebuild (rebuildOptions?: { dryRun?: boolean }) {
       return rebuild(rebuildOptions?.dryRun === true)
     }
@@ -165,6 +164,8 @@ export function sqliteStore (options: SqliteStoreOptions): SqliteStore {
       return queue.append(event)
     },
     reconcileState: retrying(sqliteReconcileState(db)),
+    // Retried a statement at a time, within the method: its deletion runs in many transactions.
+    ...sqliteArchive(db, readOnly ? undefined : (work) => retryWhileBusy(work, performance.now() + busyTimeout)),
     ...waitingForLocks,
     onCommit: listeners.onCommit,
     async close () {
