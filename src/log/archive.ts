@@ -40,6 +40,11 @@ export interface ArchiveResult {
   checkpointSeq: number
   deleted: number
   space: SpaceReport | null
+  /**
+   * True when `through` was the latest checkpoint's and some of its rows were still in the log
+   * (the deletion had been cut short): only the deletion ran, and the rest describes that checkpoint.
+   */
+  resumed: boolean
 }
 
 /** Bytes gathered before a write to the file. */
@@ -65,7 +70,8 @@ function archiveOf (store: G2SentryStore): LogArchive {
 /**
  * Archives the log's rows after the latest checkpoint up to `through`: checks each as verify
  * does while writing it to `out`, fsyncs the file, appends the checkpoint row, then deletes the
- * rows a batch at a time and gives their space back. Refuses (FST_G2SENTRY_ARCHIVE_REFUSED,
+ * rows a batch at a time and gives their space back. With `through` the latest checkpoint's and
+ * rows up to it still in the log (a deletion cut short), finishes the deletion only. Refuses (FST_G2SENTRY_ARCHIVE_REFUSED,
  * nothing written to the log, no file left) when `through` is past the chain head or a consumer's
  * checkpoint, not after the latest checkpoint, or when a row to archive does not verify.
  */
@@ -77,6 +83,10 @@ export async function archiveLog (store: G2SentryStore, options: ArchiveOptions)
   const latest = await archive.latestCheckpoint()
   const after = latest?.record.through ?? 0
   if (through > (head?.seq ?? 0)) throw refuse(`seq ${through} is past the chain's head (seq ${head?.seq ?? 0})`)
+  if (through === after && latest !== undefined && ((await store.readLog({ limit: 1 }))[0]?.seq ?? Infinity) <= after) {
+    // The checkpoint was written but the deletion was cut short (a crash, a kill): finish it.
+    return finishDeletion(archive, options, latest.seq, latest.record)
+  }
   if (through <= after) throw refuse(`seq ${through} is archived already: the latest checkpoint (seq ${latest?.seq ?? 0}) covers rows up to ${after}`)
   for (const consumer of await store.listConsumers()) {
     if (consumer.checkpoint < through) throw refuse(`consumer ${consumer.name} has handled rows up to seq ${consumer.checkpoint} only; it would miss the rest`)
@@ -160,12 +170,32 @@ export async function archiveLog (store: G2SentryStore, options: ArchiveOptions)
     projectionHash: record.projection,
     checkpointSeq,
     deleted: 0,
-    space: null
+    space: null,
+    resumed: false
   }
   if (options.keepRows === true) return result
   result.deleted = await archive.deleteArchived(through, { batchSize: options.batchSize })
   result.space = await archive.reclaimSpace()
   return result
+}
+
+/** The deletion of an archive whose checkpoint is written, carried on from the first row left; no file is written. */
+async function finishDeletion (archive: LogArchive, options: ArchiveOptions, checkpointSeq: number, record: CheckpointRecord): Promise<ArchiveResult> {
+  const deleted = await archive.deleteArchived(record.through, { batchSize: options.batchSize })
+  return {
+    fromSeq: 0,
+    throughSeq: record.through,
+    rows: record.rows,
+    jobs: record.jobs,
+    file: record.file,
+    bytes: 0,
+    sha256: record.sha256,
+    projectionHash: record.projection,
+    checkpointSeq,
+    deleted,
+    space: await archive.reclaimSpace(),
+    resumed: true
+  }
 }
 
 /** Makes the file's directory entry durable too (a no-op where a directory cannot be opened to sync). */

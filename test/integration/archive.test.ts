@@ -14,6 +14,7 @@ import { server, SseClient } from '../helpers/stream-helpers.js'
 import { projectionHash } from '../../src/log/archive-file.js'
 import { sqliteStore } from '../../src/index.js'
 import { auditInRanges } from '../../src/log/audit.js'
+import { archiveLog } from '../../src/log/archive.js'
 
 const PHONE_A = '+15550100001'
 const PHONE_B = '+15550100002'
@@ -208,6 +209,29 @@ for (const backend of [sqlite, postgres]) {
       t.equal(verify.code, 1)
       t.match(verify.stdout, /chain: BROKEN at seq 13/)
     })
+  })
+}
+
+for (const backend of [sqlite, postgres]) {
+  t.test(`${backend.name}: a deletion cut short is finished by archiving through the same seq again`, async (t) => {
+    if (backend === postgres && !await requirePg(t)) return
+    const dir = t.testdir()
+    const { database } = await backend.open(t, dir)
+    const { app } = await server(t, { database })
+    for (const payload of DELIVERIES) await post(app, payload)
+    const result = await archiveLog(app.g2sentry.store, { through: 6, out: join(dir, 'a.ndjson'), keepRows: true })
+    t.match(result, { checkpointSeq: 11, deleted: 0, resumed: false })
+    t.equal((await app.g2sentry.store.readLog({ limit: 100 })).length, 11, 'the checkpoint is written, the rows are still there')
+    t.ok((await app.g2sentry.audit()).ok, 'verify passes meanwhile: it starts after the checkpoint')
+    t.same((await app.g2sentry.store.rebuild({ dryRun: true })).differingJobs, [])
+    const run = await cli('archive', '--db', database, '--through', '6', '--out', join(dir, 'b.ndjson'))
+    t.equal(run.code, 0, run.stderr)
+    t.match(run.stdout, /the checkpoint at seq 11 \(rows up to 6, in a\.ndjson\) was written, its deletion was cut short: finishing it[\s\S]*6 rows deleted/)
+    t.notOk(existsSync(join(dir, 'b.ndjson')), 'no second file')
+    t.same((await app.g2sentry.store.readLog({ limit: 100 })).map((row) => row.seq), [7, 8, 9, 10, 11])
+    const again = await cli('archive', '--db', database, '--through', '6', '--out', join(dir, 'c.ndjson'))
+    t.equal(again.code, 1, 'then it is archived already')
+    t.ok((await app.g2sentry.audit()).ok)
   })
 }
 

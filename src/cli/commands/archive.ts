@@ -14,7 +14,9 @@ the space back (SQLite: incremental_vacuum, on files made by this version; Postg
 Check a file with g2sentry verify --archive FILE. The file holds raw bodies and phone numbers:
 personal data, to be kept as safely as the database.
 Refused (exit 1, nothing changed) when --through is past the chain's head or a consumer's
-checkpoint, at or before the latest checkpoint, or when a row to archive does not verify.`,
+checkpoint, at or before the latest checkpoint, or when a row to archive does not verify. When
+--through is the latest checkpoint's and its rows are still there (a deletion cut short), the
+deletion is finished, and no file is written.`,
   options: {
     db: { type: 'string' },
     through: { type: 'string' },
@@ -33,7 +35,8 @@ checkpoint, at or before the latest checkpoint, or when a row to archive does no
       const { archiveLog } = await import('../../log/archive.js')
       const started = performance.now()
       const result = await archiveLog(store, { through, out: file, secrets: values.secret, batchSize })
-      await out(`archived rows ${result.fromSeq}…${result.throughSeq} (${result.rows} rows, ${result.jobs} jobs) to ${result.file}, ${result.bytes} bytes, sha256 ${result.sha256}`)
+      if (result.resumed) await out(`the checkpoint at seq ${result.checkpointSeq} (rows up to ${result.throughSeq}, in ${result.file}) was written, its deletion was cut short: finishing it`)
+      else await out(`archived rows ${result.fromSeq}…${result.throughSeq} (${result.rows} rows, ${result.jobs} jobs) to ${result.file}, ${result.bytes} bytes, sha256 ${result.sha256}`)
       await out(`checkpoint: seq ${result.checkpointSeq}; ${result.deleted} rows deleted from the log`)
       const space = result.space
       if (space?.method === 'incremental') await out(`space: ${space.pagesFreed ?? 0} pages returned to the file system`)
