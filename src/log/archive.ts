@@ -20,7 +20,7 @@ export interface ArchiveOptions {
   out: string
   /** With secrets, every callback row whose body is kept must be signed by one of them. */
   secrets?: readonly string[] | undefined
-  /** Seqs deleted per transaction (default 5,000). */
+  /** Seqs deleted per transaction (default: the store's, 1,000 on SQLite, 5,000 on PostgreSQL). */
   batchSize?: number | undefined
   /** Stop once the checkpoint is written, leaving the rows (for tests of a deletion cut short). */
   keepRows?: boolean | undefined

@@ -9,7 +9,8 @@ line per row with its body and every hash, and a checkpoint line; it must not ex
 each row as verify does (and, with --secret, its signature) as it goes. Once the file is synced,
 appends a checkpoint record to the chain naming the file's SHA-256, the last row's hash and a
 hash of the projection as of that row, keeps that projection for rebuild, then deletes the rows,
---batch seqs per transaction (default 5,000; callbacks are answered between batches), and gives
+--batch seqs per transaction (default 1,000 on SQLite, 5,000 on PostgreSQL; callbacks are
+answered between batches), and gives
 the space back (SQLite: incremental_vacuum, on files made by this version; PostgreSQL: VACUUM).
 Check a file with g2sentry verify --archive FILE. The file holds raw bodies and phone numbers:
 personal data, to be kept as safely as the database.

@@ -4,7 +4,7 @@
 // auto_vacuum INCREMENTAL (sqlite-connection.ts), so `incremental_vacuum` returns its free pages
 // to the file system; an older file keeps them free inside it until one VACUUM converts it.
 import type Database from 'better-sqlite3'
-import { setImmediate as nextTurn } from 'node:timers/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { errors } from '../../errors.js'
 import { readCheckpoint } from '../../log/records.js'
 import type { LogArchive } from '../contract.js'
@@ -12,9 +12,23 @@ import { EVENT_INSERT_COLUMNS, EVENT_WIDTH, JOB_COLUMNS, jobParams, recordParams
 import { HEAD_SQL } from './sqlite-connection.js'
 
 /** Seqs deleted per transaction by default. */
-export const DELETE_BATCH = 5000
+export const DELETE_BATCH = 1000
 /** Pages `incremental_vacuum` gives back per step: each step holds the write lock. */
-const VACUUM_STEP = 2000
+const VACUUM_STEP = 200
+/**
+ * The pause after each batch or step, at least: another process's append waiting for the lock
+ * sleeps up to 25 ms between tries (busy-retry.ts), so a shorter gap may be missed and the
+ * archive would hold the lock batch after batch.
+ */
+const GAP_MS = 30
+
+/** Runs `work`, then waits as long as it took (GAP_MS at least): the lock is held half the time at most. */
+async function withGap<T> (work: () => Promise<T>): Promise<T> {
+  const started = performance.now()
+  const result = await work()
+  await sleep(Math.max(GAP_MS, performance.now() - started))
+  return result
+}
 
 /** The latest checkpoint row's body, as the rebuild and the store read it. */
 export const LATEST_CHECKPOINT_SQL = 'SELECT seq, raw_body FROM main.events WHERE source = \'checkpoint\' ORDER BY seq DESC LIMIT 1'
@@ -73,9 +87,14 @@ export function sqliteArchive (db: Database.Database, step: <T>(work: () => T) =
       // From the first row left, so a deletion that was cut short starts where it stopped.
       for (let from = (await step(() => firstSeq.get()?.seq) ?? through + 1) - 1; from < through; from += batch) {
         const upTo = Math.min(from + batch, through)
-        deleted += await step(() => deleteRange.run(from, upTo).changes)
-        // Appends queued meanwhile commit between the batches.
-        await nextTurn()
+        // Appends waiting for the lock, in this process or another, commit between the batches.
+        deleted += await withGap(async () => {
+          const changes = await step(() => deleteRange.run(from, upTo).changes)
+          // The WAL copied back here, by the archive, rather than by an append's commit that
+          // crosses the autocheckpoint threshold (on the server's event loop).
+          db.pragma('wal_checkpoint(PASSIVE)')
+          return changes
+        })
       }
       return deleted
     },
@@ -88,9 +107,11 @@ export function sqliteArchive (db: Database.Database, step: <T>(work: () => T) =
       for (;;) {
         const free = Number(db.pragma('freelist_count', { simple: true }))
         if (free === 0) break
-        await step(() => db.pragma(`incremental_vacuum(${VACUUM_STEP})`))
+        await withGap(async () => {
+          await step(() => db.pragma(`incremental_vacuum(${VACUUM_STEP})`))
+          db.pragma('wal_checkpoint(PASSIVE)')
+        })
         pagesFreed += Math.min(free, VACUUM_STEP)
-        await nextTurn()
       }
       // The file shrinks only once the WAL is copied back into it.
       db.pragma('wal_checkpoint(TRUNCATE)')
