@@ -194,6 +194,22 @@ for (const backend of [sqlite, postgres]) {
       t.equal(projectionHash(jobs), JSON.parse(readFileSync(second, 'utf8').trimEnd().split('\n').at(-1) as string).projectionHash)
     })
 
+    t.test('erasure after an archive: the projection kept loses the phone, its hash still holds', async (t) => {
+      const result = await app.g2sentry.redact({ jobId: 3 })
+      t.match(result, { jobs: [3], rows: 1 }, 'the one row of job 3 left in the log')
+      const kept = (await app.g2sentry.store.checkpointJobs?.() ?? []).find((job) => job.jobId === 3)
+      t.equal(kept?.guardianPhone, '[redacted 1]', 'the projection kept at the checkpoint has the placeholder')
+      const verify = await cli('verify', '--db', database, '--secret', SECRET)
+      t.equal(verify.code, 0, verify.stdout)
+      t.same((await app.g2sentry.store.rebuild({ dryRun: true })).differingJobs, [])
+      const latest = await app.g2sentry.store.latestCheckpoint?.()
+      const request = { record: latest?.record as NonNullable<typeof latest>['record'], jobs: [], at: Date.now() }
+      await t.rejects(app.g2sentry.store.checkpoint?.({ ...request, after: 12, readAt: 14 }) as Promise<unknown>,
+        { code: 'FST_G2SENTRY_ARCHIVE_REFUSED', message: /a redaction was made meanwhile/ }, 'a checkpoint over rows read before a redaction is refused')
+      await t.rejects(app.g2sentry.store.checkpoint?.({ ...request, after: 8, readAt: 100 }) as Promise<unknown>,
+        { code: 'FST_G2SENTRY_ARCHIVE_REFUSED', message: /another archive was made meanwhile/ })
+    })
+
     t.test('an edit of the projection kept at the checkpoint fails verify', async (t) => {
       await sql('UPDATE checkpoint_jobs SET version = version + 1 WHERE job_id = 1')
       const verify = await cli('verify', '--db', database)
