@@ -132,6 +132,12 @@ function parseLine (text: string): Record<string, unknown> | undefined {
   }
 }
 
+/** Where the archive file before the next one ended: its last row, and the projection replayed through it. */
+export interface ArchiveContinuation {
+  last: Link
+  states: Map<number, JobState>
+}
+
 /** A problem found in an archive file, by line (1 is the header). */
 export interface ArchiveProblem { line: number; problem: string }
 
@@ -147,13 +153,16 @@ export interface ArchiveReport {
   redactedRows: number
   records: number
   /**
-   * Whether the projection replayed from the file's rows has the checkpoint's hash: checked only
-   * for a file that starts the log (`fromSeq` 1); a later file continues a projection it does not hold.
+   * Whether the projection replayed from the file's rows has the checkpoint's hash: checked for a
+   * file that starts the log (`fromSeq` 1), or checked after the file before it; a later file
+   * alone continues a projection it does not hold.
    */
   projection: 'ok' | 'differs' | 'not checked'
   /** The first problems found (at most 100), in line order. */
   problems: ArchiveProblem[]
   ok: boolean
+  /** What the next file is checked after, when files are checked in order (`verify --archive A --archive B`). */
+  next?: ArchiveContinuation | undefined
 }
 
 const MAX_PROBLEMS = 100
@@ -165,7 +174,9 @@ const MAX_PROBLEMS = 100
  * and that the file ends exactly at the checkpoint line, whose seq, hash and row count match the
  * rows. Rows must run without a gap from `fromSeq` to `throughSeq`.
  */
-export async function verifyArchive (lines: AsyncIterable<string> | Iterable<string>, secrets: readonly string[] = []): Promise<ArchiveReport> {
+export async function verifyArchive (
+  lines: AsyncIterable<string> | Iterable<string>, secrets: readonly string[] = [], after?: ArchiveContinuation
+): Promise<ArchiveReport> {
   const keys: KeyObject[] = secrets.map((secret) => createSecretKey(Buffer.from(secret, 'utf8')))
   const report: ArchiveReport = {
     header: null,
@@ -181,10 +192,11 @@ export async function verifyArchive (lines: AsyncIterable<string> | Iterable<str
     ok: false
   }
   const problem = (line: number, text: string) => { if (report.problems.length < MAX_PROBLEMS) report.problems.push({ line, problem: text }) }
-  const states = new Map<number, JobState>()
+  const states = after?.states ?? new Map<number, JobState>()
   let previous: Link | undefined
   let number = 0
   let ended = false
+  let replaying = false
   for await (const text of lines) {
     number++
     if (text === '' && number > 1) { problem(number, 'an empty line'); continue }
@@ -195,6 +207,11 @@ export async function verifyArchive (lines: AsyncIterable<string> | Iterable<str
         problem(1, `the first line is not a ${ARCHIVE_FORMAT} version ${ARCHIVE_VERSION} header`)
         break
       }
+      if (after !== undefined && (report.header.fromSeq !== after.last.seq + 1 || report.header.prevHash !== after.last.hash)) {
+        problem(1, `the file does not continue the one before it (which ends at seq ${after.last.seq})`)
+      }
+      // With the file before it, its rows replay from that file's projection.
+      replaying = report.header.fromSeq === 1 || after !== undefined
       if (report.header.fromSeq > 1) previous = { seq: report.header.fromSeq - 1, hash: report.header.prevHash }
       else if (report.header.prevHash !== null) problem(1, 'the header starts the log (fromSeq 1) but names a previous hash')
       continue
@@ -211,7 +228,7 @@ export async function verifyArchive (lines: AsyncIterable<string> | Iterable<str
       }
       if (checkpoint.throughHash !== (previous?.hash ?? null)) problem(number, 'the checkpoint\'s throughHash is not the last row\'s hash')
       if (checkpoint.rows !== report.rows) problem(number, `the checkpoint says ${checkpoint.rows} rows, the file holds ${report.rows}`)
-      if (header?.fromSeq === 1) {
+      if (replaying) {
         report.projection = projectionHash(states.values()) === checkpoint.projectionHash && states.size === checkpoint.jobs ? 'ok' : 'differs'
         if (report.projection === 'differs') problem(number, 'the projection replayed from the rows does not have the checkpoint\'s projectionHash')
       }
@@ -234,7 +251,7 @@ export async function verifyArchive (lines: AsyncIterable<string> | Iterable<str
       }
     }
     // A file that starts the log replays from nothing; a later one continues states it does not hold.
-    if (report.header?.fromSeq === 1) {
+    if (replaying) {
       const replayed = projectRow(states, row)
       if (replayed !== undefined && replayed !== row.outcome && found === null) problem(number, `seq ${row.seq}: was ${row.outcome} live, replays to ${replayed}`)
     }
@@ -243,5 +260,6 @@ export async function verifyArchive (lines: AsyncIterable<string> | Iterable<str
   if (number === 0) problem(1, 'the file is empty')
   else if (!ended && report.header !== null) problem(number + 1, 'the file ends without its checkpoint line (cut short?)')
   report.ok = report.problems.length === 0
+  report.next = { last: previous ?? { seq: 0, hash: null }, states }
   return report
 }

@@ -94,10 +94,12 @@ export async function archiveLog (store: G2SentryStore, options: ArchiveOptions)
 
   const states = new Map<number, JobState>()
   const archived = new Map<number, number>()
+  const lastSeqs = new Map<number, number>()
   for (const job of await archive.checkpointJobs()) {
-    const { archived: count, ...state } = job
+    const { archived: count, lastSeq, ...state } = job
     states.set(job.jobId, state)
     archived.set(job.jobId, count)
+    lastSeqs.set(job.jobId, lastSeq)
   }
   const now = options.now ?? Date.now()
   const header: ArchiveHeader = {
@@ -131,7 +133,10 @@ export async function archiveLog (store: G2SentryStore, options: ArchiveOptions)
       }
       const replayed = projectRow(states, row)
       if (replayed !== undefined && replayed !== row.outcome) throw refuse(`row ${row.seq} was ${row.outcome} live but replays to ${replayed}`)
-      if (row.source !== 'redaction' && row.source !== 'checkpoint') archived.set(row.jobId, (archived.get(row.jobId) ?? 0) + 1)
+      if (row.source !== 'redaction' && row.source !== 'checkpoint') {
+        archived.set(row.jobId, (archived.get(row.jobId) ?? 0) + 1)
+        lastSeqs.set(row.jobId, row.seq)
+      }
       await write(archiveLine(row) + '\n')
       previous = { seq: row.seq, hash: row.hash }
       rows++
@@ -150,7 +155,7 @@ export async function archiveLog (store: G2SentryStore, options: ArchiveOptions)
   await file.close()
   await syncDirectory(dirname(options.out))
 
-  const jobs: CheckpointJob[] = [...states.values()].map((state) => ({ ...state, archived: archived.get(state.jobId) ?? 0 }))
+  const jobs: CheckpointJob[] = [...states.values()].map((state) => ({ ...state, archived: archived.get(state.jobId) ?? 0, lastSeq: lastSeqs.get(state.jobId) ?? 0 }))
   let checkpointSeq: number
   try {
     ({ seq: checkpointSeq } = await archive.checkpoint({ record, jobs, at: now, after, readAt: head?.seq ?? 0 }))

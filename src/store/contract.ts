@@ -286,6 +286,8 @@ export interface LogLifecycle {
 /** A job's state in the projection kept at the latest checkpoint, with how many of its rows the archives hold. */
 export interface CheckpointJob extends JobState {
   archived: number
+  /** The seq of the job's last archived row (0 when none). */
+  lastSeq: number
 }
 
 /** The latest checkpoint row: its seq and its record. */

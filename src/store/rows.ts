@@ -93,9 +93,9 @@ export const toJob = (row: JobRow): JobState => ({
 })
 
 /** A row of `checkpoint_jobs`: a projection row and how many of the job's rows the archives hold. */
-export type CheckpointJobRow = JobRow & { archived: number }
+export type CheckpointJobRow = JobRow & { archived: number; last_seq: number }
 
-export const toCheckpointJob = (row: CheckpointJobRow): CheckpointJob => ({ ...toJob(row), archived: row.archived })
+export const toCheckpointJob = (row: CheckpointJobRow): CheckpointJob => ({ ...toJob(row), archived: row.archived, lastSeq: row.last_seq })
 
 export const jobParams = (job: JobState) => [
   job.jobId, job.jobName, job.status, job.guardianPhone, job.lastEventType,

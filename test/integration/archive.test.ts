@@ -185,6 +185,12 @@ for (const backend of [sqlite, postgres]) {
       const verified = await cli('verify', '--archive', second, '--secret', SECRET)
       t.equal(verified.code, 0, verified.stdout)
       t.match(verified.stdout, /projection: not checked/)
+      const both = await cli('verify', '--archive', file, '--archive', second, '--secret', SECRET)
+      t.equal(both.code, 0, both.stdout)
+      t.match(both.stdout, /archive-2\.ndjson:\narchive: rows 9…12[\s\S]*projection: ok\nok: the archives are intact/, 'both files in order: the second\'s projection replays from the first')
+      const reversed = await cli('verify', '--archive', second, '--archive', file)
+      t.equal(reversed.code, 1)
+      t.match(reversed.stdout, /line 1: the file does not continue the one before it \(which ends at seq 12\)/)
       const verify = await cli('verify', '--db', database, '--secret', SECRET)
       t.equal(verify.code, 0, verify.stdout)
       t.same((await app.g2sentry.store.rebuild({ dryRun: true })).differingJobs, [])
@@ -248,6 +254,22 @@ for (const backend of [sqlite, postgres]) {
     const again = await cli('archive', '--db', database, '--through', '6', '--out', join(dir, 'c.ndjson'))
     t.equal(again.code, 1, 'then it is archived already')
     t.ok((await app.g2sentry.audit()).ok)
+
+    // Every row of job 4 (9, 10; InProgress) archived: the reconciler's conditional append compares with the kept last seq.
+    await archiveLog(app.g2sentry.store, { through: 10, out: join(dir, 'd.ndjson') })
+    const reconciled = (ifLastSeq: number) => app.g2sentry.store.appendIf?.({
+      jobId: 4,
+      eventType: 'Reconciled',
+      jobName: 'Open House at 123 Main St',
+      jobStatus: 'Completed',
+      rawBody: Buffer.from('{}'),
+      signature: '',
+      receivedAt: Date.now(),
+      source: 'api',
+      ifLastSeq
+    })
+    t.match(await reconciled(9), { outcome: 'superseded', lastSeq: 10 }, 'an answer read before row 10 loses')
+    t.match(await reconciled(10), { outcome: 'applied', status: 'Completed' }, 'an answer read after it is appended')
   })
 }
 

@@ -9,21 +9,28 @@ import type { JobState, LogRow } from '../../src/domain/types.js'
 import { assigned, bytesOf, completed, incoming, SECRET, started, withdrawn } from '../helpers/fixtures.js'
 
 /** Seqs 1…7: job 1 assigned, started, completed; job 2 assigned, withdrawn, assigned; then a redelivery. */
-function rows (): LogRow[] {
+const rows = (): LogRow[] => LOG
+
+/** Made once: each row's salt is random, and files of one log must hold the same rows. */
+const LOG = makeRows()
+
+function makeRows (): LogRow[] {
   const events = [assigned(1, { phone: '+15550000001' }), started(1), assigned(2), withdrawn(2), assigned(2), completed(1), started(1)]
     .map((payload, i) => incoming(payload, 1_700_000_000_000 + i))
   const { rows: planned } = planBatch(events, undefined, { state: () => undefined, lastSeq: () => 0, firstSameContent: () => null })
   return planned.map(fromColumns)
 }
 
-/** The archive of every row: a header, a line per row, the checkpoint. */
-function archive (): string[] {
-  const log = rows()
+/** The archive of rows `from`…`to` (default every row): a header, a line per row, the checkpoint. */
+function archive (from = 1, to = 7): string[] {
+  const all = rows()
+  const log = all.filter((row) => row.seq >= from && row.seq <= to)
   const states = new Map<number, JobState>()
-  for (const row of log) projectRow(states, row)
+  for (const row of all.filter((row) => row.seq <= to)) projectRow(states, row)
   const last = log[log.length - 1] as LogRow
+  const prevHash = from === 1 ? null : (all[from - 2] as LogRow).hash
   return [
-    JSON.stringify({ format: 'g2sentry-archive', version: 1, fromSeq: 1, throughSeq: last.seq, prevHash: null, createdAt: '2026-12-07T00:00:00.000Z' }),
+    JSON.stringify({ format: 'g2sentry-archive', version: 1, fromSeq: from, throughSeq: last.seq, prevHash, createdAt: '2026-12-07T00:00:00.000Z' }),
     ...log.map(archiveLine),
     JSON.stringify({ kind: 'checkpoint', throughSeq: last.seq, throughHash: last.hash, rows: log.length, projectionHash: projectionHash(states.values()), jobs: states.size })
   ]
@@ -96,4 +103,17 @@ t.test('the projection hash leaves the phone out and does not depend on order', 
   t.equal(projectionHash([job, other]), projectionHash([other, { ...job, guardianPhone: '[redacted 1]' }]))
   t.not(projectionHash([job]), projectionHash([{ ...job, version: 2 }]))
   t.equal(projectionHash([]), 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', 'no job: the SHA-256 of nothing')
+})
+
+t.test('files in order: the second continues the first, its projection replayed from the first\'s', async (t) => {
+  const first = await verifyArchive(archive(1, 4), [SECRET])
+  t.match(first, { ok: true, rows: 4, projection: 'ok' })
+  t.match(await verifyArchive(archive(5, 7), [SECRET]), { ok: true, rows: 3, projection: 'not checked' }, 'alone, its projection cannot be replayed')
+  const continued = await verifyArchive(archive(5, 7), [SECRET], first.next)
+  t.same(continued.problems, [])
+  t.match(continued, { ok: true, rows: 3, projection: 'ok' })
+  const wrongOrder = await verifyArchive(archive(1, 4), [SECRET], (await verifyArchive(archive(5, 7), [SECRET])).next)
+  t.match(wrongOrder.problems[0], { line: 1, problem: 'the file does not continue the one before it (which ends at seq 7)' })
+  const edited = archive(5, 7).map((line, i) => i === 3 ? line.replace('"outcome":"stale"', '"outcome":"applied"') : line)
+  t.notOk((await verifyArchive(edited, [SECRET], first.next)).ok)
 })

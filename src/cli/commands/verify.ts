@@ -6,7 +6,7 @@ import { describeRebuild, describeRedactions } from '../render.js'
 
 export const verify = defineCommand({
   summary: 'check the hash chain, the signatures and the projection (exit 1 on any problem)',
-  usage: 'Usage: g2sentry verify --db FILE|URL [--secret SECRET]... [--workers N]\n       g2sentry verify --archive FILE [--secret SECRET]...',
+  usage: 'Usage: g2sentry verify --db FILE|URL [--secret SECRET]... [--workers N]\n       g2sentry verify --archive FILE [--archive FILE]... [--secret SECRET]...',
   help: `Checks the log as evidence, changing nothing:
   - the hash chain: every row links to the one before it, its stored fields match its hash and
     its raw body, and no row is missing (the first broken seq is reported);
@@ -27,17 +27,19 @@ have the hash the checkpoint names, and the replay starts from it.
 --archive FILE checks an archive file instead (g2sentry archive): its header, every row's link
 and hash as above, signatures with --secret (rows whose body is kept), erased rows, and that it
 ends exactly at its checkpoint line with the last row's seq and hash. Every problem names its line.
+Several --archive files, in order, are checked as one: each must continue the one before it, and
+each file's projection hash is replayed from the first file's first row.
 Exit code 0 when all hold, 1 otherwise.`,
   options: {
     db: { type: 'string' },
     secret: { type: 'string', multiple: true },
     workers: { type: 'string' },
-    archive: { type: 'string' }
+    archive: { type: 'string', multiple: true }
   },
   async run (values, { out }) {
     if (values.archive !== undefined) {
       if (values.db !== undefined) throw new UsageError('give --db or --archive, not both')
-      return verifyArchiveFile(values.archive, values.secret ?? [], out)
+      return verifyArchiveFiles(values.archive, values.secret ?? [], out)
     }
     const workers = wholeNumber('workers', values.workers)
     return withLog(values.db, 'read', async (store) => {
@@ -66,19 +68,26 @@ Exit code 0 when all hold, 1 otherwise.`,
   }
 })
 
-/** `verify --archive`: the file's lines checked in order, a summary, every problem with its line. */
-async function verifyArchiveFile (file: string, secrets: readonly string[], out: Out): Promise<number> {
+/** `verify --archive`: each file's lines checked in order, after the file before it; a summary, every problem with its line. */
+async function verifyArchiveFiles (files: readonly string[], secrets: readonly string[], out: Out): Promise<number> {
   const { verifyArchive } = await import('../../log/archive-file.js')
-  const lines = createInterface({ input: createReadStream(file), crlfDelay: Infinity })
-  const report = await verifyArchive(lines, secrets)
-  const { header, checkpoint } = report
-  if (header !== null) await out(`archive: rows ${header.fromSeq}…${header.throughSeq}, written ${header.createdAt}`)
-  await out(`rows: ${report.rows}${report.redactedRows > 0 ? `, ${report.redactedRows} erased` : ''}${report.apiRows > 0 ? `, ${report.apiRows} from the Partner API` : ''}` +
-    `${report.records > 0 ? `, ${report.records} records` : ''}`)
-  await out(report.unsigned === null ? 'signatures: not checked (give --secret to check them)' : `signatures: ${report.signed} signed, ${report.unsigned} signed by none of the given secrets`)
-  if (checkpoint !== null) await out(`checkpoint: through seq ${checkpoint.throughSeq}, hash ${checkpoint.throughHash ?? 'none'}, ${checkpoint.jobs} jobs`)
-  await out(`projection: ${report.projection === 'not checked' ? 'not checked (the file continues an earlier archive)' : report.projection}`)
-  for (const { line, problem } of report.problems) await out(`line ${line}: ${problem}`)
-  await out(report.ok ? 'ok: the archive is intact' : 'FAILED')
-  return report.ok ? 0 : 1
+  let ok = true
+  let after: Awaited<ReturnType<typeof verifyArchive>>['next']
+  for (const file of files) {
+    const lines = createInterface({ input: createReadStream(file), crlfDelay: Infinity })
+    const report = await verifyArchive(lines, secrets, after)
+    after = report.next
+    const { header, checkpoint } = report
+    if (files.length > 1) await out(`${file}:`)
+    if (header !== null) await out(`archive: rows ${header.fromSeq}…${header.throughSeq}, written ${header.createdAt}`)
+    await out(`rows: ${report.rows}${report.redactedRows > 0 ? `, ${report.redactedRows} erased` : ''}${report.apiRows > 0 ? `, ${report.apiRows} from the Partner API` : ''}` +
+      `${report.records > 0 ? `, ${report.records} records` : ''}`)
+    await out(report.unsigned === null ? 'signatures: not checked (give --secret to check them)' : `signatures: ${report.signed} signed, ${report.unsigned} signed by none of the given secrets`)
+    if (checkpoint !== null) await out(`checkpoint: through seq ${checkpoint.throughSeq}, hash ${checkpoint.throughHash ?? 'none'}, ${checkpoint.jobs} jobs`)
+    await out(`projection: ${report.projection === 'not checked' ? 'not checked (the file continues an earlier archive: give that one first)' : report.projection}`)
+    for (const { line, problem } of report.problems) await out(`line ${line}: ${problem}`)
+    ok &&= report.ok
+  }
+  await out(ok ? `ok: the ${files.length === 1 ? 'archive is' : 'archives are'} intact` : 'FAILED')
+  return ok ? 0 : 1
 }

@@ -57,10 +57,11 @@ export function postgresArchive (
         for (let i = 0; i < request.jobs.length; i += 5000) {
           const jobs = request.jobs.slice(i, i + 5000)
           const column = <K extends keyof CheckpointJob>(key: K) => jobs.map((job) => job[key])
-          await client.query(`INSERT INTO checkpoint_jobs (${JOB_COLUMNS}, archived)
-            SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::bigint[], $9::bigint[], $10::int[])`,
+          await client.query(`INSERT INTO checkpoint_jobs (${JOB_COLUMNS}, archived, last_seq)
+            SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::bigint[], $9::bigint[], $10::int[],
+              $11::bigint[])`,
           [column('jobId'), column('jobName'), column('status'), column('guardianPhone'), column('lastEventType'), column('version'),
-            column('eventCount'), column('createdAt'), column('updatedAt'), column('archived')])
+            column('eventCount'), column('createdAt'), column('updatedAt'), column('archived'), column('lastSeq')])
         }
         return next.seq
       })

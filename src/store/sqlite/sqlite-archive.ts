@@ -50,7 +50,7 @@ export function sqliteArchive (db: Database.Database, step: <T>(work: () => T) =
   const redactionsAfter = db.prepare<[number], { n: number }>('SELECT count(*) AS n FROM events WHERE source = \'redaction\' AND seq > ?')
   const insertRecord = db.prepare(`INSERT INTO events (${EVENT_INSERT_COLUMNS}) VALUES (${Array(EVENT_WIDTH).fill('?').join(', ')})`)
   const clearJobs = db.prepare('DELETE FROM checkpoint_jobs')
-  const insertJob = db.prepare(`INSERT INTO checkpoint_jobs (${JOB_COLUMNS}, archived) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+  const insertJob = db.prepare(`INSERT INTO checkpoint_jobs (${JOB_COLUMNS}, archived, last_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
   const selectJobs = db.prepare<[], CheckpointJobRow>('SELECT * FROM checkpoint_jobs ORDER BY job_id')
   const selectArchived = db.prepare<[number], { archived: number }>('SELECT archived FROM checkpoint_jobs WHERE job_id = ?')
   const deleteRange = db.prepare<[number, number]>('DELETE FROM events WHERE seq > ? AND seq <= ?')
@@ -70,7 +70,7 @@ export function sqliteArchive (db: Database.Database, step: <T>(work: () => T) =
     const { params, next } = recordParams('checkpoint', { checkpoint: request.record }, request.at, selectHead.get())
     insertRecord.run(params)
     clearJobs.run()
-    for (const job of request.jobs) insertJob.run([...jobParams(job), job.archived])
+    for (const job of request.jobs) insertJob.run([...jobParams(job), job.archived, job.lastSeq])
     return next.seq
   })
 
