@@ -55,7 +55,8 @@ export const errors = {
   NAMESPACE_TAKEN: createError('FST_G2SENTRY_NAMESPACE_TAKEN', 'fastify-g2sentry is already registered %s in this app: give each registration its own namespace', 500),
   DATABASE_OPEN_FAILED: createError('FST_G2SENTRY_DATABASE_OPEN_FAILED', 'could not open the PostgreSQL log at %s: %s', 500),
   REDACTION_REFUSED: createError('FST_G2SENTRY_REDACTION_REFUSED',
-    'job %d was not redacted: its row %d does not verify (%s); erasing it would hide that, run g2sentry verify', 409)
+    'job %d was not redacted: its row %d does not verify (%s); erasing it would hide that, run g2sentry verify', 409),
+  ARCHIVE_REFUSED: createError('FST_G2SENTRY_ARCHIVE_REFUSED', 'the log was not archived: %s', 409)
 } as const
 
 /**

@@ -184,11 +184,13 @@ export interface JoinedRanges {
  * seq order) into what one pass over the whole log finds: the first broken row is the first of
  * the first range that has one, once each range's first row is checked against the last row
  * before it. `head` is the chain head as of the last range's rows: a row missing at the end of
- * the log shows only there.
+ * the log shows only there. `start` is the last row the latest archive moved out of the log
+ * (its checkpoint's seq and hash), which the first range's first row follows.
  */
-export function joinRanges (ranges: readonly RangeReport[], head: ChainHead | undefined): JoinedRanges {
+export function joinRanges (ranges: readonly RangeReport[], head: ChainHead | undefined, start?: Link): JoinedRanges {
   const joined: JoinedRanges = { events: 0, apiRows: 0, redactedRows: 0, records: 0, unsigned: [], broken: null, unchainedRows: 0 }
-  let previous: Link | undefined
+  // After an archive, the first row left links to the checkpoint's last archived row.
+  let previous: Link | undefined = start
   for (const range of ranges) {
     joined.events += range.events
     joined.apiRows += range.apiRows

@@ -4,8 +4,13 @@ import type { ChainHead } from '../store/rows.js'
 import { checkRange, type RangeReport } from './audit-check.js'
 import { startWorker } from '../worker-thread.js'
 
-/** The ranges of a log to check: ranges of `rangeSize` seqs from seq 1, the last running to the end of the log. */
+/**
+ * The ranges of a log to check: ranges of `rangeSize` seqs after `start` (the latest archive's
+ * last row, or 0), the last running to the end of the log.
+ */
 export interface RangeJob {
+  /** The seq the first range starts after; default 0. */
+  start?: number | undefined
   /** Where the log is, as `openStore` takes it. */
   database: string
   secrets: readonly string[]
@@ -42,7 +47,7 @@ export type CheckRanges = (job: RangeJob) => { result: Promise<CheckedRanges>; t
 export async function checkTakenRanges (reader: LogReader, job: RangeJob, take: () => number, post: (message: RangeMessage) => void): Promise<void> {
   const { secrets, ranges, rangeSize, pageSize } = job
   for (let index = take(); index < ranges; index = take()) {
-    const after = index * rangeSize
+    const after = (job.start ?? 0) + index * rangeSize
     // The last range runs to the end of the log, in one snapshot with the chain head it is judged against.
     post(index < ranges - 1
       ? { index, report: await checkRange(reader, secrets, after, after + rangeSize, pageSize) }

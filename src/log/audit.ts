@@ -4,6 +4,8 @@ import { errors } from '../errors.js'
 import { canReopen } from '../store/log-reader.js'
 import { checkRange, joinRanges, type JoinedRanges } from './audit-check.js'
 import { auditRedactions, type RedactionAudit } from './audit-redactions.js'
+import { projectionHash } from './archive-file.js'
+import type { Link } from './audit-check.js'
 import { checkInThisThread, checkInWorkerThreads, type CheckRanges, type RangeJob } from './audit-workers.js'
 
 /** What `auditLog` found: the chain, the signatures and the projection. */
@@ -27,6 +29,12 @@ export interface AuditReport {
    */
   redactions: RedactionAudit | null
   projection: RebuildReport
+  /**
+   * The latest archive, when the log was archived: the rows up to `through` are in its file and
+   * the chain is checked from the row after it; `projectionOk` says whether the projection kept
+   * at the checkpoint (which a rebuild starts from) still has the hash the checkpoint names.
+   */
+  archive: { checkpointSeq: number; through: number; file: string; sha256: string; projectionOk: boolean } | null
   ok: boolean
 }
 
@@ -69,21 +77,41 @@ export async function auditLog (store: G2SentryStore, options: AuditOptions = {}
   const workers = options.workers ?? availableParallelism()
   if (!Number.isSafeInteger(workers) || workers < 0) throw new errors.INVALID_OPTION(`workers must be a whole number, got ${workers}`)
   const { database } = options
+  const archive = await archiveOf(store)
+  const start = archive?.start
   if (database !== undefined && canReopen(database) && workers > 0) {
     // Ranges up to the head as it is now; the last range takes whatever follows.
-    const ranges = Math.ceil(((await store.chainHead())?.seq ?? 0) / rangeSize)
-    if (ranges > 1) return inRanges(store, { database, secrets, ranges, rangeSize, pageSize }, checkInWorkerThreads(Math.min(workers, ranges)))
+    const ranges = Math.ceil((((await store.chainHead())?.seq ?? 0) - (start?.seq ?? 0)) / rangeSize)
+    if (ranges > 1) return inRanges(store, { database, secrets, ranges, rangeSize, pageSize, start: start?.seq }, checkInWorkerThreads(Math.min(workers, ranges)), archive)
   }
-  const checked = joinRanges([await checkRange({ page: (after, _upTo, limit) => store.readLog({ afterSeq: after, limit }) }, secrets, 0, undefined, pageSize)],
-    await store.chainHead())
-  return assemble(checked, await store.rebuild({ dryRun: true }), await redactionsOf(store), secrets)
+  const checked = joinRanges([await checkRange({ page: (after, _upTo, limit) => store.readLog({ afterSeq: after, limit }) }, secrets, start?.seq ?? 0, undefined, pageSize)],
+    await store.chainHead(), start)
+  return assemble(checked, await store.rebuild({ dryRun: true }), await redactionsOf(store, start?.seq), secrets, archive)
+}
+
+interface ArchiveFound {
+  start: Link
+  report: NonNullable<AuditReport['archive']>
+}
+
+/** The latest archive's checkpoint, and whether the projection kept with it still has its hash. */
+async function archiveOf (store: G2SentryStore): Promise<ArchiveFound | undefined> {
+  if (store.latestCheckpoint === undefined || store.checkpointJobs === undefined) return undefined
+  const latest = await store.latestCheckpoint()
+  if (latest === undefined) return undefined
+  const { record } = latest
+  const projectionOk = projectionHash(await store.checkpointJobs()) === record.projection
+  return {
+    start: { seq: record.through, hash: record.hash },
+    report: { checkpointSeq: latest.seq, through: record.through, file: record.file, sha256: record.sha256, projectionOk }
+  }
 }
 
 /** The redaction pass, on a store that has the lifecycle methods. */
-async function redactionsOf (store: G2SentryStore): Promise<RedactionAudit | null> {
+async function redactionsOf (store: G2SentryStore, archivedThrough = 0): Promise<RedactionAudit | null> {
   const { readRecords, redactedBy, countRedacted } = store
   if (readRecords === undefined || redactedBy === undefined || countRedacted === undefined) return null
-  return auditRedactions({ readRecords: readRecords.bind(store), redactedBy: redactedBy.bind(store), countRedacted: countRedacted.bind(store) })
+  return auditRedactions({ readRecords: readRecords.bind(store), redactedBy: redactedBy.bind(store), countRedacted: countRedacted.bind(store) }, archivedThrough)
 }
 
 /**
@@ -93,22 +121,24 @@ async function redactionsOf (store: G2SentryStore): Promise<RedactionAudit | nul
 export async function auditInRanges (
   store: G2SentryStore, options: { database: string; secrets?: readonly string[]; rangeSize: number; pageSize: number }, check: CheckRanges = checkInThisThread
 ): Promise<AuditReport> {
-  const ranges = Math.max(1, Math.ceil(((await store.chainHead())?.seq ?? 0) / options.rangeSize))
-  return inRanges(store, { ...options, secrets: options.secrets ?? [], ranges }, check)
+  const archive = await archiveOf(store)
+  const start = archive?.start.seq ?? 0
+  const ranges = Math.max(1, Math.ceil((((await store.chainHead())?.seq ?? 0) - start) / options.rangeSize))
+  return inRanges(store, { ...options, secrets: options.secrets ?? [], ranges, start }, check, archive)
 }
 
-async function inRanges (store: G2SentryStore, job: RangeJob, check: CheckRanges): Promise<AuditReport> {
+async function inRanges (store: G2SentryStore, job: RangeJob, check: CheckRanges, archive: ArchiveFound | undefined): Promise<AuditReport> {
   const checking = check(job)
   try {
     // The projection replays in seq order in this thread while the ranges are checked.
     const [{ reports, head }, projection] = await Promise.all([checking.result, store.rebuild({ dryRun: true })])
-    return assemble(joinRanges(reports, head), projection, await redactionsOf(store), job.secrets)
+    return assemble(joinRanges(reports, head, archive?.start), projection, await redactionsOf(store, archive?.start.seq), job.secrets, archive)
   } finally {
     await checking.terminate()
   }
 }
 
-function assemble (checked: JoinedRanges, projection: RebuildReport, redactions: RedactionAudit | null, secrets: readonly string[]): AuditReport {
+function assemble (checked: JoinedRanges, projection: RebuildReport, redactions: RedactionAudit | null, secrets: readonly string[], archive?: ArchiveFound): AuditReport {
   const { broken } = checked
   const report: AuditReport = {
     events: checked.events,
@@ -117,9 +147,10 @@ function assemble (checked: JoinedRanges, projection: RebuildReport, redactions:
     apiRows: checked.apiRows,
     redactions,
     projection,
+    archive: archive?.report ?? null,
     ok: false
   }
-  report.ok = report.chain.ok && checked.unsigned.length === 0 && (redactions?.problems.length ?? 0) === 0 && projection.differingJobs.length === 0 && projection.outcomeMismatches.length === 0
+  report.ok = (archive?.report.projectionOk ?? true) && report.chain.ok && checked.unsigned.length === 0 && (redactions?.problems.length ?? 0) === 0 && projection.differingJobs.length === 0 && projection.outcomeMismatches.length === 0
   return report
 }
 

@@ -93,7 +93,7 @@ export async function jobRoutes (instance: FastifyInstance, opts: {
   app.get('/:jobId/events', {
     ...routeOptions,
     schema: {
-      ...routeDocs(openapi, 'A job\'s deliveries', 'Every log row of the job in seq order, with its outcome (duplicates, stale and unsupported ones too).'),
+      ...routeDocs(openapi, 'A job\'s deliveries', 'Every log row of the job in seq order, with its outcome (duplicates, stale and unsupported ones too); `archived` counts the rows moved to archive files.'),
       params: JobIdParams,
       response: { 200: JobEventsView, ...notFound }
     }
@@ -102,7 +102,9 @@ export async function jobRoutes (instance: FastifyInstance, opts: {
     const currentPhone = (await store.getJob(jobId))?.guardianPhone ?? null
     const events = []
     for await (const row of readLogStream(store, { jobId })) events.push(eventView(row, currentPhone))
-    if (events.length === 0) throw new errors.JOB_NOT_FOUND(jobId)
-    return { jobId, events }
+    // Rows moved to an archive file are counted, not listed (docs/design.md, "Archiving").
+    const archived = await store.archivedEvents?.(jobId) ?? 0
+    if (events.length === 0 && archived === 0) throw new errors.JOB_NOT_FOUND(jobId)
+    return { jobId, archived, events }
   })
 }

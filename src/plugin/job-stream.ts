@@ -98,7 +98,8 @@ function turnTaker (): () => Promise<void> {
  * `id:` = seq. A client that reconnects with `Last-Event-ID` first gets the changes it missed,
  * read from the log a page at a time (waiting for the socket between writes, yielding between
  * pages), then the live ones, none twice, in seq order. A `Last-Event-ID` beyond the end of the
- * log gets `event: reset` (id: the last seq) and then the live changes.
+ * log, or at or before the latest archive's checkpoint (those rows are gone), gets `event: reset`
+ * (id: the last seq) and then the live changes.
  */
 export function jobStream (app: FastifyInstance, opts: {
   store: G2SentryStore
@@ -173,8 +174,10 @@ export function jobStream (app: FastifyInstance, opts: {
     try {
       if (last !== undefined) {
         const head = (await store.chainHead())?.seq ?? 0
-        if (last > head) {
-          // The log was reset or restored: the client's id means nothing here any more.
+        // Rows up to the latest checkpoint are in an archive file: what the client missed cannot be replayed.
+        const archived = (await store.latestCheckpoint?.())?.record.through
+        if (last > head || (archived !== undefined && last <= archived)) {
+          // The log was reset or restored, or archived past the client: its id means nothing here any more.
           position = head
           outbox.send(`id: ${head}\nevent: reset\ndata: ${JSON.stringify({ lastEventId: last, lastSeq: head })}\n\n`)
         }

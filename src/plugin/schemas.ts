@@ -73,6 +73,8 @@ export const JobView = Type.Object({
 
 export const JobEventsView = Type.Object({
   jobId: Type.Integer(),
+  /** How many of the job's rows were moved to archive files (`g2sentry archive`): not listed in `events`. */
+  archived: Type.Integer({ minimum: 0 }),
   events: Type.Array(Type.Object({
     seq: Type.Integer(),
     eventType: Type.String(),

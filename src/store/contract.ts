@@ -3,6 +3,7 @@
 // appends and its state. Every method is asynchronous so that a networked backend can implement
 // it; both built-in stores pass the same contract tests (test/helpers/store-contract.ts).
 import type { AppendResult, ConditionalEvent, IncomingEvent, JobState, JobStatus, LogRow, Outcome, QuarantineInput, RowOutcome, QuarantineRow, SupersededResult } from '../domain/types.js'
+import type { CheckpointRecord } from '../log/records.js'
 
 export interface ListJobsQuery {
   status?: JobStatus | undefined
@@ -283,11 +284,77 @@ export interface LogLifecycle {
   countRedacted(): Promise<number>
 }
 
+/** A job's state in the projection kept at the latest checkpoint, with how many of its rows the archives hold. */
+export interface CheckpointJob extends JobState {
+  archived: number
+  /** The seq of the job's last archived row (0 when none). */
+  lastSeq: number
+}
+
+/** The latest checkpoint row: its seq and its record. */
+export interface LatestCheckpoint {
+  seq: number
+  record: CheckpointRecord
+}
+
+/** What `checkpoint` is asked to write, once the archive file is on disk. */
+export interface CheckpointRequest {
+  record: CheckpointRecord
+  /** The projection as of `record.through`, every job, with its archived rows counted so far. */
+  jobs: readonly CheckpointJob[]
+  /** The record's time (ms). */
+  at: number
+  /** The latest checkpoint's `through` when the archive began (0 for none): another archive since refuses. */
+  after: number
+  /** The chain head's seq when the archive read its rows: a redaction appended since refuses (the file holds what it erased). */
+  readAt: number
+}
+
+/** How the space of the deleted rows was given back. */
+export interface SpaceReport {
+  /**
+   * SQLite: `incremental` (the file's free pages were returned to the file system), `kept` (the
+   * file was made without auto_vacuum: its free pages stay in it for new rows; one VACUUM
+   * converts it); PostgreSQL: `vacuum` (plain VACUUM: the space is reusable, not returned).
+   */
+  method: 'incremental' | 'kept' | 'vacuum'
+  /** SQLite: pages returned to the file system; null on PostgreSQL. */
+  pagesFreed: number | null
+}
+
+/**
+ * Archiving (docs/design.md, "Archiving"): the checkpoint that vouches for an archive file, the
+ * deletion of the archived rows, and the reads that let verify, rebuild and the routes start at
+ * the checkpoint.
+ */
+export interface LogArchive {
+  /** The latest checkpoint row, or undefined when the log was never archived. */
+  latestCheckpoint(): Promise<LatestCheckpoint | undefined>
+  /** The projection as of the latest checkpoint (`checkpoint_jobs`), by job id. */
+  checkpointJobs(): Promise<CheckpointJob[]>
+  /**
+   * Appends the checkpoint record to the chain and replaces `checkpoint_jobs` with `jobs`, in one
+   * write transaction under the chain head's lock; refuses (FST_G2SENTRY_ARCHIVE_REFUSED),
+   * writing nothing, when another checkpoint or a redaction was appended since the archive began.
+   */
+  checkpoint(request: CheckpointRequest): Promise<{ seq: number }>
+  /**
+   * Deletes the rows up to `through` (the latest checkpoint's), `batchSize` seqs per transaction
+   * (default: 1,000 on SQLite, 5,000 on PostgreSQL), letting appends commit between batches;
+   * returns how many.
+   */
+  deleteArchived(through: number, options?: { batchSize?: number | undefined }): Promise<number>
+  /** Gives back the space of deleted rows as the backend can (see `SpaceReport`). */
+  reclaimSpace(): Promise<SpaceReport>
+  /** How many of the job's rows the archives hold (0 when none). */
+  archivedEvents(jobId: number): Promise<number>
+}
+
 /**
  * A whole store: what the plugin opens from `database`, or takes as `store`. The consumer and
  * reconciler roles are needed only when those features run; registration names what is missing.
  */
-export interface G2SentryStore extends EventLog, ProjectionReads, QuarantineStore, LeaseStore, ConsumerStore, Partial<ReconcilerStore>, Partial<LogLifecycle> {}
+export interface G2SentryStore extends EventLog, ProjectionReads, QuarantineStore, LeaseStore, ConsumerStore, Partial<ReconcilerStore>, Partial<LogLifecycle>, Partial<LogArchive> {}
 
 /** The methods each role needs, for checking a custom store at registration. */
 export const STORE_ROLES = {
@@ -297,7 +364,8 @@ export const STORE_ROLES = {
   leases: ['acquireLease', 'releaseLease', 'listLeases'],
   consumers: ['openConsumer', 'saveCheckpoint', 'resetConsumer', 'listConsumers', 'deleteConsumer', 'listParked', 'retryParked', 'resolveParked'],
   reconciler: ['appendIf'],
-  lifecycle: ['redact', 'retentionCandidates', 'redactedBy', 'readRecords', 'countRedacted']
+  lifecycle: ['redact', 'retentionCandidates', 'redactedBy', 'readRecords', 'countRedacted'],
+  archive: ['latestCheckpoint', 'checkpointJobs', 'checkpoint', 'deleteArchived', 'reclaimSpace', 'archivedEvents']
 } as const satisfies Record<string, ReadonlyArray<keyof G2SentryStore>>
 
 /** A job the reconciler may ask G2 Sentry about, with what it knows of it now. */

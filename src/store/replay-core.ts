@@ -27,6 +27,14 @@ export class ReplayCache {
 
   constructor (readonly capacity = REPLAY_CACHE) {}
 
+  /**
+   * Says that states are already written where the caller loads them from (a replay that starts
+   * from the projection kept at a checkpoint): a job not in memory must be looked up there.
+   */
+  assumeStored (): void {
+    this.#spilled = true
+  }
+
   /** The job's state, if it is in memory. */
   get (jobId: number): JobState | undefined {
     return this.#recent.get(jobId) ?? this.#older.get(jobId)

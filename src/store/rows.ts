@@ -3,6 +3,7 @@ import { hash, randomFillSync } from 'node:crypto'
 // SQL backend: the SQLite and PostgreSQL schemas use the same names.
 import type { AppendResult, IncomingEvent, JobState, JobStatus, LogRow, Outcome, QuarantineRow, RowOutcome, RowSource } from '../domain/types.js'
 import type { Decision } from '../domain/project-status.js'
+import type { CheckpointJob } from './contract.js'
 import { bodyCommitment, CHAIN_VERSION, GENESIS, rowHash } from './chain.js'
 
 export interface JobRow {
@@ -90,6 +91,11 @@ export const toJob = (row: JobRow): JobState => ({
   createdAt: row.created_at,
   updatedAt: row.updated_at
 })
+
+/** A row of `checkpoint_jobs`: a projection row and how many of the job's rows the archives hold. */
+export type CheckpointJobRow = JobRow & { archived: number; last_seq: number }
+
+export const toCheckpointJob = (row: CheckpointJobRow): CheckpointJob => ({ ...toJob(row), archived: row.archived, lastSeq: row.last_seq })
 
 export const jobParams = (job: JobState) => [
   job.jobId, job.jobName, job.status, job.guardianPhone, job.lastEventType,

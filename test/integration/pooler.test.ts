@@ -9,6 +9,7 @@ import { readdirSync, readFileSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import g2sentry from '../../src/index.js'
+import { archiveLog } from '../../src/log/archive.js'
 import type { G2SentryStore } from '../../src/store/contract.js'
 import type { IncomingEvent } from '../../src/domain/types.js'
 import { signBody } from '../../src/domain/verify-signature.js'
@@ -282,6 +283,9 @@ t.test('behind PgBouncer in transaction mode', async (t) => {
         await s.rebuild()
         const redacted = await s.redact?.({ jobIds: [1], reason: 'test', vacuum: 'plain' })
         t.equal(redacted?.rows, 3, 'a redaction through the pooler, its VACUUM included')
+        await s.deleteConsumer('c', 'consumer:c')
+        const archived = await archiveLog(s, { through: 2, out: join(t.testdir(), 'archive.ndjson') })
+        t.equal(archived.rows, 2, 'an archive through the pooler: checkpoint, deletion and VACUUM')
         const seen = await withClient(async (client) => (await client.query<{ tbl: string; setting: string }>(`SELECT tbl, setting FROM ${schema}.seen`)).rows)
         const tables = new Set(seen.map((row) => row.tbl))
         t.same([...tables].sort(), G2SENTRY_TABLES.filter((name) => name !== 'g2sentry_migrations').sort(), 'every table was written')

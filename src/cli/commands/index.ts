@@ -1,4 +1,5 @@
 import type { Command } from '../command.js'
+import { archive } from './archive.js'
 import { consumers } from './consumers.js'
 import { exportCommand } from './export.js'
 import { quarantine } from './quarantine.js'
@@ -24,6 +25,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   rebuild,
   verify,
   redact,
+  archive,
   quarantine,
   reconcile,
   consumers,

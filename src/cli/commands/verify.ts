@@ -1,10 +1,12 @@
-import { defineCommand, wholeNumber } from '../command.js'
+import { createReadStream } from 'node:fs'
+import { createInterface } from 'node:readline'
+import { defineCommand, UsageError, wholeNumber, type Out } from '../command.js'
 import { withLog } from '../open-log.js'
 import { describeRebuild, describeRedactions } from '../render.js'
 
 export const verify = defineCommand({
   summary: 'check the hash chain, the signatures and the projection (exit 1 on any problem)',
-  usage: 'Usage: g2sentry verify --db FILE|URL [--secret SECRET]... [--workers N]',
+  usage: 'Usage: g2sentry verify --db FILE|URL [--secret SECRET]... [--workers N]\n       g2sentry verify --archive FILE [--archive FILE]... [--secret SECRET]...',
   help: `Checks the log as evidence, changing nothing:
   - the hash chain: every row links to the one before it, its stored fields match its hash and
     its raw body, and no row is missing (the first broken seq is reported);
@@ -19,13 +21,26 @@ export const verify = defineCommand({
 The rows are checked by --workers N threads (default: one per core), each reading ranges of
 20,000 seqs on a connection of its own, while the projection replays; --workers 0, and a log of
 one range, check them in this process. The report is the same either way.
+After an archive, the chain is checked from the first row after the latest checkpoint, which
+must link to the last archived row's hash; the projection kept at the checkpoint must still
+have the hash the checkpoint names, and the replay starts from it.
+--archive FILE checks an archive file instead (g2sentry archive): its header, every row's link
+and hash as above, signatures with --secret (rows whose body is kept), erased rows, and that it
+ends exactly at its checkpoint line with the last row's seq and hash. Every problem names its line.
+Several --archive files, in order, are checked as one: each must continue the one before it, and
+each file's projection hash is replayed from the first file's first row.
 Exit code 0 when all hold, 1 otherwise.`,
   options: {
     db: { type: 'string' },
     secret: { type: 'string', multiple: true },
-    workers: { type: 'string' }
+    workers: { type: 'string' },
+    archive: { type: 'string', multiple: true }
   },
   async run (values, { out }) {
+    if (values.archive !== undefined) {
+      if (values.db !== undefined) throw new UsageError('give --db or --archive, not both')
+      return verifyArchiveFiles(values.archive, values.secret ?? [], out)
+    }
     const workers = wholeNumber('workers', values.workers)
     return withLog(values.db, 'read', async (store) => {
       // Loaded here: the other commands, rebuild among them, start faster without it.
@@ -42,6 +57,11 @@ Exit code 0 when all hold, 1 otherwise.`,
       } else await out(`signatures: ${unsigned.length} rows are signed by none of the given secrets: seq ${unsigned.slice(0, 20).join(', ')}${unsigned.length > 20 ? ', …' : ''}`)
       // Rows from the Partner API carry no signature: the chain is their evidence.
       if (report.apiRows > 0) await out(`${report.apiRows} ${report.apiRows === 1 ? 'row' : 'rows'} from the Partner API (chained, not signed)`)
+      if (report.archive !== null) {
+        const { through, checkpointSeq, file, sha256, projectionOk } = report.archive
+        await out(`archive: rows 1…${through} are in ${file} (sha256 ${sha256}), checkpoint at seq ${checkpointSeq}; the chain is checked from seq ${through + 1}`)
+        if (!projectionOk) await out('archive: BROKEN, the projection kept at the checkpoint does not have the hash the checkpoint names')
+      }
       for (const line of describeRedactions(report.redactions)) await out(line)
       for (const line of describeRebuild(projection, 'projection: replayed')) await out(line)
       await out(report.ok ? 'ok: the log is intact and the stored projection equals a rebuild from it' : 'FAILED')
@@ -49,3 +69,27 @@ Exit code 0 when all hold, 1 otherwise.`,
     })
   }
 })
+
+/** `verify --archive`: each file's lines checked in order, after the file before it; a summary, every problem with its line. */
+async function verifyArchiveFiles (files: readonly string[], secrets: readonly string[], out: Out): Promise<number> {
+  const { verifyArchive } = await import('../../log/archive-file.js')
+  let ok = true
+  let after: Awaited<ReturnType<typeof verifyArchive>>['next']
+  for (const file of files) {
+    const lines = createInterface({ input: createReadStream(file), crlfDelay: Infinity })
+    const report = await verifyArchive(lines, secrets, after)
+    after = report.next
+    const { header, checkpoint } = report
+    if (files.length > 1) await out(`${file}:`)
+    if (header !== null) await out(`archive: rows ${header.fromSeq}…${header.throughSeq}, written ${header.createdAt}`)
+    await out(`rows: ${report.rows}${report.redactedRows > 0 ? `, ${report.redactedRows} erased` : ''}${report.apiRows > 0 ? `, ${report.apiRows} from the Partner API` : ''}` +
+      `${report.records > 0 ? `, ${report.records} records` : ''}`)
+    await out(report.unsigned === null ? 'signatures: not checked (give --secret to check them)' : `signatures: ${report.signed} signed, ${report.unsigned} signed by none of the given secrets`)
+    if (checkpoint !== null) await out(`checkpoint: through seq ${checkpoint.throughSeq}, hash ${checkpoint.throughHash ?? 'none'}, ${checkpoint.jobs} jobs`)
+    await out(`projection: ${report.projection === 'not checked' ? 'not checked (the file continues an earlier archive: give that one first)' : report.projection}`)
+    for (const { line, problem } of report.problems) await out(`line ${line}: ${problem}`)
+    ok &&= report.ok
+  }
+  await out(ok ? `ok: the ${files.length === 1 ? 'archive is' : 'archives are'} intact` : 'FAILED')
+  return ok ? 0 : 1
+}

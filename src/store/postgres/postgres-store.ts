@@ -6,6 +6,7 @@ import { groupCommit } from '../group-commit.js'
 import { postgresConsumers } from './postgres-consumers.js'
 import { postgresLifecycle } from './postgres-lifecycle.js'
 import { postgresRetention } from './postgres-retention.js'
+import { latestCheckpointOf, postgresArchive } from './postgres-archive.js'
 import { commitAnnouncer, commitChannel, commitListener, PROBE_MS, type NotifyClient } from './commit-channel.js'
 import { ACQUIRE_LEASE, checkLeaseRequest, LIST_LEASES, positional, RELEASE_LEASE, SELECT_LEASE, toGrant, toLease, type LeaseDbRow } from '../leases.js'
 import { emptyReport, REPLAY_PAGE, ReplayCache, replayPage } from '../replay-core.js'
@@ -68,7 +69,13 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
       }
     }
     const report = emptyReport()
-    for (let after = 0; ;) {
+    // After an archive the replay starts from the projection kept at its checkpoint, with the rows after it.
+    const start = (await latestCheckpointOf((text, values) => client.query(text, values)))?.record.through ?? 0
+    if (start > 0) {
+      await client.query(`INSERT INTO rebuilt_jobs (${JOB_COLUMNS}) SELECT ${JOB_COLUMNS} FROM checkpoint_jobs`)
+      cache.assumeStored()
+    }
+    for (let after = start; ;) {
       const { rows: page } = await client.query<ReplayTuple>({
         text: `SELECT ${REPLAY_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2`, values: [after, REPLAY_PAGE], rowMode: 'array'
       })
@@ -122,6 +129,7 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
   const consumers = postgresConsumers(pool, (work) => transaction(pool, 'BEGIN', work))
   const retention = postgresRetention((text, values) => pool.query(text, values))
   const lifecycle = postgresLifecycle(schema, (text, values) => pool.query(text, values), (work) => transaction(pool, 'BEGIN', work), announce)
+  const archive = postgresArchive(schema, (text, values) => pool.query(text, values), (work) => transaction(pool, 'BEGIN', work), announce)
   const store: G2SentryStore = {
     append (event: IncomingEvent): Promise<AppendResult> {
       if (!Number.isSafeInteger(event.jobId)) return Promise.reject(new errors.INVALID_EVENT('jobId must be a safe integer'))
@@ -228,6 +236,12 @@ export async function postgresStore (options: PostgresStoreOptions): Promise<G2S
     readRecords: track(lifecycle.readRecords),
     countRedacted: track(lifecycle.countRedacted),
     retentionCandidates: track(retention.retentionCandidates),
+    latestCheckpoint: track(archive.latestCheckpoint),
+    checkpointJobs: track(archive.checkpointJobs),
+    checkpoint: track(archive.checkpoint),
+    deleteArchived: track(archive.deleteArchived),
+    reclaimSpace: track(archive.reclaimSpace),
+    archivedEvents: track(archive.archivedEvents),
     onCommit: listeners.onCommit,
     watchCommits: commits.watch,
     close: store.close

@@ -251,6 +251,13 @@ export function createWriter (pool: Pool, onBatchCommitted: (batchSize: number, 
         const { rows: lasts } = await client.query<{ job_id: number; seq: number }>(
           'SELECT job_id, max(seq) AS seq FROM events WHERE job_id = ANY($1::bigint[]) GROUP BY job_id', [conditional.map((e) => e.jobId)])
         for (const row of lasts) lastSeqs.set(row.job_id, row.seq)
+        // Once every row of a job is archived, its last row is the one the checkpoint kept.
+        const archived = conditional.map((e) => e.jobId).filter((jobId) => !lastSeqs.has(jobId))
+        if (archived.length > 0) {
+          const { rows: kept } = await client.query<{ job_id: number; last_seq: number }>(
+            'SELECT job_id, last_seq FROM checkpoint_jobs WHERE job_id = ANY($1::bigint[])', [archived])
+          for (const row of kept) lastSeqs.set(row.job_id, row.last_seq)
+        }
       }
       const plan = planBatch(events, head, {
         state: (jobId) => states.get(jobId),

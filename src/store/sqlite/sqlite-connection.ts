@@ -18,6 +18,10 @@ export function openConnection (filename: string, settings: ConnectionSettings, 
   try {
     if (existingLog) requireLogTable(db, filename)
     db.pragma(`busy_timeout = ${busyTimeout}`)
+    // Only a file with no table yet takes it: then an archive's deleted rows give their pages
+    // back to the file system (docs/design.md, "Archiving"). An older file keeps its mode (none)
+    // until a VACUUM, which this setting converts it with.
+    if (migrate) db.pragma('auto_vacuum = INCREMENTAL')
     enableWal(db, busyTimeout)
     db.pragma(`synchronous = ${settings.synchronous ?? 'FULL'}`)
     // Bytes that an update or a delete frees are overwritten with zeros, so that an erased phone

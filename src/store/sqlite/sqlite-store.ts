@@ -7,6 +7,7 @@ import { isBusy, retryingWhileBusy, retryWhileBusy } from './busy-retry.js'
 import { sqliteConsumers } from './sqlite-consumers.js'
 import { sqliteLifecycle } from './sqlite-lifecycle.js'
 import { sqliteRetention } from './sqlite-retention.js'
+import { sqliteArchive } from './sqlite-archive.js'
 import { ACQUIRE_LEASE, checkLeaseRequest, LIST_LEASES, RELEASE_LEASE, SELECT_LEASE, toGrant, toLease, type LeaseDbRow } from '../leases.js'
 import { toJob, toLogRow, toQuarantine, type ChainHead, type EventRow, type JobRow, type QuarantineDbRow } from '../rows.js'
 import { sqliteRebuild } from './rebuild/rebuild.js'
@@ -165,6 +166,8 @@ export function sqliteStore (options: SqliteStoreOptions): SqliteStore {
       return queue.append(event)
     },
     reconcileState: retrying(sqliteReconcileState(db)),
+    // Retried a statement at a time, within the method: its deletion runs in many transactions.
+    ...sqliteArchive(db, readOnly ? undefined : (work) => retryWhileBusy(work, performance.now() + busyTimeout)),
     ...waitingForLocks,
     onCommit: listeners.onCommit,
     async close () {

@@ -35,7 +35,9 @@ export function createWriter (db: Database.Database): SqliteWriter {
   const selectJob = db.prepare<[number], JobRow>('SELECT * FROM jobs WHERE job_id = ?')
   const upsertJob = db.prepare(UPSERT_JOB)
   const insertEvent = db.prepare(`INSERT INTO events (${EVENT_INSERT_COLUMNS}) VALUES ${placeholders(EVENT_WIDTH)}`)
-  const lastSeqOf = db.prepare<[number], { seq: number | null }>('SELECT max(seq) AS seq FROM events WHERE job_id = ?')
+  // Once every row of the job is archived, its last row is the one the checkpoint kept.
+  const lastSeqOf = db.prepare<[number, number], { seq: number | null }>(`SELECT coalesce((SELECT max(seq) FROM events WHERE job_id = ?),
+    (SELECT last_seq FROM checkpoint_jobs WHERE job_id = ?)) AS seq`)
   const selectHead = db.prepare<[], ChainHead>(HEAD_SQL)
   // By the bytes: a version 2 row's content hash is salted, so equal bodies have different ones.
   const firstSameContent = db.prepare<[number, Buffer], { seq: number }>(
@@ -67,7 +69,7 @@ export function createWriter (db: Database.Database): SqliteWriter {
       const row = selectJob.get(jobId)
       return row && toJob(row)
     },
-    lastSeq: (jobId) => lastSeqOf.get(jobId)?.seq ?? 0,
+    lastSeq: (jobId) => lastSeqOf.get(jobId, jobId)?.seq ?? 0,
     firstSameContent: (jobId, rawBody) => firstSameContent.get(jobId, rawBody)?.seq ?? null
   }
 

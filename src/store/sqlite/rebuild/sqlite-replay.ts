@@ -7,6 +7,7 @@ import type { JobState } from '../../../domain/types.js'
 import type { RebuildReport } from '../../contract.js'
 import { emptyReport, ReplayCache, replayPage } from '../../replay-core.js'
 import { JOB_COLUMNS, jobParams, REPLAY_COLUMNS, toJob, UPDATE_JOB_ON_CONFLICT, type JobRow, type ReplayTuple } from '../../rows.js'
+import { archivedThrough } from '../sqlite-archive.js'
 
 /**
  * Log rows per page: smaller than the PostgreSQL store's, as there is no round trip to save and
@@ -81,7 +82,13 @@ export function replayShare (db: Database.Database, share: Share, capacity: numb
   const write = stateWriter(db, table, onPage)
   const cache = new ReplayCache(capacity)
   const report = emptyReport()
-  for (let after = 0; ;) {
+  // After an archive the replay starts from the projection kept at its checkpoint, with the rows after it.
+  const start = archivedThrough(db)
+  if (start > 0) {
+    db.exec(`INSERT INTO ${table} (${JOB_COLUMNS}) SELECT ${JOB_COLUMNS} FROM main.checkpoint_jobs WHERE ${where}`)
+    cache.assumeStored()
+  }
+  for (let after = start; ;) {
     const page = readPage.all(after, PAGE) as ReplayTuple[]
     if (page.length === 0) break
     for (const jobId of cache.toLoad(page)) {
