@@ -132,11 +132,11 @@ for (const backend of [sqlite, postgres]) {
       if (backend === sqlite) {
         const threads = sqliteStore({ filename: database, readOnly: true, replayThreads: 3 })
         t.teardown(() => threads.close())
-        t.match(await threads.rebuild({ dryRun: true }), { events: 3, jobs: 4, differingJobs: [], outcomeMismatches: [] }, 'a rebuild on threads starts there too')
+        t.match(await threads.rebuild({ dryRun: true }), { events: 2, jobs: 4, differingJobs: [], outcomeMismatches: [] }, 'a rebuild on threads starts there too (the two rows after the checkpoint; the record is not an event)')
       }
       const rebuild = await cli('rebuild', '--db', database)
       t.equal(rebuild.code, 0, rebuild.stdout)
-      t.match(rebuild.stdout, /rebuilt 3 events into 4 jobs/)
+      t.match(rebuild.stdout, /rebuilt 2 events into 4 jobs/)
       t.same((await app.g2sentry.store.rebuild({ dryRun: true })).differingJobs, [])
       t.same(await jobsOf(app, [1, 2, 3, 4]), before, 'GET /jobs/:id unchanged')
     })
