@@ -14,6 +14,7 @@ import type { LogRow } from '../../src/domain/types.js'
 import { runCli } from '../helpers/cli-process.js'
 import { assigned, buildApp, bytesOf, completed, post, SECRET, started, withdrawn } from '../helpers/helpers.js'
 import { freshSchema, pgUrl, requirePg, withClient } from '../helpers/pg.js'
+import { until } from '../helpers/until.js'
 
 const PHONE_A = '+15550100001'
 const PHONE_B = '+15550100002'
@@ -139,6 +140,19 @@ for (const backend of [sqlite, postgres]) {
     t.same(report.projection.outcomeMismatches, [], 'every erased row replays to its outcome: the placeholders compare as the phones did')
     t.same((await app.g2sentry.rebuild()).differingJobs, [])
     t.same((await app.inject('/jobs/1')).json(), jobBefore, 'a rebuild gives the same job')
+
+    // Consumers started after the erasure read it from the beginning: rows as erased, changes as before.
+    const delivered: LogRow[] = []
+    const changes: number[] = []
+    app.g2sentry.consume<'rows'>('auditor', (row) => { delivered.push(row) }, { deliver: 'rows' })
+    app.g2sentry.consume('mailer', (change) => { changes.push(change.seq) })
+    await until('every row delivered', () => delivered.length === rows.length)
+    t.same(delivered.map((row) => row.seq), rows.map((row) => row.seq), 'a rows consumer gets every row, the record included')
+    t.ok(delivered.filter((row) => row.jobId === 1).every((row) => row.redactedBy === 10 && row.rawBody.length === 0), 'job 1\'s rows arrive erased, naming their record')
+    t.match(delivered.find((row) => row.seq === 10), { source: 'redaction', outcome: 'recorded' })
+    const applied = rows.filter((row) => row.outcome === 'applied').map((row) => row.seq)
+    await until('every change delivered', () => changes.length === applied.length)
+    t.same(changes, applied, 'a changes consumer gets the same changes as before the erasure, and no record')
     t.same(await app.g2sentry.redact({ jobId: 1 }), { recordSeq: null, jobs: [], rows: 0, version1Rows: 0, quarantined: 0 }, 'a second redaction has nothing to do')
   })
 
