@@ -13,8 +13,9 @@
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
+import { join } from 'node:path'
 import pg from 'pg'
-import type { Test } from 'tap'
+import tap, { type Test } from 'tap'
 
 export const DEFAULT_PG_URL = 'postgres://postgres@127.0.0.1:5432/test'
 
@@ -181,4 +182,20 @@ export async function freshDatabase (t: Test): Promise<string> {
   await withClient((client) => client.query(`CREATE DATABASE ${database}`))
   t.teardown(() => drop(database))
   return withDatabase(pgUrl(), database)
+}
+
+/**
+ * Registers `behaviour` twice, in order: on a SQLite file in the test's directory, and on a
+ * fresh schema of the PostgreSQL server (skipped where there is none, as above).
+ */
+export async function onSqliteAndPostgres (
+  names: { sqlite: string; postgres: string }, behaviour: (t: Test, database: string) => Promise<void>, file = 'g2.db'
+): Promise<void> {
+  const skip = !(await pgAvailable()) && !required() ? 'no PostgreSQL' : false
+  tap.test(names.sqlite, async (t) => { await behaviour(t, join(t.testdir(), file)) })
+  tap.test(names.postgres, { skip }, async (t) => {
+    const url = new URL(pgUrl())
+    url.searchParams.set('schema', freshSchema(t))
+    await behaviour(t, url.href)
+  })
 }

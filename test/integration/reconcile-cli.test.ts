@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { buildApp, post, assigned, started, withdrawn, completed } from '../helpers/helpers.js'
 import { runCli, cliEnv } from '../helpers/cli-process.js'
 import { startFake } from '../helpers/reconciler.js'
-import { freshSchema, pgAvailable, pgUrl } from '../helpers/pg.js'
+import { onSqliteAndPostgres } from '../helpers/pg.js'
 import { openStore } from '../../src/store/open-store.js'
 
 t.setTimeout(120_000)
@@ -73,15 +73,7 @@ async function behaviour (t: Test, database: string): Promise<void> {
   t.match(again.stdout, /asked about 1 jobs: 0 reconciled, 1 equal/, 'a named job is asked about even when terminal')
 }
 
-t.test('SQLite: every open job converges, one line per difference', async (t) => {
-  await behaviour(t, join(t.testdir(), 'g2.db'))
-})
-
-t.test('PostgreSQL: the same', { skip: !(await pgAvailable()) && process.env.G2SENTRY_TEST_PG === undefined ? 'no PostgreSQL' : false }, async (t) => {
-  const url = new URL(pgUrl())
-  url.searchParams.set('schema', freshSchema(t))
-  await behaviour(t, url.href)
-})
+await onSqliteAndPostgres({ sqlite: 'SQLite: every open job converges, one line per difference', postgres: 'PostgreSQL: the same' }, behaviour)
 
 t.test('refused credentials: exit 1; missing ones: a usage error', async (t) => {
   const database = join(t.testdir(), 'g2.db')

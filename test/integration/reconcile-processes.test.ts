@@ -2,14 +2,13 @@
 // PostgreSQL schema), reconciling against the fake G2 Sentry. One reconciles at a time; when it
 // is SIGKILLed, the other takes over within the lease's ttl and one renewal.
 import t, { type Test } from 'tap'
-import { join } from 'node:path'
 import { Agent } from 'node:http'
 import { signBody } from '../../src/domain/verify-signature.js'
 import { DEVELOPMENT_SECRET } from '../../src/simulator/simulate.js'
 import { assigned } from '../helpers/helpers.js'
 import { freePort, listening, send, startServer, type ExampleServer } from '../helpers/example-process.js'
 import { startFake } from '../helpers/reconciler.js'
-import { freshSchema, pgAvailable, pgUrl } from '../helpers/pg.js'
+import { onSqliteAndPostgres } from '../helpers/pg.js'
 
 t.setTimeout(120_000)
 
@@ -91,12 +90,4 @@ async function behaviour (t: Test, database: string): Promise<void> {
   t.ok(fake.maxInWindow(60_000) <= 50, `at most 50 requests in any 60 s, from both processes together (saw ${fake.maxInWindow(60_000)})`)
 }
 
-t.test('two processes on one SQLite file', async (t) => {
-  await behaviour(t, join(t.testdir(), 'shared.db'))
-})
-
-t.test('two processes on one PostgreSQL schema', { skip: !(await pgAvailable()) && process.env.G2SENTRY_TEST_PG === undefined ? 'no PostgreSQL' : false }, async (t) => {
-  const url = new URL(pgUrl())
-  url.searchParams.set('schema', freshSchema(t))
-  await behaviour(t, url.href)
-})
+await onSqliteAndPostgres({ sqlite: 'two processes on one SQLite file', postgres: 'two processes on one PostgreSQL schema' }, behaviour, 'shared.db')

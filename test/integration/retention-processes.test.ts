@@ -2,13 +2,12 @@
 // twice on one PostgreSQL schema) with G2SENTRY_REDACT_AFTER_MS. One erases at a time; when it is
 // SIGKILLed, the other takes the lease over within its ttl and one renewal, and erases.
 import t, { type Test } from 'tap'
-import { join } from 'node:path'
 import { Agent } from 'node:http'
 import { signBody } from '../../src/domain/verify-signature.js'
 import { DEVELOPMENT_SECRET } from '../../src/simulator/simulate.js'
 import { assigned, completed } from '../helpers/helpers.js'
 import { freePort, listening, send, startServer, type ExampleServer } from '../helpers/example-process.js'
-import { freshSchema, pgAvailable, pgUrl } from '../helpers/pg.js'
+import { onSqliteAndPostgres } from '../helpers/pg.js'
 import { until } from '../helpers/until.js'
 
 t.setTimeout(120_000)
@@ -58,12 +57,4 @@ async function behaviour (t: Test, database: string): Promise<void> {
   t.match(JSON.parse(job.text), { jobId: 2, status: 'Completed', guardianPhone: null }, 'its status kept')
 }
 
-t.test('two processes on one SQLite file', async (t) => {
-  await behaviour(t, join(t.testdir(), 'shared.db'))
-})
-
-t.test('two processes on one PostgreSQL schema', { skip: !(await pgAvailable()) && process.env.G2SENTRY_TEST_PG === undefined ? 'no PostgreSQL' : false }, async (t) => {
-  const url = new URL(pgUrl())
-  url.searchParams.set('schema', freshSchema(t))
-  await behaviour(t, url.href)
-})
+await onSqliteAndPostgres({ sqlite: 'two processes on one SQLite file', postgres: 'two processes on one PostgreSQL schema' }, behaviour, 'shared.db')
